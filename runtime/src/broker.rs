@@ -1,0 +1,325 @@
+//! From a request to a credential: the providers that serve the URL, in config order;
+//! a stored credential when one is still valid; otherwise each provider through the
+//! loading gate and the sandbox, until one answers or refuses.
+
+use crate::capability::http::{HttpCapability, HttpLimits};
+use crate::capability::prompt::{ControllingTerminal, PromptCapability, Terminal};
+use crate::compile_cache::CompileCache;
+use crate::config::{Config, ProviderConfig};
+use crate::loader::{LoadedProvider, Loader, TrustMode};
+use crate::paths::Paths;
+use crate::request::{CachePolicy, Credential, CredentialRequest, Protocol, Refusal};
+use crate::sandbox::limits::LimitHit;
+use crate::sandbox::new_engine;
+use crate::sandbox::run::{self as wit, ProviderCall, ProviderRunError, run_provider};
+use crate::secret::Secret;
+use crate::state_store::StateStore;
+use sha2::{Digest, Sha256};
+use std::sync::OnceLock;
+use wasmtime::Engine;
+
+pub struct Broker {
+    paths: Paths,
+    config: Config,
+    trust: TrustMode,
+    state: StateStore,
+    cache: CompileCache,
+    engine: OnceLock<Engine>,
+    terminal: fn() -> Box<dyn Terminal>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A credential stored by an earlier run; no provider ran.
+    Stored,
+    Provider,
+}
+
+#[derive(Debug)]
+pub struct Answer {
+    pub credential: Credential,
+    pub provider: String,
+    pub source: Source,
+}
+
+impl Broker {
+    pub fn new(paths: Paths, config: Config, trust: TrustMode) -> Self {
+        Broker {
+            state: StateStore::new(paths.state.clone()),
+            cache: CompileCache::new(paths.compiled_dir()),
+            paths,
+            config,
+            trust,
+            engine: OnceLock::new(),
+            terminal: || Box::new(ControllingTerminal),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn state(&self) -> &StateStore {
+        &self.state
+    }
+
+    /// The engine is built on first use, so answering from a stored credential never pays for it.
+    pub fn engine(&self) -> Result<&Engine, Refusal> {
+        if let Some(e) = self.engine.get() {
+            return Ok(e);
+        }
+        let engine = new_engine()
+            .map_err(|e| Refusal::Failed(format!("cannot start the WebAssembly engine: {e}")))?;
+        Ok(self.engine.get_or_init(|| engine))
+    }
+
+    pub fn load(&self, provider: &ProviderConfig) -> Result<LoadedProvider, Refusal> {
+        let loader = Loader {
+            providers_dir: &self.paths.providers_dir(),
+            engine: self.engine()?,
+            cache: &self.cache,
+            trust: self.trust,
+        };
+        loader
+            .load(provider)
+            .map_err(|e| Refusal::Failed(e.to_string()))
+    }
+
+    pub fn get(&self, request: &CredentialRequest) -> Result<Answer, Refusal> {
+        let mut not_found = Vec::new();
+        for provider in self.config.providers_for(&request.url) {
+            let key = credential_key(provider, request);
+            if request.is_retry {
+                self.state.evict(&provider.name, &key);
+            } else if let Some(credential) = self.state.cached_credential(&provider.name, &key) {
+                tracing::debug!(provider = %provider.name, "answered from a stored credential");
+                return Ok(Answer {
+                    credential,
+                    provider: provider.name.clone(),
+                    source: Source::Stored,
+                });
+            }
+
+            let loaded = self.load(provider)?;
+            match self.run(provider, &loaded, request)? {
+                Ok(credential) => {
+                    if let Err(e) = self
+                        .state
+                        .cache_credential(&provider.name, &key, &credential)
+                    {
+                        tracing::warn!(provider = %provider.name, "cannot store the credential for later runs: {e}");
+                    }
+                    return Ok(Answer {
+                        credential,
+                        provider: provider.name.clone(),
+                        source: Source::Provider,
+                    });
+                }
+                Err(wit::CredentialError::NotMine) => {
+                    tracing::debug!(provider = %provider.name, "not mine; trying the next provider");
+                }
+                Err(wit::CredentialError::NotFound(message)) => {
+                    tracing::debug!(provider = %provider.name, "not found; trying the next provider");
+                    not_found.push(format!("{}: {}", provider.name, message));
+                }
+                Err(wit::CredentialError::NeedsInteraction(message)) => {
+                    return Err(Refusal::NeedsInteraction {
+                        provider: provider.name.clone(),
+                        message: clean(&message),
+                    });
+                }
+                Err(wit::CredentialError::Denied(message)) => {
+                    return Err(Refusal::Denied {
+                        provider: provider.name.clone(),
+                        message: clean(&message),
+                    });
+                }
+                Err(wit::CredentialError::Failed(message)) => {
+                    return Err(Refusal::Failed(format!(
+                        "provider {} failed: {}",
+                        provider.name,
+                        clean(&message)
+                    )));
+                }
+            }
+        }
+        let url = shown_url(&request.url);
+        if not_found.is_empty() {
+            Err(Refusal::NotServed(url))
+        } else {
+            Err(Refusal::NotFound {
+                url,
+                detail: clean(&not_found.join("; ")),
+            })
+        }
+    }
+
+    /// Runs one loaded provider. The outer error ends the request; the inner one is the
+    /// provider's own answer.
+    fn run(
+        &self,
+        provider: &ProviderConfig,
+        loaded: &LoadedProvider,
+        request: &CredentialRequest,
+    ) -> Result<Result<Credential, wit::CredentialError>, Refusal> {
+        let name = &provider.name;
+        let state = self.state.provider_state(name);
+        let call = ProviderCall {
+            engine: self.engine()?,
+            component: &loaded.component,
+            limits: loaded.limits,
+            http: HttpCapability::new(loaded.origins.clone(), HttpLimits::default()),
+            prompt: PromptCapability::new(
+                name,
+                request.interactive,
+                loaded.prompts.clone(),
+                (self.terminal)(),
+            ),
+            request: wit::CredentialRequest {
+                url: request.url.to_string(),
+                protocol: wit_protocol(request.protocol),
+                operation: request.operation.clone(),
+                is_retry: request.is_retry,
+                interactive: request.interactive,
+                username_hint: request.username_hint.clone(),
+                challenge_headers: request.challenge_headers.clone(),
+                settings: provider
+                    .settings
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                state,
+            },
+        };
+        let answer = run_provider(call).map_err(|e| match e {
+            ProviderRunError::Limit(hit) => Refusal::Failed(format!("provider {name} {hit}")),
+            other => Refusal::Failed(format!("provider {name} {other}")),
+        })?;
+        tracing::debug!(provider = %name, uses = answer.uses.len(), "provider returned");
+        let credential = match answer.result {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let size = credential.secret.len()
+            + credential.username.as_ref().map_or(0, String::len)
+            + credential
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if size > loaded.limits.output_bytes {
+            return Err(Refusal::Failed(format!(
+                "provider {name} {}",
+                LimitHit::Output {
+                    size,
+                    limit: loaded.limits.output_bytes
+                }
+            )));
+        }
+        if let Some(new_state) = &credential.new_state {
+            if new_state.len() > loaded.limits.state_bytes {
+                return Err(Refusal::Failed(format!(
+                    "provider {name} {}",
+                    LimitHit::State {
+                        size: new_state.len(),
+                        limit: loaded.limits.state_bytes
+                    }
+                )));
+            }
+            if let Err(e) = self.state.set_provider_state(name, new_state) {
+                tracing::warn!(provider = %name, "cannot keep the provider's state: {e}");
+            }
+        }
+        check_credential(&credential).map_err(|why| {
+            Refusal::Failed(format!(
+                "provider {name} returned an unusable credential: {why}"
+            ))
+        })?;
+        Ok(Ok(Credential {
+            username: credential.username,
+            secret: Secret::new(credential.secret),
+            headers: credential
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k, Secret::new(v)))
+                .collect(),
+            expires_at: credential.expires_at,
+            cache: match credential.cache {
+                wit::CachePolicy::Never => CachePolicy::Never,
+                wit::CachePolicy::Session => CachePolicy::Session,
+                wit::CachePolicy::UntilExpiry => CachePolicy::UntilExpiry,
+            },
+        }))
+    }
+}
+
+/// Every tool's protocol is line- or field-framed: a CR, LF or NUL from a provider could
+/// smuggle a second field into the answer, so such credentials are refused here, once.
+fn check_credential(c: &wit::Credential) -> Result<(), String> {
+    let bad = |s: &str| s.chars().any(|ch| ch.is_control());
+    if c.secret.is_empty() {
+        return Err("the secret is empty".into());
+    }
+    if bad(&c.secret) {
+        return Err("the secret contains control characters".into());
+    }
+    if c.username.as_deref().is_some_and(bad) {
+        return Err("the user name contains control characters".into());
+    }
+    for (name, value) in &c.headers {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() || bad(value) {
+            return Err("a header name or value is not valid HTTP".into());
+        }
+    }
+    Ok(())
+}
+
+/// Provider-supplied text going into an error message: one line, no control characters.
+fn clean(message: &str) -> String {
+    crate::capability::prompt::neutralise(message)
+}
+
+/// The URL as it may appear in messages: no query (which can hold tokens).
+pub fn shown_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.to_string()
+}
+
+/// Key for a stored credential: the URL, the operation and the provider's configuration.
+fn credential_key(provider: &ProviderConfig, request: &CredentialRequest) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        b"credence credential v1".as_slice(),
+        provider.name.as_bytes(),
+        provider.component.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    for (k, v) in &provider.settings {
+        for part in [k, v] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+    }
+    for part in [request.url.as_str(), request.operation.as_str()] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+fn wit_protocol(p: Protocol) -> wit::Protocol {
+    match p {
+        Protocol::Cargo => wit::Protocol::Cargo,
+        Protocol::Git => wit::Protocol::Git,
+        Protocol::Docker => wit::Protocol::Docker,
+        Protocol::Nuget => wit::Protocol::Nuget,
+        Protocol::Bazel => wit::Protocol::Bazel,
+        Protocol::Goauth => wit::Protocol::Goauth,
+        Protocol::Keyring => wit::Protocol::Keyring,
+        Protocol::Kubectl => wit::Protocol::Kubectl,
+        Protocol::Generic => wit::Protocol::Generic,
+    }
+}

@@ -1,0 +1,275 @@
+//! Talking to the user for a provider: always on the controlling terminal (stdout is the
+//! tool's protocol channel), never when the tool is non-interactive, and always labelled
+//! with the provider's name with its text neutralised, so a provider can neither draw on
+//! the terminal nor pass itself off as credence or another provider.
+
+use credence_signing::PromptKind;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const MAX_MESSAGE_CHARS: usize = 1024;
+const MAX_ANSWER_BYTES: usize = 4096;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PromptError {
+    #[error("the tool runs non-interactively")]
+    NotInteractive,
+    #[error("the user cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Where prompts are shown. The real one is the terminal; tests substitute their own.
+pub trait Terminal: Send + 'static {
+    /// Shows `line` and reads one answer, hidden when `secret`. `Ok(None)` is end of input.
+    fn ask(&mut self, line: &str, secret: bool) -> std::io::Result<Option<String>>;
+    fn show(&mut self, line: &str) -> std::io::Result<()>;
+}
+
+/// The controlling terminal, `/dev/tty`.
+pub struct ControllingTerminal;
+
+impl Terminal for ControllingTerminal {
+    fn ask(&mut self, line: &str, secret: bool) -> std::io::Result<Option<String>> {
+        if secret {
+            // rpassword writes the prompt to and reads from the terminal, with echo off.
+            return rpassword::prompt_password(format!("{line}: ")).map(Some);
+        }
+        let mut tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(tty_path())?;
+        write!(tty, "{line}: ")?;
+        tty.flush()?;
+        let mut text = String::new();
+        let mut reader = BufReader::new(tty.take(MAX_ANSWER_BYTES as u64 + 1));
+        if reader.read_line(&mut text)? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+    }
+
+    fn show(&mut self, line: &str) -> std::io::Result<()> {
+        let mut tty = std::fs::OpenOptions::new().write(true).open(tty_path())?;
+        writeln!(tty, "{line}")
+    }
+}
+
+fn tty_path() -> &'static str {
+    if cfg!(windows) { "CONOUT$" } else { "/dev/tty" }
+}
+
+/// The effective prompt capability of one provider for one request.
+pub struct PromptCapability {
+    label: String,
+    interactive: bool,
+    allowed: BTreeSet<PromptKind>,
+    terminal: Option<Box<dyn Terminal>>,
+}
+
+impl PromptCapability {
+    /// `label` must be the provider's verified name: it is what the user trusts.
+    pub fn new(
+        label: &str,
+        interactive: bool,
+        allowed: BTreeSet<PromptKind>,
+        terminal: Box<dyn Terminal>,
+    ) -> Self {
+        PromptCapability {
+            label: neutralise(label),
+            interactive,
+            allowed,
+            terminal: Some(terminal),
+        }
+    }
+
+    fn permit(&self, kind: PromptKind) -> Result<(), PromptError> {
+        if !self.interactive {
+            return Err(PromptError::NotInteractive);
+        }
+        if !self.allowed.contains(&kind) {
+            return Err(PromptError::Unavailable(format!(
+                "this provider did not declare the `{}` prompt in its manifest",
+                kind.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    fn line(&self, message: &str) -> String {
+        format!(
+            "[credence] provider \"{}\" says: {}",
+            self.label,
+            neutralise(message)
+        )
+    }
+
+    /// Asks on the terminal; gives up after `time_left` (the rest of the provider's
+    /// wall-clock budget), leaving the blocked reader behind.
+    pub fn ask(
+        &mut self,
+        message: &str,
+        secret: bool,
+        time_left: Duration,
+    ) -> Result<String, PromptError> {
+        self.permit(PromptKind::Ask)?;
+        let line = self.line(message);
+        let answer = self.with_terminal(time_left, move |t| t.ask(&line, secret))?;
+        match answer {
+            None => Err(PromptError::Cancelled),
+            Some(a) if a.len() > MAX_ANSWER_BYTES => Err(PromptError::Unavailable(format!(
+                "the answer is longer than {MAX_ANSWER_BYTES} bytes"
+            ))),
+            Some(a) => Ok(a),
+        }
+    }
+
+    pub fn show(&mut self, message: &str, time_left: Duration) -> Result<(), PromptError> {
+        self.permit(PromptKind::Show)?;
+        let line = self.line(message);
+        self.with_terminal(time_left, move |t| t.show(&line))
+    }
+
+    /// Shows the URL for the user to open; only https URLs, so a provider cannot make the
+    /// user open a local file or a custom-scheme handler.
+    pub fn open_url(
+        &mut self,
+        url: &str,
+        message: &str,
+        time_left: Duration,
+    ) -> Result<(), PromptError> {
+        self.permit(PromptKind::OpenUrl)?;
+        let parsed = url::Url::parse(url)
+            .map_err(|e| PromptError::Unavailable(format!("not a URL: {e}")))?;
+        if parsed.scheme() != "https" {
+            return Err(PromptError::Unavailable(
+                "only https URLs can be shown to open".into(),
+            ));
+        }
+        let line = format!(
+            "{}\n[credence]   open: {}",
+            self.line(message),
+            neutralise(parsed.as_str())
+        );
+        self.with_terminal(time_left, move |t| t.show(&line))
+    }
+
+    fn with_terminal<R: Send + 'static>(
+        &mut self,
+        time_left: Duration,
+        f: impl FnOnce(&mut dyn Terminal) -> std::io::Result<R> + Send + 'static,
+    ) -> Result<R, PromptError> {
+        let mut terminal = self
+            .terminal
+            .take()
+            .ok_or_else(|| PromptError::Unavailable("an earlier prompt timed out".into()))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let result = f(terminal.as_mut());
+            let _ = tx.send((result, terminal));
+        });
+        match rx.recv_timeout(time_left) {
+            Ok((result, terminal)) => {
+                self.terminal = Some(terminal);
+                result
+                    .map_err(|e| PromptError::Unavailable(format!("no terminal to prompt on: {e}")))
+            }
+            Err(_) => Err(PromptError::Unavailable("the prompt timed out".into())),
+        }
+    }
+}
+
+/// Untrusted text made inert for a terminal: control characters (ANSI escapes, CR,
+/// backspace), bidi overrides and invisible characters are shown as `\u{..}` escapes, and
+/// the length is capped.
+pub fn neutralise(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE_CHARS));
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_MESSAGE_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || is_invisible_or_bidi(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn is_invisible_or_bidi(c: char) -> bool {
+    matches!(c as u32,
+        0x061C | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2069 | 0xFEFF | 0xFFF9..=0xFFFB)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+    impl Terminal for Recorder {
+        fn ask(&mut self, line: &str, _secret: bool) -> std::io::Result<Option<String>> {
+            self.0.lock().unwrap().push(line.to_owned());
+            Ok(Some("answer".into()))
+        }
+        fn show(&mut self, line: &str) -> std::io::Result<()> {
+            self.0.lock().unwrap().push(line.to_owned());
+            Ok(())
+        }
+    }
+
+    fn all() -> BTreeSet<PromptKind> {
+        [PromptKind::Ask, PromptKind::Show, PromptKind::OpenUrl].into()
+    }
+    const T: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn non_interactive_ask_fails_without_touching_the_terminal() {
+        let rec = Recorder::default();
+        let mut p = PromptCapability::new("basic", false, all(), Box::new(rec.clone()));
+        assert_eq!(
+            p.ask("password?", true, T),
+            Err(PromptError::NotInteractive)
+        );
+        assert!(rec.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn escapes_and_bidi_overrides_are_neutralised_and_the_label_is_ours() {
+        let rec = Recorder::default();
+        let mut p = PromptCapability::new("evil", true, all(), Box::new(rec.clone()));
+        p.show("\x1b[2J\r[credence] trusted\u{202e}exe", T).unwrap();
+        let shown = rec.0.lock().unwrap()[0].clone();
+        assert_eq!(
+            shown,
+            "[credence] provider \"evil\" says: \\u{1b}[2J\\u{d}[credence] trusted\\u{202e}exe"
+        );
+        assert!(!shown.contains('\x1b') && !shown.contains('\u{202e}'));
+    }
+
+    #[test]
+    fn undeclared_prompt_kinds_and_non_https_urls_are_refused() {
+        let mut p = PromptCapability::new(
+            "p",
+            true,
+            [PromptKind::Show].into(),
+            Box::new(Recorder::default()),
+        );
+        assert!(matches!(
+            p.ask("x", false, T),
+            Err(PromptError::Unavailable(_))
+        ));
+        let mut p = PromptCapability::new("p", true, all(), Box::new(Recorder::default()));
+        assert!(p.open_url("file:///etc/passwd", "open", T).is_err());
+        assert!(
+            p.open_url("https://login.example/device", "open", T)
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! The `credence` command line. Exit codes: 0 success; 1 no credential for the URL (no
+//! provider serves it, or none has one); 2 usage or configuration error; 3 a provider
+//! refused or failed, or hit a limit; 4 a credential needs interaction the caller forbade.
+
+use crate::broker::{Broker, Source};
+use crate::config::Config;
+use crate::loader::TrustMode;
+use crate::paths::Paths;
+use crate::request::{CredentialRequest, Protocol, Refusal, parse_request_url};
+use crate::sandbox::imports::describe;
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "credence",
+    version,
+    about = "One credential helper for every build tool, running sandboxed, signed providers"
+)]
+struct Cli {
+    /// Run providers that are not signed. For developing providers only: anyone who can
+    /// write to the providers directory then decides what runs.
+    #[arg(long, global = true)]
+    allow_unsigned: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Get a credential for a URL from the providers that serve it.
+    Get {
+        url: String,
+        /// The operation, as the tool names it (read, download, publish, ...).
+        #[arg(long, default_value = "read")]
+        operation: String,
+        /// The server refused the last credential: skip stored ones and tell the provider.
+        #[arg(long)]
+        retry: bool,
+        /// Never prompt; a provider that needs the user fails with exit code 4.
+        #[arg(long)]
+        non_interactive: bool,
+        /// A user name the tool already knows.
+        #[arg(long)]
+        username: Option<String>,
+        /// Print the whole credential as JSON instead of the secret alone.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the configured providers and whether each one loads.
+    Providers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the stored state and credentials of one provider, or of all.
+    #[command(alias = "logout")]
+    Forget {
+        /// Only this provider (its name in config.toml).
+        #[arg(long)]
+        provider: Option<String>,
+    },
+}
+
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_logging();
+    let trust = if cli.allow_unsigned {
+        eprintln!(
+            "credence: warning: --allow-unsigned runs providers nobody signed; use it only while developing a provider"
+        );
+        TrustMode::DangerousAllowUnsigned
+    } else {
+        TrustMode::RequireSigned
+    };
+    match run(cli.command, trust) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("credence: error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CREDENCE_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn open(trust: TrustMode) -> Result<Broker, String> {
+    let paths = Paths::from_env()?;
+    let config = Config::load(&paths.config_file()).map_err(|e| e.to_string())?;
+    Ok(Broker::new(paths, config, trust))
+}
+
+fn run(command: Command, trust: TrustMode) -> Result<ExitCode, String> {
+    match command {
+        Command::Get {
+            url,
+            operation,
+            retry,
+            non_interactive,
+            username,
+            json,
+        } => {
+            let url = parse_request_url(&url)?;
+            let broker = open(trust)?;
+            let request = CredentialRequest {
+                url,
+                protocol: Protocol::Generic,
+                operation,
+                is_retry: retry,
+                interactive: !non_interactive,
+                username_hint: username,
+                challenge_headers: Vec::new(),
+            };
+            Ok(get(&broker, &request, json))
+        }
+        Command::Providers { json } => providers(&open(trust)?, json),
+        Command::Forget { provider } => {
+            let broker = open(trust)?;
+            if let Some(p) = &provider {
+                if !broker.config().providers.iter().any(|c| &c.name == p) {
+                    return Err(format!(
+                        "no provider named {p:?} in the config; run `credence providers` to list them"
+                    ));
+                }
+            }
+            let n = broker
+                .state()
+                .forget(provider.as_deref())
+                .map_err(|e| format!("cannot remove stored state: {e}"))?;
+            eprintln!("credence: removed stored state and credentials of {n} provider(s)");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn get(broker: &Broker, request: &CredentialRequest, json: bool) -> ExitCode {
+    match broker.get(request) {
+        Ok(answer) => {
+            let c = &answer.credential;
+            let out = if json {
+                let headers: Vec<_> = c
+                    .headers
+                    .iter()
+                    .map(|(k, v)| serde_json::json!([k, v.expose()]))
+                    .collect();
+                let value = serde_json::json!({
+                    "provider": answer.provider,
+                    "source": match answer.source { Source::Stored => "stored", Source::Provider => "provider" },
+                    "username": c.username,
+                    "secret": c.secret.expose(),
+                    "headers": headers,
+                    "expires_at": c.expires_at,
+                    "cache": c.cache,
+                });
+                format!("{value}\n")
+            } else {
+                format!("{}\n", c.secret.expose())
+            };
+            let mut stdout = std::io::stdout().lock();
+            if stdout
+                .write_all(out.as_bytes())
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                return ExitCode::from(3);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(refusal) => {
+            eprintln!("credence: {refusal}");
+            ExitCode::from(match refusal {
+                Refusal::NotServed(_) => {
+                    eprintln!(
+                        "  hint: add a provider that serves this URL to config.toml (`serves = [...]`)"
+                    );
+                    1
+                }
+                Refusal::NotFound { .. } => 1,
+                Refusal::NeedsInteraction { .. } => 4,
+                Refusal::Denied { .. } | Refusal::Failed(_) => 3,
+            })
+        }
+    }
+}
+
+fn providers(broker: &Broker, json: bool) -> Result<ExitCode, String> {
+    let mut rows = Vec::new();
+    for p in &broker.config().providers {
+        let status = broker.load(p).map(|loaded| {
+            let (imports, exports) = describe(broker.engine().expect("loaded with it"), &loaded.component);
+            serde_json::json!({
+                "status": "ok",
+                "provider": loaded.manifest.name,
+                "version": loaded.manifest.version,
+                "sha256": hex::encode(loaded.digest),
+                "size": loaded.size,
+                "declared_origins": loaded.manifest.origins.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+                "effective_origins": loaded.origins.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+                "prompts": loaded.prompts.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+                "memory_mib": loaded.limits.memory_bytes >> 20,
+                "cpu_ms": loaded.limits.cpu.as_millis() as u64,
+                "wall_ms": loaded.limits.wall.as_millis() as u64,
+                "imports": imports,
+                "exports": exports,
+            })
+        });
+        let mut row = serde_json::json!({
+            "name": p.name,
+            "component": p.component,
+            "serves": p.serves.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "granted_origins": p.granted_origins.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+        });
+        match status {
+            Ok(details) => row
+                .as_object_mut()
+                .unwrap()
+                .extend(details.as_object().unwrap().clone()),
+            Err(e) => {
+                row["status"] = "refused".into();
+                row["error"] = e.to_string().into();
+            }
+        }
+        rows.push(row);
+    }
+    let mut out = String::new();
+    if json {
+        out = format!("{}\n", serde_json::Value::Array(rows));
+    } else if rows.is_empty() {
+        out.push_str("no providers configured\n");
+    } else {
+        for r in &rows {
+            let list = |k: &str| {
+                r[k].as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            out.push_str(&format!(
+                "{} ({})\n",
+                r["name"].as_str().unwrap_or(""),
+                r["component"].as_str().unwrap_or("")
+            ));
+            out.push_str(&format!("  serves:  {}\n", list("serves")));
+            if r["status"] == "ok" {
+                out.push_str(&format!(
+                    "  status:  ok: {} {}, sha256 {}\n  origins: {}\n  prompts: {}\n  limits:  {} MiB, {} ms CPU, {} ms wall\n",
+                    r["provider"].as_str().unwrap_or(""),
+                    r["version"].as_str().unwrap_or(""),
+                    r["sha256"].as_str().unwrap_or(""),
+                    if list("effective_origins").is_empty() { "none".into() } else { list("effective_origins") },
+                    if list("prompts").is_empty() { "none".into() } else { list("prompts") },
+                    r["memory_mib"], r["cpu_ms"], r["wall_ms"],
+                ));
+            } else {
+                out.push_str(&format!(
+                    "  status:  refused: {}\n",
+                    r["error"].as_str().unwrap_or("")
+                ));
+            }
+        }
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}

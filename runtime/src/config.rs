@@ -1,0 +1,260 @@
+//! The user's `config.toml`: which providers exist, which URLs each serves, which origins
+//! it is granted, its settings and limits. Nothing is served unless this file says so.
+//!
+//! ```toml
+//! [[provider]]
+//! name = "corp-registry"                       # this instance's name (state is kept per name)
+//! component = "token-exchange.wasm"            # in providers/; default "<name>.wasm"
+//! serves = ["https://registry.corp.example/"]  # URL prefixes: scheme, host, port exact; path prefix
+//! grant-origins = ["https://login.corp.example"]
+//! [provider.settings]
+//! client-id = "ci"
+//! [provider.limits]
+//! memory-mib = 64
+//! ```
+
+use crate::request::parse_request_url;
+use credence_signing::manifest::valid_name;
+use credence_signing::{Limits, Origin};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use url::Url;
+
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// File name of the component inside `providers/`.
+    pub component: String,
+    pub serves: Vec<ServePrefix>,
+    pub granted_origins: BTreeSet<Origin>,
+    pub settings: BTreeMap<String, String>,
+    pub limits: Limits,
+}
+
+/// A URL prefix a provider serves: scheme, host and port must match exactly, and the
+/// path must start with `path` at a segment boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServePrefix {
+    pub origin: Origin,
+    pub path: String,
+}
+
+impl ServePrefix {
+    pub fn parse(text: &str) -> Result<ServePrefix, String> {
+        let url = parse_request_url(text)?;
+        if url.query().is_some() {
+            return Err(format!("{text:?}: a served prefix has no query"));
+        }
+        let origin = Origin::of_url(&url).map_err(|e| e.to_string())?;
+        Ok(ServePrefix {
+            origin,
+            path: url.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    pub fn matches(&self, url: &Url) -> bool {
+        let Ok(origin) = Origin::of_url(url) else {
+            return false;
+        };
+        if origin != self.origin {
+            return false;
+        }
+        let path = url.path();
+        // "/api" serves "/api" and "/api/..." but not "/apis".
+        path.strip_prefix(self.path.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+impl std::fmt::Display for ServePrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}/", self.origin, self.path)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid credence config: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    provider: Vec<RawProvider>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawProvider {
+    name: String,
+    component: Option<String>,
+    #[serde(default)]
+    serves: Vec<String>,
+    #[serde(default)]
+    grant_origins: Vec<String>,
+    #[serde(default)]
+    settings: BTreeMap<String, String>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+impl Config {
+    /// A missing file is an empty config: credence then serves nothing.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text).map_err(|message| ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        let mut seen = HashSet::new();
+        let mut providers = Vec::new();
+        for p in raw.provider {
+            if !valid_name(&p.name) {
+                return Err(format!(
+                    "provider name {:?} must be 1-64 characters of a-z, 0-9 and '-', starting with a letter",
+                    p.name
+                ));
+            }
+            if !seen.insert(p.name.clone()) {
+                return Err(format!("provider {:?} is configured twice", p.name));
+            }
+            let component = p.component.unwrap_or_else(|| format!("{}.wasm", p.name));
+            if component.contains(['/', '\\'])
+                || component.starts_with('.')
+                || !component.ends_with(".wasm")
+            {
+                return Err(format!(
+                    "provider {:?}: component {component:?} must be a plain `.wasm` file name inside providers/",
+                    p.name
+                ));
+            }
+            let serves = p
+                .serves
+                .iter()
+                .map(|s| {
+                    ServePrefix::parse(s).map_err(|e| format!("provider {:?}: serves {e}", p.name))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let granted_origins = p
+                .grant_origins
+                .iter()
+                .map(|o| {
+                    Origin::parse(o)
+                        .map_err(|e| format!("provider {:?}: grant-origins: {e}", p.name))
+                })
+                .collect::<Result<_, _>>()?;
+            providers.push(ProviderConfig {
+                name: p.name,
+                component,
+                serves,
+                granted_origins,
+                settings: p.settings,
+                limits: p.limits,
+            });
+        }
+        Ok(Config { providers })
+    }
+
+    /// The providers that serve `url`, in config order.
+    pub fn providers_for<'a>(
+        &'a self,
+        url: &'a Url,
+    ) -> impl Iterator<Item = &'a ProviderConfig> + 'a {
+        self.providers
+            .iter()
+            .filter(move |p| p.serves.iter().any(|s| s.matches(url)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_prefix_serves_its_path_at_segment_boundaries_only() {
+        let p = ServePrefix::parse("https://r.example/api/").unwrap();
+        assert!(p.matches(&url("https://r.example/api")));
+        assert!(p.matches(&url("https://R.EXAMPLE:443/api/crates/x")));
+        assert!(!p.matches(&url("https://r.example/apis")));
+        assert!(!p.matches(&url("https://r.example:8443/api/x")));
+        assert!(!p.matches(&url("https://r.example.evil.example/api/x")));
+        let root = ServePrefix::parse("https://r.example").unwrap();
+        assert!(root.matches(&url("https://r.example/anything")));
+    }
+
+    #[test]
+    fn providers_are_chosen_in_config_order_and_only_where_served() {
+        let c = Config::parse(
+            r#"
+[[provider]]
+name = "a"
+serves = ["https://r.example/"]
+[[provider]]
+name = "b"
+serves = ["https://r.example/private"]
+"#,
+        )
+        .unwrap();
+        let u = url("https://r.example/private/x");
+        let names: Vec<_> = c.providers_for(&u).map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(c.providers_for(&url("https://other.example/")).count(), 0);
+    }
+
+    #[test]
+    fn bad_configs_explain_themselves() {
+        for (text, needle) in [
+            ("[[provider]]\nname = \"A\"", "provider name"),
+            (
+                "[[provider]]\nname = \"a\"\ncomponent = \"../x.wasm\"",
+                "plain `.wasm` file name",
+            ),
+            (
+                "[[provider]]\nname = \"a\"\nserves = [\"http://r.example\"]",
+                "only https",
+            ),
+            (
+                "[[provider]]\nname = \"a\"\ngrant-origins = [\"https://x.example/path\"]",
+                "must not have a path",
+            ),
+            (
+                "[[provider]]\nname = \"a\"\nfilesystem = true",
+                "unknown field",
+            ),
+            (
+                "[[provider]]\nname = \"a\"\n[[provider]]\nname = \"a\"",
+                "twice",
+            ),
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}

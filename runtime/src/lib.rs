@@ -1,0 +1,16 @@
+//! credence: one credential helper for every build tool. Requests from each tool's helper
+//! protocol go to providers, WebAssembly components that run sandboxed with only an HTTP
+//! client limited to their origins and a prompt on the user's terminal.
+
+pub mod broker;
+pub mod capability;
+pub mod cli;
+pub mod compile_cache;
+pub mod config;
+pub mod loader;
+pub mod paths;
+mod private_dir;
+pub mod request;
+pub mod sandbox;
+pub mod secret;
+pub mod state_store;

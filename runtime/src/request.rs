@@ -1,0 +1,131 @@
+//! The one internal request and answer types. Every protocol front end maps its wire format
+//! to `CredentialRequest` and `Credential` back; the router and sandbox know nothing else.
+
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    Cargo,
+    Git,
+    Docker,
+    Nuget,
+    Bazel,
+    Goauth,
+    Keyring,
+    Kubectl,
+    Generic,
+}
+
+#[derive(Clone, Debug)]
+pub struct CredentialRequest {
+    /// Absolute http(s) URL without userinfo or fragment.
+    pub url: Url,
+    pub protocol: Protocol,
+    pub operation: String,
+    pub is_retry: bool,
+    pub interactive: bool,
+    pub username_hint: Option<String>,
+    /// The server's challenge (e.g. `WWW-Authenticate`) when the tool passes it.
+    pub challenge_headers: Vec<(String, String)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CachePolicy {
+    Never,
+    Session,
+    UntilExpiry,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Credential {
+    pub username: Option<String>,
+    pub secret: Secret<String>,
+    /// Ready-made HTTP headers; values may embed the secret, so they are secrets too.
+    pub headers: Vec<(String, Secret<String>)>,
+    /// Unix seconds.
+    pub expires_at: Option<u64>,
+    pub cache: CachePolicy,
+}
+
+/// Why no credential came back, in the terms every front end can map to its own error form.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no configured provider serves {0}")]
+    NotServed(String),
+    #[error("no provider has a credential for {url}{}", with_detail(.detail))]
+    NotFound { url: String, detail: String },
+    #[error("provider {provider} needs interaction: {message}")]
+    NeedsInteraction { provider: String, message: String },
+    #[error("provider {provider} refused: {message}")]
+    Denied { provider: String, message: String },
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn with_detail(d: &str) -> String {
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!(" ({d})")
+    }
+}
+
+/// Checks a URL a tool asked about: absolute http(s), no credentials inside, no fragment.
+pub fn parse_request_url(text: &str) -> Result<Url, String> {
+    const MAX_URL: usize = 64 * 1024;
+    if text.len() > MAX_URL {
+        return Err(format!(
+            "the URL is {} bytes long; the limit is {MAX_URL}",
+            text.len()
+        ));
+    }
+    if text.chars().any(|c| c.is_control()) {
+        return Err("the URL contains control characters (CR, LF, NUL or similar)".into());
+    }
+    let mut url = Url::parse(text).map_err(|e| format!("{text:?} is not an absolute URL: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(format!(
+            "credence serves http(s) URLs, not {:?}",
+            url.scheme()
+        ));
+    }
+    if url.host().is_none() {
+        return Err(format!("{text:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "the URL {} carries a user name or password; pass the URL without them",
+            credence_signing::origin::redact_userinfo(&url)
+        ));
+    }
+    url.set_fragment(None);
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_urls_with_userinfo_or_controls_are_refused_without_echoing_secrets() {
+        let err = parse_request_url("https://user:hunter2@registry.example/").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(parse_request_url("https://registry.example/\r\nHost: evil").is_err());
+        assert!(parse_request_url("https://registry.example/\0").is_err());
+        assert!(parse_request_url("file:///etc/passwd").is_err());
+    }
+
+    #[test]
+    fn fragment_is_dropped() {
+        assert_eq!(
+            parse_request_url("https://r.example/a#frag")
+                .unwrap()
+                .as_str(),
+            "https://r.example/a"
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! The wasmtime engine configuration. Every setting here is part of the precompiled-cache
+//! key (through `Engine::precompile_compatibility_hash`), so change it knowingly.
+
+use std::time::Duration;
+use wasmtime::{Config, Engine, EngineWeak};
+
+/// How often the epoch advances; the granularity of CPU and wall-clock limits.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+pub fn new_engine() -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.max_wasm_stack(512 * 1024);
+    config.wasm_component_model(true);
+    Engine::new(&config)
+}
+
+/// Advances the engine's epoch every tick until the engine is dropped, so a guest that
+/// never calls the host still reaches its deadline check.
+pub fn start_epoch_ticker(engine: &Engine) {
+    let weak: EngineWeak = engine.weak();
+    std::thread::Builder::new()
+        .name("credence-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}

@@ -1,0 +1,114 @@
+//! The import allowlist, checked on the component's type before anything is linked: our
+//! two capabilities, plus the inert WASI pieces a stable-Rust std guest pulls in. Any other
+//! import is refused by name, so the user learns exactly what the provider wanted.
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Interfaces a provider may import, as `namespace:package/interface`, with the
+/// major.minor version line the host implements.
+const ALLOWED: &[(&str, &str)] = &[
+    ("credence:provider/http", "0.1"),
+    ("credence:provider/prompt", "0.1"),
+    ("wasi:io/error", "0.2"),
+    ("wasi:io/poll", "0.2"),
+    ("wasi:io/streams", "0.2"),
+    ("wasi:cli/environment", "0.2"),
+    ("wasi:cli/exit", "0.2"),
+    ("wasi:cli/stdin", "0.2"),
+    ("wasi:cli/stdout", "0.2"),
+    ("wasi:cli/stderr", "0.2"),
+    ("wasi:cli/terminal-input", "0.2"),
+    ("wasi:cli/terminal-output", "0.2"),
+    ("wasi:cli/terminal-stdin", "0.2"),
+    ("wasi:cli/terminal-stdout", "0.2"),
+    ("wasi:cli/terminal-stderr", "0.2"),
+    ("wasi:clocks/wall-clock", "0.2"),
+    ("wasi:clocks/monotonic-clock", "0.2"),
+    ("wasi:random/random", "0.2"),
+    ("wasi:random/insecure", "0.2"),
+    ("wasi:random/insecure-seed", "0.2"),
+];
+
+pub const EXPORT: (&str, &str) = ("credence:provider/credential-provider", "0.1");
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    #[error(
+        "it imports {0}, which credence does not grant (providers get credence:provider/http and /prompt, and inert wasi:io, wasi:cli, wasi:clocks and wasi:random)"
+    )]
+    Forbidden(String),
+    #[error("it does not export {}@{}.x; it is not a credence provider for this version", EXPORT.0, EXPORT.1)]
+    MissingExport,
+}
+
+/// `ns:pkg/iface@1.2.3` → (`ns:pkg/iface`, `1.2`).
+fn split(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('@') {
+        Some((iface, version)) => {
+            let major_minor = match version.match_indices('.').nth(1) {
+                Some((i, _)) => &version[..i],
+                None => version,
+            };
+            (iface, Some(major_minor))
+        }
+        None => (name, None),
+    }
+}
+
+pub fn is_allowed_import(name: &str) -> bool {
+    let (iface, version) = split(name);
+    ALLOWED
+        .iter()
+        .any(|(a, v)| *a == iface && version == Some(*v))
+}
+
+/// All imports and exports of the component, checked against the allowlist.
+pub fn check_component_type(engine: &Engine, component: &Component) -> Result<(), ImportError> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        if !is_allowed_import(name) {
+            return Err(ImportError::Forbidden(name.to_owned()));
+        }
+    }
+    let exported = ty.exports(engine).any(|(name, _)| {
+        let (iface, version) = split(name);
+        iface == EXPORT.0 && version == Some(EXPORT.1)
+    });
+    if !exported {
+        return Err(ImportError::MissingExport);
+    }
+    Ok(())
+}
+
+/// The names of a component's imports and exports, for `credence providers` and review.
+pub fn describe(engine: &Engine, component: &Component) -> (Vec<String>, Vec<String>) {
+    let ty = component.component_type();
+    (
+        ty.imports(engine).map(|(n, _)| n.to_owned()).collect(),
+        ty.exports(engine).map(|(n, _)| n.to_owned()).collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_is_exact_on_interface_and_version_line() {
+        assert!(is_allowed_import("wasi:cli/environment@0.2.6"));
+        assert!(is_allowed_import("credence:provider/http@0.1.0"));
+        for bad in [
+            "wasi:sockets/tcp@0.2.6",
+            "wasi:filesystem/types@0.2.6",
+            "wasi:http/outgoing-handler@0.2.6",
+            "wasi:cli/environment@0.3.0",
+            "wasi:cli/environment",
+            "credence:provider/http-extra@0.1.0",
+            "evil:provider/http@0.1.0",
+            "credence:provider/http@1.1.0",
+        ] {
+            assert!(!is_allowed_import(bad), "{bad}");
+        }
+    }
+}

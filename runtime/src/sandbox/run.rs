@@ -1,0 +1,131 @@
+//! One call of a provider's `get-credential`, from a compiled component to its answer or
+//! to the limit that stopped it.
+
+use super::bindings::Provider;
+use super::bindings::exports::credence::provider::credential_provider as wit;
+use super::engine::{EPOCH_TICK, start_epoch_ticker};
+use super::limits::{CallClock, LimitHit, Limiter, ProviderLimits};
+use super::store::{CapabilityUse, ProviderStore};
+use super::wasi::{STDERR_CAPTURE, add_inert_wasi, inert_ctx};
+use crate::capability::http::HttpCapability;
+use crate::capability::prompt::PromptCapability;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+pub use wit::{CachePolicy, Credential, CredentialError, CredentialRequest, Protocol};
+
+pub struct ProviderCall<'a> {
+    pub engine: &'a Engine,
+    pub component: &'a Component,
+    pub limits: ProviderLimits,
+    pub http: HttpCapability,
+    pub prompt: PromptCapability,
+    pub request: CredentialRequest,
+}
+
+#[derive(Debug)]
+pub struct ProviderAnswer {
+    pub result: Result<Credential, CredentialError>,
+    pub uses: Vec<CapabilityUse>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderRunError {
+    #[error("{0}")]
+    Limit(LimitHit),
+    #[error("crashed: {0}")]
+    Trap(String),
+    #[error("could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+pub fn run_provider(call: ProviderCall<'_>) -> Result<ProviderAnswer, ProviderRunError> {
+    let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+    let limits = call.limits;
+    let state = ProviderStore {
+        wasi: inert_ctx(stderr.clone()),
+        table: {
+            let mut t = ResourceTable::new();
+            t.set_max_capacity(256);
+            t
+        },
+        limiter: Limiter {
+            memory_bytes: limits.memory_bytes,
+            hit: None,
+        },
+        clock: CallClock::new(&limits),
+        http: call.http,
+        prompt: call.prompt,
+        uses: Vec::new(),
+    };
+    let mut store = Store::new(call.engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(ticks(limits.cpu.min(limits.wall)));
+    store.epoch_deadline_callback(|mut ctx| {
+        let data = ctx.data_mut();
+        match data.clock.check() {
+            Ok(left) => Ok(UpdateDeadline::Continue(ticks(left))),
+            Err(hit) => {
+                data.limiter.hit = Some(hit);
+                Ok(UpdateDeadline::Interrupt)
+            }
+        }
+    });
+
+    let mut linker: Linker<ProviderStore> = Linker::new(call.engine);
+    let linked = add_inert_wasi(&mut linker)
+        .and_then(|()| Provider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s));
+    linked.map_err(|e| ProviderRunError::Instantiate(e.to_string()))?;
+
+    start_epoch_ticker(call.engine);
+    let outcome = Provider::instantiate(&mut store, call.component, &linker)
+        .map_err(|e| (e, true))
+        .and_then(|provider| {
+            provider
+                .credence_provider_credential_provider()
+                .call_get_credential(&mut store, &call.request)
+                .map_err(|e| (e, false))
+        });
+
+    let diagnostics = stderr.contents();
+    if !diagnostics.is_empty() {
+        tracing::debug!(
+            stderr = %crate::capability::prompt::neutralise(&String::from_utf8_lossy(&diagnostics)),
+            "provider wrote to stderr"
+        );
+    }
+    let data = store.into_data();
+    if let Some(hit) = data.limiter.hit {
+        return Err(ProviderRunError::Limit(hit));
+    }
+    match outcome {
+        Ok(result) => Ok(ProviderAnswer {
+            result,
+            uses: data.uses,
+        }),
+        Err((e, true)) => Err(ProviderRunError::Instantiate(format!("{e:#}"))),
+        Err((e, false)) => Err(ProviderRunError::Trap(trap_summary(&e))),
+    }
+}
+
+/// The trap, without wasmtime's multi-line backtrace.
+fn trap_summary(e: &wasmtime::Error) -> String {
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return format!("the provider exited with status {}", exit.0);
+    }
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("wasm trap: {trap}"),
+        None => e
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("unknown error")
+            .to_owned(),
+    }
+}

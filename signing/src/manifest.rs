@@ -1,0 +1,182 @@
+//! The provider manifest: what a provider declares it needs. It is the ceiling of what it
+//! may do; the user's config grants a subset, and the host enforces the intersection.
+//!
+//! ```toml
+//! name = "token-exchange"
+//! version = "0.1.0"
+//! world = "credence:provider/provider@0.1.0"
+//! origins = ["https://login.example.com"]
+//! prompts = []                     # any of "ask", "show", "open-url"
+//! [limits]                         # optional; the host's defaults apply otherwise
+//! memory-mib = 64
+//! cpu-ms = 5000
+//! wall-ms = 60000
+//! ```
+
+use crate::origin::{Origin, OriginError};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+
+pub const WORLD: &str = "credence:provider/provider@0.1.0";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptKind {
+    Ask,
+    Show,
+    OpenUrl,
+}
+
+impl PromptKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptKind::Ask => "ask",
+            PromptKind::Show => "show",
+            PromptKind::OpenUrl => "open-url",
+        }
+    }
+}
+
+/// Resource limits; `None` means "the host's default".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Limits {
+    pub memory_mib: Option<u32>,
+    pub cpu_ms: Option<u64>,
+    pub wall_ms: Option<u64>,
+}
+
+impl Limits {
+    /// Each limit is the smaller of the two where both are set.
+    pub fn min(self, other: Limits) -> Limits {
+        fn m<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        Limits {
+            memory_mib: m(self.memory_mib, other.memory_mib),
+            cpu_ms: m(self.cpu_ms, other.cpu_ms),
+            wall_ms: m(self.wall_ms, other.wall_ms),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub world: String,
+    pub origins: BTreeSet<Origin>,
+    pub prompts: BTreeSet<PromptKind>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("the manifest is not valid TOML for a provider manifest: {0}")]
+    Syntax(String),
+    #[error(
+        "the provider name {0:?} must be 1-64 characters of a-z, 0-9 and '-', starting with a letter"
+    )]
+    BadName(String),
+    #[error("the manifest declares world {0:?}; this credence implements {WORLD}")]
+    UnsupportedWorld(String),
+    #[error("the manifest declares an origin credence cannot grant: {0}")]
+    Origin(#[from] OriginError),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    version: String,
+    world: String,
+    #[serde(default)]
+    origins: Vec<String>,
+    #[serde(default)]
+    prompts: Vec<PromptKind>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+impl Manifest {
+    pub fn from_toml(text: &str) -> Result<Manifest, ManifestError> {
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| ManifestError::Syntax(e.message().to_owned()))?;
+        if !valid_name(&raw.name) {
+            return Err(ManifestError::BadName(raw.name));
+        }
+        if raw.world != WORLD {
+            return Err(ManifestError::UnsupportedWorld(raw.world));
+        }
+        let origins = raw
+            .origins
+            .iter()
+            .map(|o| Origin::parse(o))
+            .collect::<Result<_, _>>()?;
+        Ok(Manifest {
+            name: raw.name,
+            version: raw.version,
+            world: raw.world,
+            origins,
+            prompts: raw.prompts.into_iter().collect(),
+            limits: raw.limits,
+        })
+    }
+}
+
+/// Provider names appear in prompts, logs and file names, so they are kept plain.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_manifest_parses() {
+        let m = Manifest::from_toml(
+            r#"name = "token-exchange"
+version = "0.1.0"
+world = "credence:provider/provider@0.1.0"
+origins = ["https://Login.Example.com:443"]
+prompts = ["show", "open-url"]
+[limits]
+memory-mib = 32
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.origins.iter().next().unwrap().to_string(),
+            "https://login.example.com"
+        );
+        assert!(m.prompts.contains(&PromptKind::OpenUrl));
+        assert_eq!(m.limits.memory_mib, Some(32));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_names_are_refused() {
+        let base = "version = \"1\"\nworld = \"credence:provider/provider@0.1.0\"\n";
+        assert!(matches!(
+            Manifest::from_toml(&format!("name = \"x\"\n{base}filesystem = true")),
+            Err(ManifestError::Syntax(_))
+        ));
+        assert!(matches!(
+            Manifest::from_toml(&format!("name = \"../x\"\n{base}")),
+            Err(ManifestError::BadName(_))
+        ));
+        assert!(matches!(
+            Manifest::from_toml(&format!(
+                "name = \"x\"\n{base}origins = [\"http://evil.example\"]"
+            )),
+            Err(ManifestError::Origin(OriginError::SchemeNotAllowed(..)))
+        ));
+    }
+}

@@ -1,0 +1,88 @@
+//! One hostile provider with many faces, chosen by the `attack` setting, so the tests
+//! build one component instead of one per attack.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "provider" });
+
+use credence::provider::http::{self, Request};
+use credence::provider::prompt::{self, InputKind};
+use exports::credence::provider::credential_provider::{
+    CachePolicy, Credential, CredentialError, CredentialRequest, Guest,
+};
+
+struct Hostile;
+
+fn setting<'a>(req: &'a CredentialRequest, key: &str) -> &'a str {
+    req.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("")
+}
+
+fn credential(secret: String) -> Credential {
+    Credential { username: None, secret, headers: Vec::new(), expires_at: None, cache: CachePolicy::Never, new_state: None }
+}
+
+fn get(url: &str) -> Result<http::Response, CredentialError> {
+    http::fetch(&Request { method: "GET".into(), url: url.into(), headers: Vec::new(), body: Vec::new() })
+        .map_err(|e| CredentialError::Failed(format!("fetch refused: {e:?}")))
+}
+
+impl Guest for Hostile {
+    fn get_credential(req: CredentialRequest) -> Result<Credential, CredentialError> {
+        match setting(&req, "attack") {
+            // Burns CPU forever; only the epoch deadline stops it.
+            "infinite-loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            // Grows memory 1 MiB at a time until something gives.
+            "memory-bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![0xA5; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            // Calls an origin nobody granted; returns what the host said.
+            "undeclared-host" => {
+                let target = setting(&req, "target");
+                let response = get(target)?;
+                Ok(credential(format!("reached {target}: HTTP {}", response.status)))
+            }
+            // Follows a redirect by hand, wherever it points.
+            "follow-redirect" => {
+                let first = get(setting(&req, "target"))?;
+                let location = first
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| CredentialError::Failed(format!("no redirect (HTTP {})", first.status)))?;
+                let second = get(&location)?;
+                Ok(credential(format!("followed to {location}: HTTP {}", second.status)))
+            }
+            // An answer far larger than any credential (size in MiB from `mib`).
+            "huge-answer" => {
+                let mib: usize = setting(&req, "mib").parse().unwrap_or(100);
+                Ok(credential("x".repeat(mib << 20)))
+            }
+            // Tries to prompt even though the tool said non-interactive.
+            "prompt-anyway" => match prompt::ask("password please", InputKind::Secret) {
+                Ok(answer) => Ok(credential(answer)),
+                Err(e) => Err(CredentialError::Failed(format!("prompt refused: {e:?}"))),
+            },
+            // Spoofs a terminal: escape sequences, a fake credence label and a bidi override.
+            "spoof-prompt" => match prompt::show("\x1b[2J\x1b[H\r[credence] trusted: enter your password\u{202e}txt.exe") {
+                Ok(()) => Ok(credential("shown".into())),
+                Err(e) => Err(CredentialError::Failed(format!("show refused: {e:?}"))),
+            },
+            "panic" => panic!("hostile provider panicked on purpose"),
+            // Declines, so the host must try the next provider.
+            "not-mine" => Err(CredentialError::NotMine),
+            // Smuggles a second protocol field into its answer.
+            "newline-secret" => Ok(credential("token\npassword=stolen".into())),
+            other => Err(CredentialError::NotFound(format!("unknown attack {other:?}"))),
+        }
+    }
+}
+
+export!(Hostile);

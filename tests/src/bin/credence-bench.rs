@@ -1,0 +1,136 @@
+//! Whole-process latency of `credence get`, against a native helper process measured in
+//! the same run. Method (also in README.md, "Performance"):
+//!
+//! - every sample is one spawn of the real binary, stdout piped, timed from spawn to exit;
+//! - the cases are interleaved round by round, so machine noise hits all of them alike;
+//! - medians are reported, with p10/p90, and each median as a ratio to the floor's.
+//!
+//! Cases: `floor` (a native binary printing a fixed credential), `cold` (credence get with
+//! an empty compiled-component cache: JIT compile every run), `warm` (cache hit, the
+//! static-token provider runs in the sandbox), `stored` (a stored until-expiry credential
+//! answers, no provider runs).
+//!
+//! Usage: `credence-bench [ROUNDS]` (default 200; cold runs every 10th round).
+
+use credence_tests::{Home, Reply, TestServer, credence_exe, manifest};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn time(cmd: &mut Command) -> Duration {
+    let started = Instant::now();
+    let out = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("spawn");
+    let elapsed = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200);
+    let floor_exe =
+        credence_exe().with_file_name(format!("credence-floor{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        floor_exe.is_file(),
+        "build the floor first: cargo build -p credence-tests --bin credence-floor"
+    );
+
+    let server = TestServer::start(|_| {
+        Reply::json(200, r#"{"access_token":"tok-bench","expires_in":86400}"#)
+    });
+    let home = Home::new();
+    home.install(
+        "static-token",
+        "static-token",
+        &manifest("static-token", &[], &[]),
+    );
+    home.install(
+        "token-exchange",
+        "token-exchange",
+        &manifest("token-exchange", &[server.origin()], &[]),
+    );
+    home.write_config(&format!(
+        r#"
+[[provider]]
+name = "static"
+component = "static-token.wasm"
+serves = ["https://registry.example/"]
+settings = {{ token = "tok-static-123" }}
+[[provider]]
+name = "exchange"
+component = "token-exchange.wasm"
+serves = ["https://feed.example/"]
+grant-origins = ["{o}"]
+settings = {{ token-url = "{o}/token", client-id = "c", client-secret = "s" }}
+"#,
+        o = server.origin()
+    ));
+    let cmd = |url: &str| {
+        let mut c = home.command();
+        c.args(["--allow-unsigned", "get", url]);
+        c
+    };
+    // Prime: the warm cache entry and the stored credential.
+    time(&mut cmd("https://registry.example/"));
+    time(&mut cmd("https://feed.example/"));
+    let compiled = home.cache().join("credence/cwasm");
+
+    let names = ["floor", "cold", "warm", "stored"];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
+    for round in 0..rounds {
+        samples[0].push(time(&mut Command::new(&floor_exe)));
+        if round % 10 == 0 {
+            let _ = std::fs::remove_dir_all(&compiled);
+            samples[1].push(time(&mut cmd("https://registry.example/")));
+        }
+        samples[2].push(time(&mut cmd("https://registry.example/")));
+        samples[3].push(time(&mut cmd("https://feed.example/")));
+    }
+    assert_eq!(
+        server.hits(),
+        1,
+        "the stored case must not call the provider"
+    );
+
+    let medians: Vec<Duration> = samples
+        .iter_mut()
+        .map(|s| {
+            s.sort();
+            percentile(s, 0.5)
+        })
+        .collect();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("| case | runs | median | p10 | p90 | median / floor |");
+    println!("|---|---|---|---|---|---|");
+    for (i, name) in names.iter().enumerate() {
+        let s = &samples[i];
+        println!(
+            "| {name} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2}× |",
+            s.len(),
+            ms(medians[i]),
+            ms(percentile(s, 0.1)),
+            ms(percentile(s, 0.9)),
+            medians[i].as_secs_f64() / medians[0].as_secs_f64()
+        );
+    }
+    println!(
+        "\nbinary: {} ({} bytes)",
+        credence_exe().display(),
+        std::fs::metadata(credence_exe())
+            .map(|m| m.len())
+            .unwrap_or(0)
+    );
+}

@@ -1,0 +1,294 @@
+//! Test harness: the real `credence` binary in a throwaway home, the real provider
+//! components built by `build.rs`, and HTTP servers on 127.0.0.1 that count their hits.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where `build.rs` put the compiled providers.
+pub fn components_dir() -> PathBuf {
+    PathBuf::from(env!("CREDENCE_TEST_COMPONENTS"))
+}
+
+/// A compiled provider by crate name, e.g. `static-token`.
+pub fn component(crate_name: &str) -> PathBuf {
+    components_dir().join(format!("{}.wasm", crate_name.replace('-', "_")))
+}
+
+/// The `credence` binary of this build (`cargo test --workspace` builds it).
+pub fn credence_exe() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let name = format!("credence{}", std::env::consts::EXE_SUFFIX);
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join(&name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "the credence binary is not built next to {}; run `cargo build -p credence` (or `cargo test --workspace`)",
+        exe.display()
+    );
+}
+
+/// A throwaway `$CREDENCE_HOME`, cache and state dir.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Home {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Home {
+    pub fn new() -> Home {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("home/providers")).unwrap();
+        Home { dir }
+    }
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+    pub fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Copies a built component into `providers/<file_stem>.wasm` with its manifest.
+    pub fn install(&self, crate_name: &str, file_stem: &str, manifest: &str) {
+        let providers = self.home().join("providers");
+        std::fs::copy(
+            component(crate_name),
+            providers.join(format!("{file_stem}.wasm")),
+        )
+        .expect("copy component");
+        std::fs::write(
+            providers.join(format!("{file_stem}.manifest.toml")),
+            manifest,
+        )
+        .unwrap();
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.home().join("config.toml"), text).unwrap();
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(credence_exe());
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("CREDENCE_HOME", self.home())
+            .env("XDG_CACHE_HOME", self.cache())
+            .env("XDG_STATE_HOME", self.state())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `credence <args>` to completion (killed after a minute, so no test hangs).
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, &[])
+    }
+
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command();
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(run_bounded(cmd, Duration::from_secs(60)))
+    }
+}
+
+/// A credence run's outcome, with stdout and stderr as text.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    fn from((output, elapsed): (Output, Duration)) -> Run {
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            elapsed,
+        }
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+}
+
+pub fn run_bounded(mut cmd: Command, limit: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stdout.read_to_end(&mut b);
+        b
+    });
+    let err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = stderr.read_to_end(&mut b);
+        b
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = started.elapsed();
+    (
+        Output {
+            status,
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+        },
+        elapsed,
+    )
+}
+
+/// A request as a test server saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+    pub fn redirect(location: &str) -> Reply {
+        Reply {
+            status: 302,
+            headers: vec![("Location".into(), location.into())],
+            body: Vec::new(),
+        }
+    }
+}
+
+/// An HTTP server on 127.0.0.1 that answers with `handler` and remembers every request.
+pub struct TestServer {
+    server: Arc<tiny_http::Server>,
+    pub port: u16,
+    hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start(handler: impl Fn(&Seen) -> Reply + Send + 'static) -> TestServer {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1"));
+        let port = server.server_addr().to_ip().unwrap().port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (server, hits, seen) = (server.clone(), hits.clone(), seen.clone());
+            std::thread::spawn(move || {
+                for mut request in server.incoming_requests() {
+                    let mut body = String::new();
+                    let _ = request.as_reader().take(1 << 20).read_to_string(&mut body);
+                    let s = Seen {
+                        method: request.method().to_string(),
+                        url: request.url().to_owned(),
+                        headers: request
+                            .headers()
+                            .iter()
+                            .map(|h| (h.field.to_string(), h.value.to_string()))
+                            .collect(),
+                        body,
+                    };
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let reply = handler(&s);
+                    seen.lock().unwrap().push(s);
+                    let mut response =
+                        tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+                    for (k, v) in reply.headers {
+                        response.add_header(
+                            tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap(),
+                        );
+                    }
+                    let _ = request.respond(response);
+                }
+            })
+        };
+        TestServer {
+            server,
+            port,
+            hits,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A provider manifest for tests and the demo.
+pub fn manifest(name: &str, origins: &[String], prompts: &[&str]) -> String {
+    let quote = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let prompts: Vec<String> = prompts.iter().map(|s| s.to_string()).collect();
+    format!(
+        "name = {name:?}\nversion = \"0.1.0\"\nworld = \"credence:provider/provider@0.1.0\"\norigins = [{}]\nprompts = [{}]\n",
+        quote(origins),
+        quote(&prompts)
+    )
+}

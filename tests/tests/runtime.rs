@@ -1,0 +1,343 @@
+//! The sandboxed runtime end to end: the real `credence` binary, real provider components
+//! and HTTP servers on 127.0.0.1.
+
+use credence_tests::{Home, Reply, TestServer, manifest};
+
+const UNSIGNED: &str = "--allow-unsigned";
+
+/// A home with `static-token` serving https://registry.example/ (no network needed).
+fn static_home() -> Home {
+    let home = Home::new();
+    home.install(
+        "static-token",
+        "static-token",
+        &manifest("static-token", &[], &[]),
+    );
+    home.write_config(
+        r#"
+[[provider]]
+name = "corp"
+component = "static-token.wasm"
+serves = ["https://registry.example/"]
+[provider.settings]
+token = "tok-static-123"
+username = "ci"
+"#,
+    );
+    home
+}
+
+#[test]
+fn static_token_answers_from_its_settings() {
+    let home = static_home();
+    let run = home.run(&[
+        UNSIGNED,
+        "get",
+        "https://registry.example/index/config.json",
+        "--json",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let json = run.json();
+    assert_eq!(json["secret"], "tok-static-123");
+    assert_eq!(json["username"], "ci");
+    assert_eq!(json["provider"], "corp");
+    assert_eq!(json["source"], "provider");
+
+    let plain = home.run(&[UNSIGNED, "get", "https://registry.example/"]);
+    assert_eq!(plain.stdout, "tok-static-123\n");
+}
+
+#[test]
+fn unsigned_providers_do_not_run_without_the_development_flag() {
+    let home = static_home();
+    let run = home.run(&["get", "https://registry.example/"]);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(
+        run.stderr.contains("provider corp is not signed"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("--allow-unsigned"), "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    let run = home.run(&[UNSIGNED, "get", "https://registry.example/"]);
+    assert!(
+        run.stderr.contains("warning: --allow-unsigned"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_url_no_provider_serves_is_not_mine() {
+    let home = static_home();
+    for url in [
+        "https://other.example/",
+        "https://registry.example:8443/",
+        "https://registry.example.evil.example/",
+    ] {
+        let run = home.run(&[UNSIGNED, "get", url]);
+        assert_eq!(run.code, Some(1), "{url}: {run:#?}");
+        assert!(
+            run.stderr.contains("no configured provider serves"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty());
+    }
+}
+
+#[test]
+fn not_mine_moves_on_to_the_next_provider() {
+    let home = Home::new();
+    home.install("hostile", "hostile", &manifest("hostile", &[], &[]));
+    home.install(
+        "static-token",
+        "static-token",
+        &manifest("static-token", &[], &[]),
+    );
+    home.write_config(
+        r#"
+[[provider]]
+name = "first"
+component = "hostile.wasm"
+serves = ["https://registry.example/"]
+settings = { attack = "not-mine" }
+[[provider]]
+name = "second"
+component = "static-token.wasm"
+serves = ["https://registry.example/"]
+settings = { token = "from-second" }
+"#,
+    );
+    let run = home.run(&[UNSIGNED, "get", "https://registry.example/", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(run.json()["provider"], "second");
+    assert_eq!(run.json()["secret"], "from-second");
+}
+
+#[test]
+fn bad_request_urls_are_refused_before_any_provider_runs() {
+    let home = static_home();
+    let run = home.run(&[UNSIGNED, "get", "https://ci:hunter2@registry.example/"]);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("carries a user name or password"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+    let long = format!("https://registry.example/{}", "a".repeat(70_000));
+    let run = home.run(&[UNSIGNED, "get", &long]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("the limit is 65536"), "{}", run.stderr);
+}
+
+fn token_server(expires_in: u64) -> TestServer {
+    TestServer::start(move |req| {
+        if req.method != "POST" || req.url != "/token" {
+            return Reply::json(404, "{}");
+        }
+        let token = if req.body.contains("grant_type=refresh_token") {
+            "tok-refreshed"
+        } else {
+            "tok-exchanged"
+        };
+        if req.body.contains("client_secret=wrong") {
+            return Reply::json(401, r#"{"error":"invalid_client"}"#);
+        }
+        Reply::json(
+            200,
+            &format!(
+                r#"{{"access_token":"{token}","expires_in":{expires_in},"refresh_token":"rt-1"}}"#
+            ),
+        )
+    })
+}
+
+fn exchange_home(server: &TestServer, secret: &str) -> Home {
+    let home = Home::new();
+    home.install(
+        "token-exchange",
+        "token-exchange",
+        &manifest("token-exchange", &[server.origin()], &[]),
+    );
+    home.write_config(&format!(
+        r#"
+[[provider]]
+name = "feed"
+component = "token-exchange.wasm"
+serves = ["https://feed.example/"]
+grant-origins = ["{origin}"]
+[provider.settings]
+token-url = "{origin}/token"
+client-id = "ci-bot"
+client-secret = "{secret}"
+"#,
+        origin = server.origin()
+    ));
+    home
+}
+
+#[test]
+fn token_exchange_trades_client_credentials_for_a_bearer_token() {
+    let server = token_server(3600);
+    let home = exchange_home(&server, "cs-very-secret");
+    let run = home.run(&[
+        UNSIGNED,
+        "get",
+        "https://feed.example/v3/index.json",
+        "--json",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let json = run.json();
+    assert_eq!(json["secret"], "tok-exchanged");
+    assert_eq!(json["headers"][0][0], "Authorization");
+    assert_eq!(json["headers"][0][1], "Bearer tok-exchanged");
+    assert_eq!(json["cache"], "until-expiry");
+    assert!(json["expires_at"].as_u64().unwrap() > 1_700_000_000);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].body.contains("grant_type=client_credentials"),
+        "{:?}",
+        seen[0].body
+    );
+    assert!(seen[0].body.contains("client_secret=cs-very-secret"));
+    assert!(
+        seen[0]
+            .headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.contains("form-urlencoded"))
+    );
+}
+
+#[test]
+fn a_stored_credential_answers_without_running_the_provider_until_a_retry() {
+    let server = token_server(3600);
+    let home = exchange_home(&server, "cs");
+    let url = "https://feed.example/v3/index.json";
+    assert_eq!(
+        home.run(&[UNSIGNED, "get", url, "--json"]).json()["source"],
+        "provider"
+    );
+    let second = home.run(&[UNSIGNED, "get", url, "--json"]);
+    assert_eq!(second.json()["source"], "stored");
+    assert_eq!(second.json()["secret"], "tok-exchanged");
+    assert_eq!(
+        server.hits(),
+        1,
+        "the stored credential must not call the token endpoint"
+    );
+
+    // A retry means the server refused it: ask the provider again, with is-retry set, so
+    // it starts from the client credentials rather than the stored refresh token.
+    let retry = home.run(&[UNSIGNED, "get", url, "--json", "--retry"]);
+    assert_eq!(retry.json()["source"], "provider");
+    assert_eq!(server.hits(), 2);
+    assert!(
+        server.seen()[1]
+            .body
+            .contains("grant_type=client_credentials")
+    );
+
+    let forget = home.run(&["forget", "--provider", "feed"]);
+    assert_eq!(forget.code, Some(0), "{forget:#?}");
+    assert_eq!(
+        home.run(&[UNSIGNED, "get", url, "--json"]).json()["source"],
+        "provider"
+    );
+    assert_eq!(server.hits(), 3);
+}
+
+#[test]
+fn provider_state_carries_a_refresh_token_between_runs() {
+    // Tokens that expire within the host's safety margin are not stored, so every run
+    // asks the provider, which then uses the refresh token it kept in its state.
+    let server = token_server(10);
+    let home = exchange_home(&server, "cs");
+    let url = "https://feed.example/";
+    assert_eq!(
+        home.run(&[UNSIGNED, "get", url, "--json"]).json()["secret"],
+        "tok-exchanged"
+    );
+    assert_eq!(
+        home.run(&[UNSIGNED, "get", url, "--json"]).json()["secret"],
+        "tok-refreshed"
+    );
+    assert!(server.seen()[1].body.contains("refresh_token=rt-1"));
+    let state_file = home.state().join("credence/state/feed/state.bin");
+    assert_eq!(std::fs::read(&state_file).unwrap(), b"rt-1");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&state_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    home.run(&["logout"]);
+    assert!(!state_file.exists());
+}
+
+#[test]
+fn a_refused_client_secret_is_denied_not_retried_elsewhere() {
+    let server = token_server(3600);
+    let home = exchange_home(&server, "wrong");
+    let run = home.run(&[UNSIGNED, "get", "https://feed.example/"]);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(
+        run.stderr.contains("provider feed refused"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("wrong"),
+        "no secret in errors: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_origin_the_user_did_not_grant_is_denied_even_if_declared() {
+    let server = token_server(3600);
+    let home = exchange_home(&server, "cs");
+    // Same provider and manifest, but the user grants nothing.
+    let config = std::fs::read_to_string(home.home().join("config.toml")).unwrap();
+    home.write_config(&config.replace(&format!("grant-origins = [\"{}\"]", server.origin()), ""));
+    let run = home.run(&[UNSIGNED, "get", "https://feed.example/"]);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(
+        run.stderr.contains("not an allowed origin (allowed: none)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(server.hits(), 0);
+}
+
+#[test]
+fn providers_lists_each_provider_with_its_effective_capabilities() {
+    let server = token_server(3600);
+    let home = exchange_home(&server, "cs");
+    let run = home.run(&[UNSIGNED, "providers", "--json"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let p = &run.json()[0];
+    assert_eq!(p["name"], "feed");
+    assert_eq!(p["status"], "ok");
+    assert_eq!(p["effective_origins"][0], server.origin());
+    assert_eq!(p["sha256"].as_str().unwrap().len(), 64);
+    assert!(
+        p["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i.as_str().unwrap().starts_with("credence:provider/http@"))
+    );
+    let unsigned = home.run(&["providers"]);
+    assert!(
+        unsigned
+            .stdout
+            .contains("refused: provider feed is not signed"),
+        "{}",
+        unsigned.stdout
+    );
+}

@@ -1,0 +1,313 @@
+//! Hostile providers against the sandbox: each is stopped with its own clear error, the
+//! host stays healthy, and the next request in the same home still works.
+
+use credence_tests::{Home, Reply, TestServer, manifest};
+
+const UNSIGNED: &str = "--allow-unsigned";
+
+/// A home with the hostile provider under `attack` (with extra settings and limits),
+/// and a well-behaved static-token provider for a second URL.
+fn hostile_home(origins: &[String], settings: &str, limits: &str) -> Home {
+    let home = Home::new();
+    home.install(
+        "hostile",
+        "hostile",
+        &manifest("hostile", origins, &["ask", "show"]),
+    );
+    home.install(
+        "static-token",
+        "static-token",
+        &manifest("static-token", &[], &[]),
+    );
+    let grants = origins
+        .iter()
+        .map(|o| format!("{o:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    home.write_config(&format!(
+        r#"
+[[provider]]
+name = "hostile"
+serves = ["https://evil.example/"]
+grant-origins = [{grants}]
+settings = {{ {settings} }}
+limits = {{ {limits} }}
+[[provider]]
+name = "good"
+component = "static-token.wasm"
+serves = ["https://good.example/"]
+settings = {{ token = "still-works" }}
+"#
+    ));
+    home
+}
+
+fn assert_refused_then_healthy(home: &Home, expected: &str, code: i32) {
+    let run = home.run(&[UNSIGNED, "get", "https://evil.example/"]);
+    assert_eq!(run.code, Some(code), "{run:#?}");
+    assert!(
+        run.stderr.contains(expected),
+        "expected {expected:?} in:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "nothing but protocol bytes on stdout: {:?}",
+        run.stdout
+    );
+    assert!(
+        !run.stderr.contains("panicked"),
+        "the host must not panic: {}",
+        run.stderr
+    );
+    let next = home.run(&[UNSIGNED, "get", "https://good.example/"]);
+    assert_eq!(
+        (next.code, next.stdout.as_str()),
+        (Some(0), "still-works\n"),
+        "{next:#?}"
+    );
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_the_cpu_limit() {
+    let home = hostile_home(&[], r#"attack = "infinite-loop""#, "cpu-ms = 300");
+    assert_refused_then_healthy(
+        &home,
+        "provider hostile exceeded its CPU time limit of 300 ms",
+        3,
+    );
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_the_wall_clock_limit_when_it_comes_first() {
+    let home = hostile_home(
+        &[],
+        r#"attack = "infinite-loop""#,
+        "cpu-ms = 60000, wall-ms = 400",
+    );
+    assert_refused_then_healthy(
+        &home,
+        "provider hostile exceeded its wall-clock limit of 400 ms",
+        3,
+    );
+}
+
+#[test]
+fn memory_bomb_is_stopped_by_the_memory_limit() {
+    let home = hostile_home(&[], r#"attack = "memory-bomb""#, "memory-mib = 32");
+    assert_refused_then_healthy(
+        &home,
+        "provider hostile exceeded its memory limit of 32 MiB",
+        3,
+    );
+}
+
+#[test]
+fn a_100_mb_answer_is_refused_by_the_output_limit() {
+    let home = hostile_home(
+        &[],
+        r#"attack = "huge-answer", mib = "100""#,
+        "memory-mib = 256",
+    );
+    assert_refused_then_healthy(
+        &home,
+        "provider hostile returned a credential of 100 MiB, over the output limit of 64 KiB",
+        3,
+    );
+}
+
+#[test]
+fn a_100_mb_answer_under_default_limits_hits_the_memory_limit_first() {
+    let home = hostile_home(&[], r#"attack = "huge-answer", mib = "100""#, "");
+    assert_refused_then_healthy(
+        &home,
+        "provider hostile exceeded its memory limit of 64 MiB",
+        3,
+    );
+}
+
+#[test]
+fn fetch_to_an_undeclared_host_is_denied_and_never_reaches_it() {
+    let target = TestServer::start(|_| Reply::json(200, "{}"));
+    let declared = TestServer::start(|_| Reply::json(200, "{}"));
+    let settings = format!(
+        r#"attack = "undeclared-host", target = "{}/steal""#,
+        target.origin()
+    );
+    let home = hostile_home(&[declared.origin()], &settings, "");
+    assert_refused_then_healthy(
+        &home,
+        &format!(
+            "{} is not an allowed origin (allowed: {})",
+            target.origin(),
+            declared.origin()
+        ),
+        3,
+    );
+    assert_eq!(target.hits(), 0);
+}
+
+#[test]
+fn an_origin_granted_by_config_but_not_declared_is_denied() {
+    let target = TestServer::start(|_| Reply::json(200, "{}"));
+    let home = hostile_home(
+        &[],
+        &format!(
+            r#"attack = "undeclared-host", target = "{}/""#,
+            target.origin()
+        ),
+        "",
+    );
+    let config = std::fs::read_to_string(home.home().join("config.toml")).unwrap();
+    home.write_config(&config.replace(
+        "grant-origins = []",
+        &format!("grant-origins = [\"{}\"]", target.origin()),
+    ));
+    assert_refused_then_healthy(&home, "is not an allowed origin (allowed: none)", 3);
+    assert_eq!(target.hits(), 0);
+}
+
+#[test]
+fn a_redirect_is_handed_back_and_following_it_off_origin_is_denied() {
+    let elsewhere = TestServer::start(|_| Reply::json(200, "{}"));
+    let to = format!("{}/collect", elsewhere.origin());
+    let granted = TestServer::start(move |_| Reply::redirect(&to));
+    let settings = format!(
+        r#"attack = "follow-redirect", target = "{}/start""#,
+        granted.origin()
+    );
+    let home = hostile_home(&[granted.origin()], &settings, "");
+    assert_refused_then_healthy(
+        &home,
+        &format!("{} is not an allowed origin", elsewhere.origin()),
+        3,
+    );
+    assert_eq!(granted.hits(), 1, "the provider saw the 302 itself");
+    assert_eq!(elsewhere.hits(), 0, "the host never followed it");
+}
+
+#[test]
+fn a_component_with_a_forbidden_import_is_refused_at_load() {
+    let home = Home::new();
+    home.install(
+        "net-escape",
+        "net-escape",
+        &manifest("net-escape", &[], &[]),
+    );
+    home.write_config(
+        "[[provider]]\nname = \"net-escape\"\nserves = [\"https://evil.example/\"]\n",
+    );
+    let run = home.run_with(
+        &[UNSIGNED, "get", "https://evil.example/"],
+        &[("CREDENCE_LOG", "debug")],
+    );
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("provider net-escape is refused: it imports wasi:sockets/"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("which credence does not grant"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("provider fetch"), "nothing ran");
+}
+
+#[test]
+fn ask_in_non_interactive_mode_fails_at_once() {
+    let home = hostile_home(&[], r#"attack = "prompt-anyway""#, "");
+    let run = home.run(&[
+        UNSIGNED,
+        "get",
+        "https://evil.example/",
+        "--non-interactive",
+    ]);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("prompt refused: PromptError::NotInteractive"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn basic_prompt_in_non_interactive_mode_needs_interaction() {
+    let home = Home::new();
+    home.install(
+        "basic-prompt",
+        "basic-prompt",
+        &manifest("basic-prompt", &[], &["ask"]),
+    );
+    home.write_config(
+        "[[provider]]\nname = \"basic-prompt\"\nserves = [\"https://git.example/\"]\n",
+    );
+    let run = home.run(&[
+        UNSIGNED,
+        "get",
+        "https://git.example/repo.git",
+        "--non-interactive",
+    ]);
+    assert_eq!(run.code, Some(4), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("provider basic-prompt needs interaction"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_prompt_without_a_terminal_fails_cleanly() {
+    // Interactive, but the test has no controlling terminal: the prompt must fail, not
+    // fall back to stdin or stdout (the tool's protocol channel).
+    let home = hostile_home(&[], r#"attack = "prompt-anyway""#, "");
+    let mut cmd = home.command();
+    cmd.args([UNSIGNED, "get", "https://evil.example/"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // A new session has no controlling terminal, whatever the test runner has.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc_setsid();
+                Ok(())
+            });
+        }
+    }
+    let (out, _) = credence_tests::run_bounded(cmd, std::time::Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("no terminal to prompt on"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[cfg(unix)]
+fn libc_setsid() {
+    unsafe extern "C" {
+        fn setsid() -> i32;
+    }
+    // SAFETY: setsid has no memory-safety preconditions; called in the child after fork.
+    unsafe {
+        setsid();
+    }
+}
+
+#[test]
+fn a_credential_with_a_newline_is_refused() {
+    let home = hostile_home(&[], r#"attack = "newline-secret""#, "");
+    assert_refused_then_healthy(
+        &home,
+        "returned an unusable credential: the secret contains control characters",
+        3,
+    );
+}
+
+#[test]
+fn a_panicking_provider_is_reported_as_a_crash() {
+    let home = hostile_home(&[], r#"attack = "panic""#, "");
+    assert_refused_then_healthy(&home, "provider hostile crashed: wasm trap", 3);
+}
