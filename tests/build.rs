@@ -20,33 +20,21 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", dir.display());
     }
-    for workspace in [
-        root.join("sample-providers"),
-        manifest_dir.join("hostile-providers"),
-    ] {
+    for workspace in [root.join("sample-providers"), manifest_dir.join("hostile-providers")] {
         build_guests(&workspace, &guest_target);
     }
     let components = guest_target.join("wasm32-wasip2").join("release");
-    println!(
-        "cargo:rustc-env=CREDENCE_TEST_COMPONENTS={}",
-        components.display()
-    );
+    println!("cargo:rustc-env=CREDENCE_TEST_COMPONENTS={}", components.display());
 }
 
 fn build_guests(workspace: &Path, target_dir: &Path) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--release",
-        "--target",
-        "wasm32-wasip2",
-        "--manifest-path",
-    ])
-    .arg(workspace.join("Cargo.toml"))
-    .arg("--target-dir")
-    .arg(target_dir)
-    .current_dir(workspace);
+    cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .arg(workspace.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(workspace);
     // The outer build's settings (target, flags, jobserver, profile) must not leak in.
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();

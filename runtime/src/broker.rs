@@ -6,14 +6,16 @@ use crate::capability::http::{HttpCapability, HttpLimits};
 use crate::capability::prompt::{ControllingTerminal, PromptCapability, Terminal};
 use crate::compile_cache::CompileCache;
 use crate::config::{Config, ProviderConfig};
-use crate::loader::{LoadedProvider, Loader, TrustMode};
+use crate::loader::{LoadedProvider, Loader, Trust, TrustMode};
 use crate::paths::Paths;
 use crate::request::{CachePolicy, Credential, CredentialRequest, Protocol, Refusal};
 use crate::sandbox::limits::LimitHit;
 use crate::sandbox::new_engine;
 use crate::sandbox::run::{self as wit, ProviderCall, ProviderRunError, run_provider};
 use crate::secret::Secret;
+use crate::sequence_store::SequenceStore;
 use crate::state_store::StateStore;
+use credence_signing::TrustStore;
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
 use wasmtime::Engine;
@@ -21,7 +23,8 @@ use wasmtime::Engine;
 pub struct Broker {
     paths: Paths,
     config: Config,
-    trust: TrustMode,
+    trust_mode: TrustMode,
+    trust: OnceLock<Trust>,
     state: StateStore,
     cache: CompileCache,
     engine: OnceLock<Engine>,
@@ -49,7 +52,8 @@ impl Broker {
             cache: CompileCache::new(paths.compiled_dir()),
             paths,
             config,
-            trust,
+            trust_mode: trust,
+            trust: OnceLock::new(),
             engine: OnceLock::new(),
             terminal: || Box::new(ControllingTerminal),
         }
@@ -68,9 +72,30 @@ impl Broker {
         if let Some(e) = self.engine.get() {
             return Ok(e);
         }
-        let engine = new_engine()
-            .map_err(|e| Refusal::Failed(format!("cannot start the WebAssembly engine: {e}")))?;
+        let engine = new_engine().map_err(|e| Refusal::Failed(format!("cannot start the WebAssembly engine: {e}")))?;
         Ok(self.engine.get_or_init(|| engine))
+    }
+
+    /// The trust store is read on first use, so a stored credential never pays for it.
+    pub fn trust(&self) -> Result<&Trust, Refusal> {
+        if let Some(t) = self.trust.get() {
+            return Ok(t);
+        }
+        let store = load_trust_store(&self.paths.trust_file()).map_err(Refusal::Failed)?;
+        let trust = Trust {
+            mode: self.trust_mode,
+            store,
+            sequences: SequenceStore::new(self.paths.trust_state.clone()),
+        };
+        Ok(self.trust.get_or_init(|| trust))
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    pub fn compile_cache(&self) -> &CompileCache {
+        &self.cache
     }
 
     pub fn load(&self, provider: &ProviderConfig) -> Result<LoadedProvider, Refusal> {
@@ -78,11 +103,9 @@ impl Broker {
             providers_dir: &self.paths.providers_dir(),
             engine: self.engine()?,
             cache: &self.cache,
-            trust: self.trust,
+            trust: self.trust()?,
         };
-        loader
-            .load(provider)
-            .map_err(|e| Refusal::Failed(e.to_string()))
+        loader.load(provider).map_err(|e| Refusal::Failed(e.to_string()))
     }
 
     pub fn get(&self, request: &CredentialRequest) -> Result<Answer, Refusal> {
@@ -103,10 +126,7 @@ impl Broker {
             let loaded = self.load(provider)?;
             match self.run(provider, &loaded, request)? {
                 Ok(credential) => {
-                    if let Err(e) = self
-                        .state
-                        .cache_credential(&provider.name, &key, &credential)
-                    {
+                    if let Err(e) = self.state.cache_credential(&provider.name, &key, &credential) {
                         tracing::warn!(provider = %provider.name, "cannot store the credential for later runs: {e}");
                     }
                     return Ok(Answer {
@@ -169,12 +189,7 @@ impl Broker {
             component: &loaded.component,
             limits: loaded.limits,
             http: HttpCapability::new(loaded.origins.clone(), HttpLimits::default()),
-            prompt: PromptCapability::new(
-                name,
-                request.interactive,
-                loaded.prompts.clone(),
-                (self.terminal)(),
-            ),
+            prompt: PromptCapability::new(name, request.interactive, loaded.prompts.clone(), (self.terminal)()),
             request: wit::CredentialRequest {
                 url: request.url.to_string(),
                 protocol: wit_protocol(request.protocol),
@@ -183,11 +198,7 @@ impl Broker {
                 interactive: request.interactive,
                 username_hint: request.username_hint.clone(),
                 challenge_headers: request.challenge_headers.clone(),
-                settings: provider
-                    .settings
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                settings: provider.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 state,
             },
         };
@@ -202,11 +213,7 @@ impl Broker {
         };
         let size = credential.secret.len()
             + credential.username.as_ref().map_or(0, String::len)
-            + credential
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>();
+            + credential.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         if size > loaded.limits.output_bytes {
             return Err(Refusal::Failed(format!(
                 "provider {name} {}",
@@ -230,11 +237,8 @@ impl Broker {
                 tracing::warn!(provider = %name, "cannot keep the provider's state: {e}");
             }
         }
-        check_credential(&credential).map_err(|why| {
-            Refusal::Failed(format!(
-                "provider {name} returned an unusable credential: {why}"
-            ))
-        })?;
+        check_credential(&credential)
+            .map_err(|why| Refusal::Failed(format!("provider {name} returned an unusable credential: {why}")))?;
         Ok(Ok(Credential {
             username: credential.username,
             secret: Secret::new(credential.secret),
@@ -250,6 +254,15 @@ impl Broker {
                 wit::CachePolicy::UntilExpiry => CachePolicy::UntilExpiry,
             },
         }))
+    }
+}
+
+/// A missing trust store is an empty one: then no signed provider runs either.
+pub fn load_trust_store(path: &std::path::Path) -> Result<TrustStore, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => TrustStore::parse(&text).map_err(|e| format!("{} is not a valid trust store: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TrustStore::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 

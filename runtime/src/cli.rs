@@ -54,6 +54,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Signing(crate::signing_cli::SigningCommand),
     /// Remove the stored state and credentials of one provider, or of all.
     #[command(alias = "logout")]
     Forget {
@@ -99,7 +101,7 @@ fn init_logging() {
         .try_init();
 }
 
-fn open(trust: TrustMode) -> Result<Broker, String> {
+pub(crate) fn open(trust: TrustMode) -> Result<Broker, String> {
     let paths = Paths::from_env()?;
     let config = Config::load(&paths.config_file()).map_err(|e| e.to_string())?;
     Ok(Broker::new(paths, config, trust))
@@ -129,6 +131,7 @@ fn run(command: Command, trust: TrustMode) -> Result<ExitCode, String> {
             Ok(get(&broker, &request, json))
         }
         Command::Providers { json } => providers(&open(trust)?, json),
+        Command::Signing(command) => crate::signing_cli::run(command, open(trust)?),
         Command::Forget { provider } => {
             let broker = open(trust)?;
             if let Some(p) = &provider {
@@ -172,11 +175,7 @@ fn get(broker: &Broker, request: &CredentialRequest, json: bool) -> ExitCode {
                 format!("{}\n", c.secret.expose())
             };
             let mut stdout = std::io::stdout().lock();
-            if stdout
-                .write_all(out.as_bytes())
-                .and_then(|()| stdout.flush())
-                .is_err()
-            {
+            if stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).is_err() {
                 return ExitCode::from(3);
             }
             ExitCode::SUCCESS
@@ -185,9 +184,7 @@ fn get(broker: &Broker, request: &CredentialRequest, json: bool) -> ExitCode {
             eprintln!("credence: {refusal}");
             ExitCode::from(match refusal {
                 Refusal::NotServed(_) => {
-                    eprintln!(
-                        "  hint: add a provider that serves this URL to config.toml (`serves = [...]`)"
-                    );
+                    eprintln!("  hint: add a provider that serves this URL to config.toml (`serves = [...]`)");
                     1
                 }
                 Refusal::NotFound { .. } => 1,
@@ -205,11 +202,13 @@ fn providers(broker: &Broker, json: bool) -> Result<ExitCode, String> {
             let (imports, exports) = describe(broker.engine().expect("loaded with it"), &loaded.component);
             serde_json::json!({
                 "status": "ok",
-                "provider": loaded.manifest.name,
-                "version": loaded.manifest.version,
+                "provider": loaded.ceiling.name,
+                "version": loaded.ceiling.version,
+                "signed_by": loaded.signers.iter().map(|s| format!("{} {} ({})", s.role, s.key_id, s.name)).collect::<Vec<_>>(),
                 "sha256": hex::encode(loaded.digest),
                 "size": loaded.size,
-                "declared_origins": loaded.manifest.origins.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+                "declared_origins": loaded.ceiling.origins.iter().map(|o| o.to_string())
+                    .chain(loaded.ceiling.wildcard_origins.iter().map(|o| format!("{o} (WILDCARD)"))).collect::<Vec<_>>(),
                 "effective_origins": loaded.origins.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
                 "prompts": loaded.prompts.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
                 "memory_mib": loaded.limits.memory_bytes >> 20,
@@ -246,12 +245,7 @@ fn providers(broker: &Broker, json: bool) -> Result<ExitCode, String> {
         for r in &rows {
             let list = |k: &str| {
                 r[k].as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
+                    .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
                     .unwrap_or_default()
             };
             out.push_str(&format!(
@@ -271,10 +265,7 @@ fn providers(broker: &Broker, json: bool) -> Result<ExitCode, String> {
                     r["memory_mib"], r["cpu_ms"], r["wall_ms"],
                 ));
             } else {
-                out.push_str(&format!(
-                    "  status:  refused: {}\n",
-                    r["error"].as_str().unwrap_or("")
-                ));
+                out.push_str(&format!("  status:  refused: {}\n", r["error"].as_str().unwrap_or("")));
             }
         }
     }

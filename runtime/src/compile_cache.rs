@@ -63,10 +63,7 @@ impl CompileCache {
         }
         let compiled = engine.precompile_component(bytes)?;
         // A cache that cannot be written only costs speed.
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         match write_private_file(&self.dir, name, &compiled) {
             Ok(()) => {
                 tracing::debug!(path = %path.display(), "compiled component and stored it in the cache")

@@ -81,10 +81,7 @@ impl std::fmt::Display for ServePrefix {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid credence config: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -142,10 +139,7 @@ impl Config {
                 return Err(format!("provider {:?} is configured twice", p.name));
             }
             let component = p.component.unwrap_or_else(|| format!("{}.wasm", p.name));
-            if component.contains(['/', '\\'])
-                || component.starts_with('.')
-                || !component.ends_with(".wasm")
-            {
+            if component.contains(['/', '\\']) || component.starts_with('.') || !component.ends_with(".wasm") {
                 return Err(format!(
                     "provider {:?}: component {component:?} must be a plain `.wasm` file name inside providers/",
                     p.name
@@ -154,17 +148,12 @@ impl Config {
             let serves = p
                 .serves
                 .iter()
-                .map(|s| {
-                    ServePrefix::parse(s).map_err(|e| format!("provider {:?}: serves {e}", p.name))
-                })
+                .map(|s| ServePrefix::parse(s).map_err(|e| format!("provider {:?}: serves {e}", p.name)))
                 .collect::<Result<Vec<_>, _>>()?;
             let granted_origins = p
                 .grant_origins
                 .iter()
-                .map(|o| {
-                    Origin::parse(o)
-                        .map_err(|e| format!("provider {:?}: grant-origins: {e}", p.name))
-                })
+                .map(|o| Origin::parse(o).map_err(|e| format!("provider {:?}: grant-origins: {e}", p.name)))
                 .collect::<Result<_, _>>()?;
             providers.push(ProviderConfig {
                 name: p.name,
@@ -179,10 +168,7 @@ impl Config {
     }
 
     /// The providers that serve `url`, in config order.
-    pub fn providers_for<'a>(
-        &'a self,
-        url: &'a Url,
-    ) -> impl Iterator<Item = &'a ProviderConfig> + 'a {
+    pub fn providers_for<'a>(&'a self, url: &'a Url) -> impl Iterator<Item = &'a ProviderConfig> + 'a {
         self.providers
             .iter()
             .filter(move |p| p.serves.iter().any(|s| s.matches(url)))
@@ -244,14 +230,8 @@ serves = ["https://r.example/private"]
                 "[[provider]]\nname = \"a\"\ngrant-origins = [\"https://x.example/path\"]",
                 "must not have a path",
             ),
-            (
-                "[[provider]]\nname = \"a\"\nfilesystem = true",
-                "unknown field",
-            ),
-            (
-                "[[provider]]\nname = \"a\"\n[[provider]]\nname = \"a\"",
-                "twice",
-            ),
+            ("[[provider]]\nname = \"a\"\nfilesystem = true", "unknown field"),
+            ("[[provider]]\nname = \"a\"\n[[provider]]\nname = \"a\"", "twice"),
         ] {
             let err = Config::parse(text).unwrap_err();
             assert!(err.contains(needle), "{text}: {err}");

@@ -13,16 +13,10 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let meta = fs::symlink_metadata(dir)?;
         if !meta.is_dir() {
-            return Err(io::Error::other(format!(
-                "{} is not a directory",
-                dir.display()
-            )));
+            return Err(io::Error::other(format!("{} is not a directory", dir.display())));
         }
         if meta.uid() != current_uid() {
-            return Err(io::Error::other(format!(
-                "{} belongs to another user",
-                dir.display()
-            )));
+            return Err(io::Error::other(format!("{} belongs to another user", dir.display())));
         }
         if meta.mode() & 0o777 != 0o700 {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
@@ -75,14 +69,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("cache");
         write_private_file(&sub, "a", b"x").unwrap();
-        assert_eq!(
-            fs::metadata(&sub).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
-        assert_eq!(
-            fs::metadata(sub.join("a")).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&sub).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(sub.join("a")).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(is_private_file(&sub.join("a")).unwrap());
         fs::set_permissions(sub.join("a"), fs::Permissions::from_mode(0o666)).unwrap();
         assert!(!is_private_file(&sub.join("a")).unwrap());

@@ -67,31 +67,21 @@ pub enum Refusal {
 }
 
 fn with_detail(d: &str) -> String {
-    if d.is_empty() {
-        String::new()
-    } else {
-        format!(" ({d})")
-    }
+    if d.is_empty() { String::new() } else { format!(" ({d})") }
 }
 
 /// Checks a URL a tool asked about: absolute http(s), no credentials inside, no fragment.
 pub fn parse_request_url(text: &str) -> Result<Url, String> {
     const MAX_URL: usize = 64 * 1024;
     if text.len() > MAX_URL {
-        return Err(format!(
-            "the URL is {} bytes long; the limit is {MAX_URL}",
-            text.len()
-        ));
+        return Err(format!("the URL is {} bytes long; the limit is {MAX_URL}", text.len()));
     }
     if text.chars().any(|c| c.is_control()) {
         return Err("the URL contains control characters (CR, LF, NUL or similar)".into());
     }
     let mut url = Url::parse(text).map_err(|e| format!("{text:?} is not an absolute URL: {e}"))?;
     if !matches!(url.scheme(), "https" | "http") {
-        return Err(format!(
-            "credence serves http(s) URLs, not {:?}",
-            url.scheme()
-        ));
+        return Err(format!("credence serves http(s) URLs, not {:?}", url.scheme()));
     }
     if url.host().is_none() {
         return Err(format!("{text:?} has no host"));
@@ -122,9 +112,7 @@ mod tests {
     #[test]
     fn fragment_is_dropped() {
         assert_eq!(
-            parse_request_url("https://r.example/a#frag")
-                .unwrap()
-                .as_str(),
+            parse_request_url("https://r.example/a#frag").unwrap().as_str(),
             "https://r.example/a"
         );
     }

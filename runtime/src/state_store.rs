@@ -86,12 +86,7 @@ impl StateStore {
 
     /// Keeps a credential across runs if its policy allows: only `until-expiry` with an
     /// expiry. `session` credentials live as long as the process that asked (the agent).
-    pub fn cache_credential(
-        &self,
-        provider: &str,
-        key: &str,
-        credential: &Credential,
-    ) -> io::Result<bool> {
+    pub fn cache_credential(&self, provider: &str, key: &str, credential: &Credential) -> io::Result<bool> {
         if credential.cache != CachePolicy::UntilExpiry || credential.expires_at.is_none() {
             return Ok(false);
         }
@@ -173,25 +168,12 @@ mod tests {
                 .cache_credential("p", "k3", &cred(Some(later), CachePolicy::UntilExpiry))
                 .unwrap()
         );
-        assert_eq!(
-            store.cached_credential("p", "k3").unwrap().secret.expose(),
-            "s3cret"
-        );
+        assert_eq!(store.cached_credential("p", "k3").unwrap().secret.expose(), "s3cret");
         store
-            .cache_credential(
-                "p",
-                "k4",
-                &cred(Some(now_unix() + 30), CachePolicy::UntilExpiry),
-            )
+            .cache_credential("p", "k4", &cred(Some(now_unix() + 30), CachePolicy::UntilExpiry))
             .unwrap();
-        assert!(
-            store.cached_credential("p", "k4").is_none(),
-            "inside the expiry margin"
-        );
-        assert!(
-            store.cached_credential("q", "k3").is_none(),
-            "another provider's entry"
-        );
+        assert!(store.cached_credential("p", "k4").is_none(), "inside the expiry margin");
+        assert!(store.cached_credential("q", "k3").is_none(), "another provider's entry");
     }
 
     #[test]

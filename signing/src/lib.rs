@@ -1,9 +1,18 @@
-//! What a credence provider is allowed to be and do, independent of how it runs:
-//! origins, the provider manifest (its capability ceiling) and, later, signed statements
-//! and the trust store. No wasmtime here: a reviewer's tool can depend on this alone.
+//! What a credence provider is allowed to be and do, and who vouches for it: origins, the
+//! provider manifest (its capability ceiling), ed25519 keys, signed statements, the trust
+//! store and its policy. No wasmtime here: untrusted bytes are judged before any compiler
+//! sees them, and a reviewer's tool can depend on this crate alone.
 
+pub mod keys;
 pub mod manifest;
 pub mod origin;
+pub mod statement;
+pub mod trust;
+pub mod verify;
 
+pub use keys::{KeyId, PublicKey, SecretKey};
 pub use manifest::{Limits, Manifest, ManifestError, PromptKind};
-pub use origin::{Origin, OriginError};
+pub use origin::{Origin, OriginError, OriginPattern};
+pub use statement::{Statement, StatementFile};
+pub use trust::{Policy, Role, TrustStore, TrustedKey};
+pub use verify::{Refusal, Verified, verify};

@@ -5,7 +5,9 @@
 //! name = "token-exchange"
 //! version = "0.1.0"
 //! world = "credence:provider/provider@0.1.0"
+//! sequence = 1                    # optional; raise it with every release (rollback protection)
 //! origins = ["https://login.example.com"]
+//! wildcard-origins = []            # optional, e.g. "https://*.corp.example", "http://127.0.0.1:*"
 //! prompts = []                     # any of "ask", "show", "open-url"
 //! [limits]                         # optional; the host's defaults apply otherwise
 //! memory-mib = 64
@@ -13,7 +15,7 @@
 //! wall-ms = 60000
 //! ```
 
-use crate::origin::{Origin, OriginError};
+use crate::origin::{Origin, OriginError, OriginPattern};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 
@@ -68,7 +70,9 @@ pub struct Manifest {
     pub name: String,
     pub version: String,
     pub world: String,
+    pub sequence: u64,
     pub origins: BTreeSet<Origin>,
+    pub wildcard_origins: BTreeSet<OriginPattern>,
     pub prompts: BTreeSet<PromptKind>,
     pub limits: Limits,
 }
@@ -77,9 +81,7 @@ pub struct Manifest {
 pub enum ManifestError {
     #[error("the manifest is not valid TOML for a provider manifest: {0}")]
     Syntax(String),
-    #[error(
-        "the provider name {0:?} must be 1-64 characters of a-z, 0-9 and '-', starting with a letter"
-    )]
+    #[error("the provider name {0:?} must be 1-64 characters of a-z, 0-9 and '-', starting with a letter")]
     BadName(String),
     #[error("the manifest declares world {0:?}; this credence implements {WORLD}")]
     UnsupportedWorld(String),
@@ -93,34 +95,56 @@ struct RawManifest {
     name: String,
     version: String,
     world: String,
+    #[serde(default = "first_sequence")]
+    sequence: u64,
     #[serde(default)]
     origins: Vec<String>,
+    #[serde(default)]
+    wildcard_origins: Vec<String>,
     #[serde(default)]
     prompts: Vec<PromptKind>,
     #[serde(default)]
     limits: Limits,
 }
 
+fn first_sequence() -> u64 {
+    1
+}
+
 impl Manifest {
+    /// Whether this ceiling lets the provider call `origin`.
+    pub fn allows(&self, origin: &Origin) -> bool {
+        self.origins.contains(origin) || self.wildcard_origins.iter().any(|p| p.matches(origin))
+    }
+
     pub fn from_toml(text: &str) -> Result<Manifest, ManifestError> {
-        let raw: RawManifest =
-            toml::from_str(text).map_err(|e| ManifestError::Syntax(e.message().to_owned()))?;
+        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax(e.message().to_owned()))?;
         if !valid_name(&raw.name) {
             return Err(ManifestError::BadName(raw.name));
         }
         if raw.world != WORLD {
             return Err(ManifestError::UnsupportedWorld(raw.world));
         }
-        let origins = raw
-            .origins
+        let origins = raw.origins.iter().map(|o| Origin::parse(o)).collect::<Result<_, _>>()?;
+        let wildcard_origins = raw
+            .wildcard_origins
             .iter()
-            .map(|o| Origin::parse(o))
+            .map(|o| OriginPattern::parse(o))
             .collect::<Result<_, _>>()?;
+        let semver_chars = |c: char| c.is_ascii_alphanumeric() || ".-+".contains(c);
+        if raw.version.is_empty() || raw.version.len() > 64 || !raw.version.chars().all(semver_chars) {
+            return Err(ManifestError::Syntax(format!(
+                "version {:?} is not a semver version",
+                raw.version
+            )));
+        }
         Ok(Manifest {
             name: raw.name,
             version: raw.version,
             world: raw.world,
+            sequence: raw.sequence,
             origins,
+            wildcard_origins,
             prompts: raw.prompts.into_iter().collect(),
             limits: raw.limits,
         })
@@ -173,9 +197,7 @@ memory-mib = 32
             Err(ManifestError::BadName(_))
         ));
         assert!(matches!(
-            Manifest::from_toml(&format!(
-                "name = \"x\"\n{base}origins = [\"http://evil.example\"]"
-            )),
+            Manifest::from_toml(&format!("name = \"x\"\n{base}origins = [\"http://evil.example\"]")),
             Err(ManifestError::Origin(OriginError::SchemeNotAllowed(..)))
         ));
     }

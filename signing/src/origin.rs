@@ -65,8 +65,7 @@ impl Origin {
 
     /// Parses `scheme://host[:port]` (a trailing `/` is tolerated, nothing more).
     pub fn parse(text: &str) -> Result<Origin, OriginError> {
-        let url = Url::parse(text)
-            .map_err(|e| OriginError::Unparsable(text.to_owned(), e.to_string()))?;
+        let url = Url::parse(text).map_err(|e| OriginError::Unparsable(text.to_owned(), e.to_string()))?;
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
             return Err(OriginError::NotAnOrigin(text.to_owned()));
         }
@@ -87,14 +86,92 @@ impl Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let default = matches!(
-            (self.scheme.as_str(), self.port),
-            ("https", 443) | ("http", 80)
-        );
+        let default = matches!((self.scheme.as_str(), self.port), ("https", 443) | ("http", 80));
         if default {
             write!(f, "{}://{}", self.scheme, self.host)
         } else {
             write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+        }
+    }
+}
+
+/// An origin in a capability ceiling that may stand for many: `https://*.corp.example`
+/// (any subdomain, not the domain itself) and/or `https://host:*` (any port). Wildcards are
+/// only accepted where a manifest asks for them explicitly (`wildcard-origins`), and
+/// `credence inspect` shows them loudly. The user's grants are always exact origins.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OriginPattern {
+    scheme: String,
+    /// Exact host, or the suffix after `*.`.
+    host: String,
+    any_subdomain: bool,
+    /// `None` = any port.
+    port: Option<u16>,
+}
+
+impl OriginPattern {
+    pub fn parse(text: &str) -> Result<OriginPattern, OriginError> {
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| OriginError::Unparsable(text.to_owned(), "no scheme".into()))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host_part, any_subdomain) = match rest.strip_prefix("*.") {
+            Some(h) => (h, true),
+            None => (rest, false),
+        };
+        let (host_part, any_port) = match host_part.strip_suffix(":*") {
+            Some(h) => (h, true),
+            None => (host_part, false),
+        };
+        if !any_subdomain && !any_port {
+            return Err(OriginError::NotAnOrigin(format!(
+                "{text} (a wildcard origin needs `*.` or `:*`)"
+            )));
+        }
+        // Parse the concrete part with the same rules as an exact origin.
+        let exact = Origin::parse(&format!("{scheme}://{host_part}"))?;
+        if any_subdomain && exact.host.starts_with('[') || any_subdomain && exact.host.parse::<Ipv4Addr>().is_ok() {
+            return Err(OriginError::NotAnOrigin(format!("{text} (`*.` needs a domain name)")));
+        }
+        if any_subdomain && !exact.host.contains('.') {
+            return Err(OriginError::NotAnOrigin(format!(
+                "{text} (`*.` needs at least a two-label domain)"
+            )));
+        }
+        Ok(OriginPattern {
+            scheme: exact.scheme,
+            host: exact.host,
+            any_subdomain,
+            port: if any_port { None } else { Some(exact.port) },
+        })
+    }
+
+    pub fn matches(&self, origin: &Origin) -> bool {
+        let host_ok = if self.any_subdomain {
+            origin
+                .host
+                .strip_suffix(self.host.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+        } else {
+            origin.host == self.host
+        };
+        origin.scheme == self.scheme && host_ok && self.port.is_none_or(|p| p == origin.port)
+    }
+}
+
+impl fmt::Display for OriginPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme,
+            if self.any_subdomain { "*." } else { "" },
+            self.host
+        )?;
+        match (self.scheme.as_str(), self.port) {
+            (_, None) => write!(f, ":*"),
+            ("https", Some(443)) | ("http", Some(80)) => Ok(()),
+            (_, Some(p)) => write!(f, ":{p}"),
         }
     }
 }
@@ -175,6 +252,28 @@ mod tests {
             Origin::parse("https://allowed.example/api"),
             Err(OriginError::NotAnOrigin(_))
         ));
+    }
+
+    #[test]
+    fn wildcards_match_subdomains_and_ports_only_as_written() {
+        let sub = OriginPattern::parse("https://*.corp.example").unwrap();
+        assert!(sub.matches(&Origin::parse("https://a.corp.example").unwrap()));
+        assert!(sub.matches(&Origin::parse("https://a.b.corp.example").unwrap()));
+        assert!(!sub.matches(&Origin::parse("https://corp.example").unwrap()));
+        assert!(!sub.matches(&Origin::parse("https://evilcorp.example").unwrap()));
+        assert!(!sub.matches(&Origin::parse("https://a.corp.example:8443").unwrap()));
+        assert_eq!(sub.to_string(), "https://*.corp.example");
+        let port = OriginPattern::parse("http://127.0.0.1:*").unwrap();
+        assert!(port.matches(&Origin::parse("http://127.0.0.1:1234").unwrap()));
+        assert!(!port.matches(&Origin::parse("http://[::1]:1234").unwrap()));
+        for bad in [
+            "https://corp.example",
+            "https://*.example",
+            "https://*.127.0.0.1",
+            "http://*.corp.example",
+        ] {
+            assert!(OriginPattern::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

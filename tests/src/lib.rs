@@ -64,16 +64,8 @@ impl Home {
     /// Copies a built component into `providers/<file_stem>.wasm` with its manifest.
     pub fn install(&self, crate_name: &str, file_stem: &str, manifest: &str) {
         let providers = self.home().join("providers");
-        std::fs::copy(
-            component(crate_name),
-            providers.join(format!("{file_stem}.wasm")),
-        )
-        .expect("copy component");
-        std::fs::write(
-            providers.join(format!("{file_stem}.manifest.toml")),
-            manifest,
-        )
-        .unwrap();
+        std::fs::copy(component(crate_name), providers.join(format!("{file_stem}.wasm"))).expect("copy component");
+        std::fs::write(providers.join(format!("{file_stem}.manifest.toml")), manifest).unwrap();
     }
 
     pub fn write_config(&self, text: &str) {
@@ -126,8 +118,7 @@ impl Run {
         }
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
     }
 }
 
@@ -237,12 +228,9 @@ impl TestServer {
                     hits.fetch_add(1, Ordering::SeqCst);
                     let reply = handler(&s);
                     seen.lock().unwrap().push(s);
-                    let mut response =
-                        tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+                    let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
                     for (k, v) in reply.headers {
-                        response.add_header(
-                            tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap(),
-                        );
+                        response.add_header(tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap());
                     }
                     let _ = request.respond(response);
                 }
@@ -279,12 +267,7 @@ impl Drop for TestServer {
 
 /// A provider manifest for tests and the demo.
 pub fn manifest(name: &str, origins: &[String], prompts: &[&str]) -> String {
-    let quote = |v: &[String]| {
-        v.iter()
-            .map(|s| format!("{s:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let quote = |v: &[String]| v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
     let prompts: Vec<String> = prompts.iter().map(|s| s.to_string()).collect();
     format!(
         "name = {name:?}\nversion = \"0.1.0\"\nworld = \"credence:provider/provider@0.1.0\"\norigins = [{}]\nprompts = [{}]\n",

@@ -8,12 +8,10 @@ const UNSIGNED: &str = "--allow-unsigned";
 
 fn home() -> Home {
     let home = Home::new();
-    home.install(
-        "static-token",
-        "static-token",
-        &manifest("static-token", &[], &[]),
+    home.install("static-token", "static-token", &manifest("static-token", &[], &[]));
+    home.write_config(
+        "[[provider]]\nname = \"static-token\"\nserves = [\"https://r.example/\"]\nsettings = { token = \"t\" }\n",
     );
-    home.write_config("[[provider]]\nname = \"static-token\"\nserves = [\"https://r.example/\"]\nsettings = { token = \"t\" }\n");
     home
 }
 
@@ -28,10 +26,7 @@ fn get(home: &Home) -> credence_tests::Run {
 
 fn entries(home: &Home) -> Vec<PathBuf> {
     let dir = home.cache().join("credence/cwasm");
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut v: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     v.sort();
     v
 }
@@ -41,9 +36,7 @@ fn the_second_run_loads_the_precompiled_component() {
     let home = home();
     let first = get(&home);
     assert!(
-        first
-            .stderr
-            .contains("compiled component and stored it in the cache"),
+        first.stderr.contains("compiled component and stored it in the cache"),
         "{}",
         first.stderr
     );
@@ -59,9 +52,7 @@ fn the_second_run_loads_the_precompiled_component() {
     }
     let second = get(&home);
     assert!(
-        second
-            .stderr
-            .contains("loaded precompiled component from cache"),
+        second.stderr.contains("loaded precompiled component from cache"),
         "{}",
         second.stderr
     );
@@ -83,21 +74,16 @@ fn an_entry_others_can_write_is_never_loaded() {
     std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
     let run = get(&home);
     assert!(
-        run.stderr
-            .contains("ignoring a cache entry this host did not write"),
+        run.stderr.contains("ignoring a cache entry this host did not write"),
         "{}",
         run.stderr
     );
     assert!(
-        run.stderr
-            .contains("compiled component and stored it in the cache"),
+        run.stderr.contains("compiled component and stored it in the cache"),
         "{}",
         run.stderr
     );
-    assert_eq!(
-        std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&entry).unwrap().permissions().mode() & 0o777, 0o600);
 }
 
 #[test]
@@ -114,17 +100,14 @@ fn a_corrupt_entry_is_deleted_and_recompiled() {
         run.stderr
     );
     assert!(
-        run.stderr
-            .contains("compiled component and stored it in the cache"),
+        run.stderr.contains("compiled component and stored it in the cache"),
         "{}",
         run.stderr
     );
     assert_eq!(run.stdout, "t\n");
     let again = get(&home);
     assert!(
-        again
-            .stderr
-            .contains("loaded precompiled component from cache"),
+        again.stderr.contains("loaded precompiled component from cache"),
         "{}",
         again.stderr
     );
@@ -145,8 +128,7 @@ fn a_changed_component_gets_its_own_entry() {
         &[("CREDENCE_LOG", "credence=debug")],
     );
     assert!(
-        run.stderr
-            .contains("compiled component and stored it in the cache"),
+        run.stderr.contains("compiled component and stored it in the cache"),
         "{}",
         run.stderr
     );

@@ -8,11 +8,7 @@ const UNSIGNED: &str = "--allow-unsigned";
 /// A home with `static-token` serving https://registry.example/ (no network needed).
 fn static_home() -> Home {
     let home = Home::new();
-    home.install(
-        "static-token",
-        "static-token",
-        &manifest("static-token", &[], &[]),
-    );
+    home.install("static-token", "static-token", &manifest("static-token", &[], &[]));
     home.write_config(
         r#"
 [[provider]]
@@ -30,12 +26,7 @@ username = "ci"
 #[test]
 fn static_token_answers_from_its_settings() {
     let home = static_home();
-    let run = home.run(&[
-        UNSIGNED,
-        "get",
-        "https://registry.example/index/config.json",
-        "--json",
-    ]);
+    let run = home.run(&[UNSIGNED, "get", "https://registry.example/index/config.json", "--json"]);
     assert_eq!(run.code, Some(0), "{run:#?}");
     let json = run.json();
     assert_eq!(json["secret"], "tok-static-123");
@@ -52,19 +43,11 @@ fn unsigned_providers_do_not_run_without_the_development_flag() {
     let home = static_home();
     let run = home.run(&["get", "https://registry.example/"]);
     assert_eq!(run.code, Some(3), "{run:#?}");
-    assert!(
-        run.stderr.contains("provider corp is not signed"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("provider corp is not signed"), "{}", run.stderr);
     assert!(run.stderr.contains("--allow-unsigned"), "{}", run.stderr);
     assert!(run.stdout.is_empty());
     let run = home.run(&[UNSIGNED, "get", "https://registry.example/"]);
-    assert!(
-        run.stderr.contains("warning: --allow-unsigned"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("warning: --allow-unsigned"), "{}", run.stderr);
 }
 
 #[test]
@@ -77,11 +60,7 @@ fn a_url_no_provider_serves_is_not_mine() {
     ] {
         let run = home.run(&[UNSIGNED, "get", url]);
         assert_eq!(run.code, Some(1), "{url}: {run:#?}");
-        assert!(
-            run.stderr.contains("no configured provider serves"),
-            "{}",
-            run.stderr
-        );
+        assert!(run.stderr.contains("no configured provider serves"), "{}", run.stderr);
         assert!(run.stdout.is_empty());
     }
 }
@@ -90,11 +69,7 @@ fn a_url_no_provider_serves_is_not_mine() {
 fn not_mine_moves_on_to_the_next_provider() {
     let home = Home::new();
     home.install("hostile", "hostile", &manifest("hostile", &[], &[]));
-    home.install(
-        "static-token",
-        "static-token",
-        &manifest("static-token", &[], &[]),
-    );
+    home.install("static-token", "static-token", &manifest("static-token", &[], &[]));
     home.write_config(
         r#"
 [[provider]]
@@ -120,11 +95,7 @@ fn bad_request_urls_are_refused_before_any_provider_runs() {
     let home = static_home();
     let run = home.run(&[UNSIGNED, "get", "https://ci:hunter2@registry.example/"]);
     assert_eq!(run.code, Some(2));
-    assert!(
-        run.stderr.contains("carries a user name or password"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("carries a user name or password"), "{}", run.stderr);
     assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
     let long = format!("https://registry.example/{}", "a".repeat(70_000));
     let run = home.run(&[UNSIGNED, "get", &long]);
@@ -147,9 +118,7 @@ fn token_server(expires_in: u64) -> TestServer {
         }
         Reply::json(
             200,
-            &format!(
-                r#"{{"access_token":"{token}","expires_in":{expires_in},"refresh_token":"rt-1"}}"#
-            ),
+            &format!(r#"{{"access_token":"{token}","expires_in":{expires_in},"refresh_token":"rt-1"}}"#),
         )
     })
 }
@@ -182,12 +151,7 @@ client-secret = "{secret}"
 fn token_exchange_trades_client_credentials_for_a_bearer_token() {
     let server = token_server(3600);
     let home = exchange_home(&server, "cs-very-secret");
-    let run = home.run(&[
-        UNSIGNED,
-        "get",
-        "https://feed.example/v3/index.json",
-        "--json",
-    ]);
+    let run = home.run(&[UNSIGNED, "get", "https://feed.example/v3/index.json", "--json"]);
     assert_eq!(run.code, Some(0), "{run:#?}");
     let json = run.json();
     assert_eq!(json["secret"], "tok-exchanged");
@@ -216,10 +180,7 @@ fn a_stored_credential_answers_without_running_the_provider_until_a_retry() {
     let server = token_server(3600);
     let home = exchange_home(&server, "cs");
     let url = "https://feed.example/v3/index.json";
-    assert_eq!(
-        home.run(&[UNSIGNED, "get", url, "--json"]).json()["source"],
-        "provider"
-    );
+    assert_eq!(home.run(&[UNSIGNED, "get", url, "--json"]).json()["source"], "provider");
     let second = home.run(&[UNSIGNED, "get", url, "--json"]);
     assert_eq!(second.json()["source"], "stored");
     assert_eq!(second.json()["secret"], "tok-exchanged");
@@ -234,18 +195,11 @@ fn a_stored_credential_answers_without_running_the_provider_until_a_retry() {
     let retry = home.run(&[UNSIGNED, "get", url, "--json", "--retry"]);
     assert_eq!(retry.json()["source"], "provider");
     assert_eq!(server.hits(), 2);
-    assert!(
-        server.seen()[1]
-            .body
-            .contains("grant_type=client_credentials")
-    );
+    assert!(server.seen()[1].body.contains("grant_type=client_credentials"));
 
     let forget = home.run(&["forget", "--provider", "feed"]);
     assert_eq!(forget.code, Some(0), "{forget:#?}");
-    assert_eq!(
-        home.run(&[UNSIGNED, "get", url, "--json"]).json()["source"],
-        "provider"
-    );
+    assert_eq!(home.run(&[UNSIGNED, "get", url, "--json"]).json()["source"], "provider");
     assert_eq!(server.hits(), 3);
 }
 
@@ -285,16 +239,8 @@ fn a_refused_client_secret_is_denied_not_retried_elsewhere() {
     let home = exchange_home(&server, "wrong");
     let run = home.run(&[UNSIGNED, "get", "https://feed.example/"]);
     assert_eq!(run.code, Some(3), "{run:#?}");
-    assert!(
-        run.stderr.contains("provider feed refused"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        !run.stderr.contains("wrong"),
-        "no secret in errors: {}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("provider feed refused"), "{}", run.stderr);
+    assert!(!run.stderr.contains("wrong"), "no secret in errors: {}", run.stderr);
 }
 
 #[test]
@@ -334,9 +280,7 @@ fn providers_lists_each_provider_with_its_effective_capabilities() {
     );
     let unsigned = home.run(&["providers"]);
     assert!(
-        unsigned
-            .stdout
-            .contains("refused: provider feed is not signed"),
+        unsigned.stdout.contains("refused: provider feed is not signed"),
         "{}",
         unsigned.stdout
     );

@@ -9,21 +9,9 @@ const UNSIGNED: &str = "--allow-unsigned";
 /// and a well-behaved static-token provider for a second URL.
 fn hostile_home(origins: &[String], settings: &str, limits: &str) -> Home {
     let home = Home::new();
-    home.install(
-        "hostile",
-        "hostile",
-        &manifest("hostile", origins, &["ask", "show"]),
-    );
-    home.install(
-        "static-token",
-        "static-token",
-        &manifest("static-token", &[], &[]),
-    );
-    let grants = origins
-        .iter()
-        .map(|o| format!("{o:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    home.install("hostile", "hostile", &manifest("hostile", origins, &["ask", "show"]));
+    home.install("static-token", "static-token", &manifest("static-token", &[], &[]));
+    let grants = origins.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>().join(", ");
     home.write_config(&format!(
         r#"
 [[provider]]
@@ -71,44 +59,24 @@ fn assert_refused_then_healthy(home: &Home, expected: &str, code: i32) {
 #[test]
 fn infinite_loop_is_stopped_by_the_cpu_limit() {
     let home = hostile_home(&[], r#"attack = "infinite-loop""#, "cpu-ms = 300");
-    assert_refused_then_healthy(
-        &home,
-        "provider hostile exceeded its CPU time limit of 300 ms",
-        3,
-    );
+    assert_refused_then_healthy(&home, "provider hostile exceeded its CPU time limit of 300 ms", 3);
 }
 
 #[test]
 fn infinite_loop_is_stopped_by_the_wall_clock_limit_when_it_comes_first() {
-    let home = hostile_home(
-        &[],
-        r#"attack = "infinite-loop""#,
-        "cpu-ms = 60000, wall-ms = 400",
-    );
-    assert_refused_then_healthy(
-        &home,
-        "provider hostile exceeded its wall-clock limit of 400 ms",
-        3,
-    );
+    let home = hostile_home(&[], r#"attack = "infinite-loop""#, "cpu-ms = 60000, wall-ms = 400");
+    assert_refused_then_healthy(&home, "provider hostile exceeded its wall-clock limit of 400 ms", 3);
 }
 
 #[test]
 fn memory_bomb_is_stopped_by_the_memory_limit() {
     let home = hostile_home(&[], r#"attack = "memory-bomb""#, "memory-mib = 32");
-    assert_refused_then_healthy(
-        &home,
-        "provider hostile exceeded its memory limit of 32 MiB",
-        3,
-    );
+    assert_refused_then_healthy(&home, "provider hostile exceeded its memory limit of 32 MiB", 3);
 }
 
 #[test]
 fn a_100_mb_answer_is_refused_by_the_output_limit() {
-    let home = hostile_home(
-        &[],
-        r#"attack = "huge-answer", mib = "100""#,
-        "memory-mib = 256",
-    );
+    let home = hostile_home(&[], r#"attack = "huge-answer", mib = "100""#, "memory-mib = 256");
     assert_refused_then_healthy(
         &home,
         "provider hostile returned a credential of 100 MiB, over the output limit of 64 KiB",
@@ -119,21 +87,14 @@ fn a_100_mb_answer_is_refused_by_the_output_limit() {
 #[test]
 fn a_100_mb_answer_under_default_limits_hits_the_memory_limit_first() {
     let home = hostile_home(&[], r#"attack = "huge-answer", mib = "100""#, "");
-    assert_refused_then_healthy(
-        &home,
-        "provider hostile exceeded its memory limit of 64 MiB",
-        3,
-    );
+    assert_refused_then_healthy(&home, "provider hostile exceeded its memory limit of 64 MiB", 3);
 }
 
 #[test]
 fn fetch_to_an_undeclared_host_is_denied_and_never_reaches_it() {
     let target = TestServer::start(|_| Reply::json(200, "{}"));
     let declared = TestServer::start(|_| Reply::json(200, "{}"));
-    let settings = format!(
-        r#"attack = "undeclared-host", target = "{}/steal""#,
-        target.origin()
-    );
+    let settings = format!(r#"attack = "undeclared-host", target = "{}/steal""#, target.origin());
     let home = hostile_home(&[declared.origin()], &settings, "");
     assert_refused_then_healthy(
         &home,
@@ -152,10 +113,7 @@ fn an_origin_granted_by_config_but_not_declared_is_denied() {
     let target = TestServer::start(|_| Reply::json(200, "{}"));
     let home = hostile_home(
         &[],
-        &format!(
-            r#"attack = "undeclared-host", target = "{}/""#,
-            target.origin()
-        ),
+        &format!(r#"attack = "undeclared-host", target = "{}/""#, target.origin()),
         "",
     );
     let config = std::fs::read_to_string(home.home().join("config.toml")).unwrap();
@@ -172,16 +130,9 @@ fn a_redirect_is_handed_back_and_following_it_off_origin_is_denied() {
     let elsewhere = TestServer::start(|_| Reply::json(200, "{}"));
     let to = format!("{}/collect", elsewhere.origin());
     let granted = TestServer::start(move |_| Reply::redirect(&to));
-    let settings = format!(
-        r#"attack = "follow-redirect", target = "{}/start""#,
-        granted.origin()
-    );
+    let settings = format!(r#"attack = "follow-redirect", target = "{}/start""#, granted.origin());
     let home = hostile_home(&[granted.origin()], &settings, "");
-    assert_refused_then_healthy(
-        &home,
-        &format!("{} is not an allowed origin", elsewhere.origin()),
-        3,
-    );
+    assert_refused_then_healthy(&home, &format!("{} is not an allowed origin", elsewhere.origin()), 3);
     assert_eq!(granted.hits(), 1, "the provider saw the 302 itself");
     assert_eq!(elsewhere.hits(), 0, "the host never followed it");
 }
@@ -189,14 +140,8 @@ fn a_redirect_is_handed_back_and_following_it_off_origin_is_denied() {
 #[test]
 fn a_component_with_a_forbidden_import_is_refused_at_load() {
     let home = Home::new();
-    home.install(
-        "net-escape",
-        "net-escape",
-        &manifest("net-escape", &[], &[]),
-    );
-    home.write_config(
-        "[[provider]]\nname = \"net-escape\"\nserves = [\"https://evil.example/\"]\n",
-    );
+    home.install("net-escape", "net-escape", &manifest("net-escape", &[], &[]));
+    home.write_config("[[provider]]\nname = \"net-escape\"\nserves = [\"https://evil.example/\"]\n");
     let run = home.run_with(
         &[UNSIGNED, "get", "https://evil.example/"],
         &[("CREDENCE_LOG", "debug")],
@@ -208,27 +153,17 @@ fn a_component_with_a_forbidden_import_is_refused_at_load() {
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("which credence does not grant"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("which credence does not grant"), "{}", run.stderr);
     assert!(!run.stderr.contains("provider fetch"), "nothing ran");
 }
 
 #[test]
 fn ask_in_non_interactive_mode_fails_at_once() {
     let home = hostile_home(&[], r#"attack = "prompt-anyway""#, "");
-    let run = home.run(&[
-        UNSIGNED,
-        "get",
-        "https://evil.example/",
-        "--non-interactive",
-    ]);
+    let run = home.run(&[UNSIGNED, "get", "https://evil.example/", "--non-interactive"]);
     assert_eq!(run.code, Some(3), "{run:#?}");
     assert!(
-        run.stderr
-            .contains("prompt refused: PromptError::NotInteractive"),
+        run.stderr.contains("prompt refused: PromptError::NotInteractive"),
         "{}",
         run.stderr
     );
@@ -237,24 +172,12 @@ fn ask_in_non_interactive_mode_fails_at_once() {
 #[test]
 fn basic_prompt_in_non_interactive_mode_needs_interaction() {
     let home = Home::new();
-    home.install(
-        "basic-prompt",
-        "basic-prompt",
-        &manifest("basic-prompt", &[], &["ask"]),
-    );
-    home.write_config(
-        "[[provider]]\nname = \"basic-prompt\"\nserves = [\"https://git.example/\"]\n",
-    );
-    let run = home.run(&[
-        UNSIGNED,
-        "get",
-        "https://git.example/repo.git",
-        "--non-interactive",
-    ]);
+    home.install("basic-prompt", "basic-prompt", &manifest("basic-prompt", &[], &["ask"]));
+    home.write_config("[[provider]]\nname = \"basic-prompt\"\nserves = [\"https://git.example/\"]\n");
+    let run = home.run(&[UNSIGNED, "get", "https://git.example/repo.git", "--non-interactive"]);
     assert_eq!(run.code, Some(4), "{run:#?}");
     assert!(
-        run.stderr
-            .contains("provider basic-prompt needs interaction"),
+        run.stderr.contains("provider basic-prompt needs interaction"),
         "{}",
         run.stderr
     );

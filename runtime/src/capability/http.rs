@@ -114,9 +114,8 @@ impl HttpCapability {
 
     /// The origin of a request URL, if the policy lets it through.
     pub fn origin_of(&self, url: &str) -> Result<Origin, FetchError> {
-        let parsed = Url::parse(url).map_err(|e| {
-            FetchError::InvalidRequest(format!("{url:?} is not an absolute URL: {e}"))
-        })?;
+        let parsed =
+            Url::parse(url).map_err(|e| FetchError::InvalidRequest(format!("{url:?} is not an absolute URL: {e}")))?;
         let origin = Origin::of_url(&parsed).map_err(|e| FetchError::Denied(e.to_string()))?;
         if !self.origins.contains(&origin) {
             let allowed = if self.origins.is_empty() {
@@ -173,9 +172,7 @@ impl HttpCapability {
             }
             // HeaderValue refuses CR, LF and NUL, which would split the request.
             let value = HeaderValue::from_str(value).map_err(|_| {
-                FetchError::InvalidRequest(format!(
-                    "header {name} has a value with control characters"
-                ))
+                FetchError::InvalidRequest(format!("header {name} has a value with control characters"))
             })?;
             headers.append(name, value);
         }
@@ -213,11 +210,7 @@ impl HttpCapability {
 
     /// Sends one request, within the time left to the whole provider call.
     /// Returns the response and the origin it went to (for the audit trail).
-    pub async fn fetch(
-        &self,
-        req: HttpRequest,
-        time_left: Duration,
-    ) -> Result<(HttpResponse, Origin), FetchError> {
+    pub async fn fetch(&self, req: HttpRequest, time_left: Duration) -> Result<(HttpResponse, Origin), FetchError> {
         let checked = self.check(req)?;
         let origin = checked.origin.clone();
         let budget = self.limits.total_timeout.min(time_left);
@@ -244,13 +237,8 @@ impl HttpCapability {
             )));
         }
         let limit = self.limits.max_response_body;
-        if response
-            .content_length()
-            .is_some_and(|len| len > limit as u64)
-        {
-            return Err(FetchError::TooLarge(format!(
-                "the response body exceeds {limit} bytes"
-            )));
+        if response.content_length().is_some_and(|len| len > limit as u64) {
+            return Err(FetchError::TooLarge(format!("the response body exceeds {limit} bytes")));
         }
         let status = response.status().as_u16();
         let headers = response
@@ -266,17 +254,11 @@ impl HttpCapability {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
             if body.len() + chunk.len() > limit {
-                return Err(FetchError::TooLarge(format!(
-                    "the response body exceeds {limit} bytes"
-                )));
+                return Err(FetchError::TooLarge(format!("the response body exceeds {limit} bytes")));
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(HttpResponse {
-            status,
-            headers,
-            body,
-        })
+        Ok(HttpResponse { status, headers, body })
     }
 }
 
@@ -327,10 +309,7 @@ mod tests {
             "https://allowed.example@evil.example/",
             "https://evil.example/?https://allowed.example",
         ] {
-            assert!(
-                matches!(c.check(get(bad)), Err(FetchError::Denied(_))),
-                "{bad}"
-            );
+            assert!(matches!(c.check(get(bad)), Err(FetchError::Denied(_))), "{bad}");
         }
     }
 

@@ -38,10 +38,7 @@ impl Terminal for ControllingTerminal {
             // rpassword writes the prompt to and reads from the terminal, with echo off.
             return rpassword::prompt_password(format!("{line}: ")).map(Some);
         }
-        let mut tty = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(tty_path())?;
+        let mut tty = std::fs::OpenOptions::new().read(true).write(true).open(tty_path())?;
         write!(tty, "{line}: ")?;
         tty.flush()?;
         let mut text = String::new();
@@ -72,12 +69,7 @@ pub struct PromptCapability {
 
 impl PromptCapability {
     /// `label` must be the provider's verified name: it is what the user trusts.
-    pub fn new(
-        label: &str,
-        interactive: bool,
-        allowed: BTreeSet<PromptKind>,
-        terminal: Box<dyn Terminal>,
-    ) -> Self {
+    pub fn new(label: &str, interactive: bool, allowed: BTreeSet<PromptKind>, terminal: Box<dyn Terminal>) -> Self {
         PromptCapability {
             label: neutralise(label),
             interactive,
@@ -100,21 +92,12 @@ impl PromptCapability {
     }
 
     fn line(&self, message: &str) -> String {
-        format!(
-            "[credence] provider \"{}\" says: {}",
-            self.label,
-            neutralise(message)
-        )
+        format!("[credence] provider \"{}\" says: {}", self.label, neutralise(message))
     }
 
     /// Asks on the terminal; gives up after `time_left` (the rest of the provider's
     /// wall-clock budget), leaving the blocked reader behind.
-    pub fn ask(
-        &mut self,
-        message: &str,
-        secret: bool,
-        time_left: Duration,
-    ) -> Result<String, PromptError> {
+    pub fn ask(&mut self, message: &str, secret: bool, time_left: Duration) -> Result<String, PromptError> {
         self.permit(PromptKind::Ask)?;
         let line = self.line(message);
         let answer = self.with_terminal(time_left, move |t| t.ask(&line, secret))?;
@@ -135,19 +118,11 @@ impl PromptCapability {
 
     /// Shows the URL for the user to open; only https URLs, so a provider cannot make the
     /// user open a local file or a custom-scheme handler.
-    pub fn open_url(
-        &mut self,
-        url: &str,
-        message: &str,
-        time_left: Duration,
-    ) -> Result<(), PromptError> {
+    pub fn open_url(&mut self, url: &str, message: &str, time_left: Duration) -> Result<(), PromptError> {
         self.permit(PromptKind::OpenUrl)?;
-        let parsed = url::Url::parse(url)
-            .map_err(|e| PromptError::Unavailable(format!("not a URL: {e}")))?;
+        let parsed = url::Url::parse(url).map_err(|e| PromptError::Unavailable(format!("not a URL: {e}")))?;
         if parsed.scheme() != "https" {
-            return Err(PromptError::Unavailable(
-                "only https URLs can be shown to open".into(),
-            ));
+            return Err(PromptError::Unavailable("only https URLs can be shown to open".into()));
         }
         let line = format!(
             "{}\n[credence]   open: {}",
@@ -174,8 +149,7 @@ impl PromptCapability {
         match rx.recv_timeout(time_left) {
             Ok((result, terminal)) => {
                 self.terminal = Some(terminal);
-                result
-                    .map_err(|e| PromptError::Unavailable(format!("no terminal to prompt on: {e}")))
+                result.map_err(|e| PromptError::Unavailable(format!("no terminal to prompt on: {e}")))
             }
             Err(_) => Err(PromptError::Unavailable("the prompt timed out".into())),
         }
@@ -233,10 +207,7 @@ mod tests {
     fn non_interactive_ask_fails_without_touching_the_terminal() {
         let rec = Recorder::default();
         let mut p = PromptCapability::new("basic", false, all(), Box::new(rec.clone()));
-        assert_eq!(
-            p.ask("password?", true, T),
-            Err(PromptError::NotInteractive)
-        );
+        assert_eq!(p.ask("password?", true, T), Err(PromptError::NotInteractive));
         assert!(rec.0.lock().unwrap().is_empty());
     }
 
@@ -255,21 +226,10 @@ mod tests {
 
     #[test]
     fn undeclared_prompt_kinds_and_non_https_urls_are_refused() {
-        let mut p = PromptCapability::new(
-            "p",
-            true,
-            [PromptKind::Show].into(),
-            Box::new(Recorder::default()),
-        );
-        assert!(matches!(
-            p.ask("x", false, T),
-            Err(PromptError::Unavailable(_))
-        ));
+        let mut p = PromptCapability::new("p", true, [PromptKind::Show].into(), Box::new(Recorder::default()));
+        assert!(matches!(p.ask("x", false, T), Err(PromptError::Unavailable(_))));
         let mut p = PromptCapability::new("p", true, all(), Box::new(Recorder::default()));
         assert!(p.open_url("file:///etc/passwd", "open", T).is_err());
-        assert!(
-            p.open_url("https://login.example/device", "open", T)
-                .is_ok()
-        );
+        assert!(p.open_url("https://login.example/device", "open", T).is_ok());
     }
 }

@@ -58,9 +58,7 @@ fn split(name: &str) -> (&str, Option<&str>) {
 
 pub fn is_allowed_import(name: &str) -> bool {
     let (iface, version) = split(name);
-    ALLOWED
-        .iter()
-        .any(|(a, v)| *a == iface && version == Some(*v))
+    ALLOWED.iter().any(|(a, v)| *a == iface && version == Some(*v))
 }
 
 /// All imports and exports of the component, checked against the allowlist.

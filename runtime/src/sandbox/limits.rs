@@ -24,21 +24,11 @@ pub struct ProviderLimits {
 
 impl ProviderLimits {
     pub fn from_config(limits: credence_signing::Limits) -> Self {
-        let memory_mib = limits
-            .memory_mib
-            .unwrap_or(DEFAULT_MEMORY_MIB)
-            .clamp(1, MAX_MEMORY_MIB);
+        let memory_mib = limits.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB).clamp(1, MAX_MEMORY_MIB);
         ProviderLimits {
             memory_bytes: (memory_mib as usize) << 20,
-            cpu: Duration::from_millis(
-                limits.cpu_ms.unwrap_or(DEFAULT_CPU_MS).clamp(1, MAX_CPU_MS),
-            ),
-            wall: Duration::from_millis(
-                limits
-                    .wall_ms
-                    .unwrap_or(DEFAULT_WALL_MS)
-                    .clamp(1, MAX_WALL_MS),
-            ),
+            cpu: Duration::from_millis(limits.cpu_ms.unwrap_or(DEFAULT_CPU_MS).clamp(1, MAX_CPU_MS)),
+            wall: Duration::from_millis(limits.wall_ms.unwrap_or(DEFAULT_WALL_MS).clamp(1, MAX_WALL_MS)),
             output_bytes: 64 << 10,
             state_bytes: 64 << 10,
         }
@@ -62,16 +52,8 @@ impl fmt::Display for LimitHit {
             LimitHit::Memory { limit } => {
                 write!(f, "exceeded its memory limit of {}", human_bytes(*limit))
             }
-            LimitHit::Cpu { limit } => write!(
-                f,
-                "exceeded its CPU time limit of {}",
-                human_duration(*limit)
-            ),
-            LimitHit::Wall { limit } => write!(
-                f,
-                "exceeded its wall-clock limit of {}",
-                human_duration(*limit)
-            ),
+            LimitHit::Cpu { limit } => write!(f, "exceeded its CPU time limit of {}", human_duration(*limit)),
+            LimitHit::Wall { limit } => write!(f, "exceeded its wall-clock limit of {}", human_duration(*limit)),
             LimitHit::Output { size, limit } => {
                 write!(
                     f,
@@ -123,12 +105,7 @@ pub struct Limiter {
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             self.hit = Some(LimitHit::Memory {
                 limit: self.memory_bytes,
@@ -137,12 +114,7 @@ impl wasmtime::ResourceLimiter for Limiter {
         }
         Ok(true)
     }
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > MAX_TABLE_ELEMENTS {
             self.hit = Some(LimitHit::Instances);
             wasmtime::bail!("table limit reached");

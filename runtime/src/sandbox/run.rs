@@ -79,8 +79,8 @@ pub fn run_provider(call: ProviderCall<'_>) -> Result<ProviderAnswer, ProviderRu
     });
 
     let mut linker: Linker<ProviderStore> = Linker::new(call.engine);
-    let linked = add_inert_wasi(&mut linker)
-        .and_then(|()| Provider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s));
+    let linked =
+        add_inert_wasi(&mut linker).and_then(|()| Provider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s));
     linked.map_err(|e| ProviderRunError::Instantiate(e.to_string()))?;
 
     start_epoch_ticker(call.engine);
@@ -121,11 +121,6 @@ fn trap_summary(e: &wasmtime::Error) -> String {
     }
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => format!("wasm trap: {trap}"),
-        None => e
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or("unknown error")
-            .to_owned(),
+        None => e.to_string().lines().next().unwrap_or("unknown error").to_owned(),
     }
 }

@@ -117,11 +117,7 @@ impl ProviderStore {
 }
 
 impl prompt::Host for ProviderStore {
-    fn ask(
-        &mut self,
-        message: String,
-        kind: prompt::InputKind,
-    ) -> Result<String, prompt::PromptError> {
+    fn ask(&mut self, message: String, kind: prompt::InputKind) -> Result<String, prompt::PromptError> {
         let secret = matches!(kind, prompt::InputKind::Secret);
         let result = self.blocking(|s| {
             let time_left = s.clock.wall_left();

@@ -37,26 +37,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(200);
-    let floor_exe =
-        credence_exe().with_file_name(format!("credence-floor{}", std::env::consts::EXE_SUFFIX));
+    let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200);
+    let floor_exe = credence_exe().with_file_name(format!("credence-floor{}", std::env::consts::EXE_SUFFIX));
     assert!(
         floor_exe.is_file(),
         "build the floor first: cargo build -p credence-tests --bin credence-floor"
     );
 
-    let server = TestServer::start(|_| {
-        Reply::json(200, r#"{"access_token":"tok-bench","expires_in":86400}"#)
-    });
+    let server = TestServer::start(|_| Reply::json(200, r#"{"access_token":"tok-bench","expires_in":86400}"#));
     let home = Home::new();
-    home.install(
-        "static-token",
-        "static-token",
-        &manifest("static-token", &[], &[]),
-    );
+    home.install("static-token", "static-token", &manifest("static-token", &[], &[]));
     home.install(
         "token-exchange",
         "token-exchange",
@@ -99,11 +89,7 @@ settings = {{ token-url = "{o}/token", client-id = "c", client-secret = "s" }}
         samples[2].push(time(&mut cmd("https://registry.example/")));
         samples[3].push(time(&mut cmd("https://feed.example/")));
     }
-    assert_eq!(
-        server.hits(),
-        1,
-        "the stored case must not call the provider"
-    );
+    assert_eq!(server.hits(), 1, "the stored case must not call the provider");
 
     let medians: Vec<Duration> = samples
         .iter_mut()
@@ -129,8 +115,6 @@ settings = {{ token-url = "{o}/token", client-id = "c", client-secret = "s" }}
     println!(
         "\nbinary: {} ({} bytes)",
         credence_exe().display(),
-        std::fs::metadata(credence_exe())
-            .map(|m| m.len())
-            .unwrap_or(0)
+        std::fs::metadata(credence_exe()).map(|m| m.len()).unwrap_or(0)
     );
 }

@@ -17,10 +17,7 @@ fn show(home: &Home, args: &[&str]) -> credence_tests::Run {
     for line in run.stderr.lines() {
         println!("  (stderr) {line}");
     }
-    println!(
-        "  (exit {})",
-        run.code.map_or("signal".into(), |c| c.to_string())
-    );
+    println!("  (exit {})", run.code.map_or("signal".into(), |c| c.to_string()));
     run
 }
 
@@ -33,10 +30,7 @@ fn main() {
         ("POST", "/token") if req.body.contains("client_secret=demo-client-secret") => {
             let token = format!("session-{}", tokens.lock().unwrap().len() + 1);
             tokens.lock().unwrap().push(token.clone());
-            Reply::json(
-                200,
-                &format!(r#"{{"access_token":"{token}","expires_in":3600}}"#),
-            )
+            Reply::json(200, &format!(r#"{{"access_token":"{token}","expires_in":3600}}"#))
         }
         ("POST", "/token") => Reply::json(401, r#"{"error":"invalid_client"}"#),
         (_, "/v3/index.json") => {
@@ -46,13 +40,7 @@ fn main() {
                 .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
                 .map(|(_, v)| v.clone());
             match auth {
-                Some(v)
-                    if tokens
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .any(|t| v == format!("Bearer {t}")) =>
-                {
+                Some(v) if tokens.lock().unwrap().iter().any(|t| v == format!("Bearer {t}")) => {
                     Reply::json(200, r#"{"version":"3.0.0","resources":[]}"#)
                 }
                 _ => Reply::json(401, r#"{"error":"token required"}"#),
@@ -68,11 +56,7 @@ fn main() {
         "token-exchange",
         &manifest("token-exchange", &[origin.clone()], &[]),
     );
-    home.install(
-        "static-token",
-        "static-token",
-        &manifest("static-token", &[], &[]),
-    );
+    home.install("static-token", "static-token", &manifest("static-token", &[], &[]));
     home.install("hostile", "hostile", &manifest("hostile", &[], &[]));
     home.write_config(&format!(
         r#"# Written by the demo in a temporary CREDENCE_HOME.
@@ -100,10 +84,7 @@ settings = {{ attack = "infinite-loop" }}
 limits = {{ cpu-ms = 200 }}
 "#
     ));
-    println!(
-        "credence demo: home {}, mock feed {origin}",
-        home.home().display()
-    );
+    println!("credence demo: home {}, mock feed {origin}", home.home().display());
     println!("(providers here are unsigned, so every call passes --allow-unsigned)");
 
     step("Which providers are configured, and what may each do?");
@@ -120,32 +101,19 @@ limits = {{ cpu-ms = 200 }}
 
     step("Asked again: the stored credential answers until it expires; no provider runs");
     show(&home, &["--allow-unsigned", "get", &url, "--json"]);
-    println!(
-        "  token endpoint calls so far: {}",
-        issued.lock().unwrap().len()
-    );
+    println!("  token endpoint calls so far: {}", issued.lock().unwrap().len());
 
     step("A static token for another registry");
     show(
         &home,
-        &[
-            "--allow-unsigned",
-            "get",
-            "https://registry.example/index/config.json",
-        ],
+        &["--allow-unsigned", "get", "https://registry.example/index/config.json"],
     );
 
     step("A URL nobody serves is not mine (exit 1)");
-    show(
-        &home,
-        &["--allow-unsigned", "get", "https://elsewhere.example/"],
-    );
+    show(&home, &["--allow-unsigned", "get", "https://elsewhere.example/"]);
 
     step("A provider that never returns is stopped by its CPU limit (exit 3)");
-    show(
-        &home,
-        &["--allow-unsigned", "get", "https://greedy.example/"],
-    );
+    show(&home, &["--allow-unsigned", "get", "https://greedy.example/"]);
 
     step("Without --allow-unsigned, unsigned providers do not run (exit 3)");
     show(&home, &["get", &url, "--retry"]);
@@ -157,9 +125,12 @@ limits = {{ cpu-ms = 200 }}
 /// A plain HTTP/1.1 GET to the mock feed with a bearer token; returns the status code.
 fn http_get(server: &TestServer, path: &str, token: &str) -> u16 {
     use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect to the mock feed");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect to the mock feed");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     let _ = s.read_to_string(&mut response);
     response

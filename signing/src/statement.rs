@@ -1,0 +1,257 @@
+//! The signed statement: a detached file (`X.statement.json` beside `X.wasm`) that binds
+//! one exact component to its provider identity and capability ceiling.
+//!
+//! File format (JSON):
+//! ```json
+//! { "statement": { ...Statement... },
+//!   "signatures": [ { "key_id": "<32 hex>", "signature": "<base64 of 64 bytes>" } ] }
+//! ```
+//! Every signature (publisher's and auditors' countersignatures alike) is ed25519 over
+//! `"credence-provider-statement-v1\0" || sha256(canonical(statement))`, where
+//! `canonical` is RFC 8785 JSON: keys sorted, no whitespace, integers only (serde_json's
+//! compact output of the structs below, whose fields are declared in sorted order). The
+//! verifier never checks the bytes as they sit in the file: it parses them strictly and
+//! re-encodes, so any edit of the statement changes what the signatures must cover.
+
+use crate::Limits;
+use crate::keys::{KeyId, SecretKey};
+use crate::manifest::{Manifest, PromptKind, WORLD, valid_name};
+use crate::origin::{Origin, OriginPattern};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const FORMAT: &str = "credence-statement-v1";
+pub const SIGNING_DOMAIN: &[u8] = b"credence-provider-statement-v1\0";
+/// Statement files larger than this are refused unread.
+pub const MAX_STATEMENT_BYTES: usize = 64 << 10;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Statement {
+    pub capabilities: Capabilities,
+    pub component: ComponentRef,
+    pub expires_at: Option<u64>,
+    pub format: String,
+    pub issued_at: u64,
+    /// The publisher's key id.
+    pub key_id: String,
+    pub provider: ProviderId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    pub limits: SignedLimits,
+    pub origins: Vec<String>,
+    pub prompts: Vec<String>,
+    pub wildcard_origins: Vec<String>,
+    pub world: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedLimits {
+    pub cpu_ms: Option<u64>,
+    pub memory_mib: Option<u32>,
+    pub wall_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentRef {
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderId {
+    pub name: String,
+    pub sequence: u64,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureEntry {
+    pub key_id: String,
+    pub signature: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementFile {
+    pub statement: Statement,
+    pub signatures: Vec<SignatureEntry>,
+}
+
+impl Statement {
+    /// A statement for `component` with the ceiling of `manifest`, to be signed by `publisher`.
+    pub fn new(
+        component: &[u8],
+        manifest: &Manifest,
+        publisher: &KeyId,
+        issued_at: u64,
+        expires_at: Option<u64>,
+    ) -> Statement {
+        Statement {
+            capabilities: Capabilities {
+                limits: SignedLimits {
+                    cpu_ms: manifest.limits.cpu_ms,
+                    memory_mib: manifest.limits.memory_mib,
+                    wall_ms: manifest.limits.wall_ms,
+                },
+                origins: manifest.origins.iter().map(Origin::to_string).collect(),
+                prompts: manifest.prompts.iter().map(|p| p.as_str().to_owned()).collect(),
+                wildcard_origins: manifest.wildcard_origins.iter().map(OriginPattern::to_string).collect(),
+                world: manifest.world.clone(),
+            },
+            component: ComponentRef {
+                sha256: hex::encode(Sha256::digest(component)),
+                size: component.len() as u64,
+            },
+            expires_at,
+            format: FORMAT.to_owned(),
+            issued_at,
+            key_id: publisher.0.clone(),
+            provider: ProviderId {
+                name: manifest.name.clone(),
+                sequence: manifest.sequence,
+                version: manifest.version.clone(),
+            },
+        }
+    }
+
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a statement always serialises")
+    }
+
+    /// sha-256 of the canonical encoding: what signatures cover and revocations name.
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.canonical()).into()
+    }
+
+    pub fn signing_message(&self) -> Vec<u8> {
+        let mut m = SIGNING_DOMAIN.to_vec();
+        m.extend_from_slice(&self.digest());
+        m
+    }
+
+    /// The capability ceiling as a manifest, after checking that every field is in its
+    /// one canonical spelling (so two spellings of one ceiling cannot both verify).
+    pub fn ceiling(&self) -> Result<Manifest, String> {
+        let c = &self.capabilities;
+        if self.format != FORMAT {
+            return Err(format!("format {:?} is not {FORMAT}", self.format));
+        }
+        if c.world != WORLD {
+            return Err(format!("world {:?} is not {WORLD}", c.world));
+        }
+        if !valid_name(&self.provider.name) {
+            return Err(format!("provider name {:?} is not valid", self.provider.name));
+        }
+        if self.component.sha256.len() != 64
+            || !self
+                .component
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err("component.sha256 is not 64 lower-case hex digits".into());
+        }
+        if self.key_id.len() != 32 || !self.key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("key_id is not 32 hex digits".into());
+        }
+        let origins = c
+            .origins
+            .iter()
+            .map(|o| canonical(o, Origin::parse(o).map(|p| p.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let wildcards = c
+            .wildcard_origins
+            .iter()
+            .map(|o| canonical(o, OriginPattern::parse(o).map(|p| p.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let prompts = c
+            .prompts
+            .iter()
+            .map(|p| match p.as_str() {
+                "ask" => Ok(PromptKind::Ask),
+                "show" => Ok(PromptKind::Show),
+                "open-url" => Ok(PromptKind::OpenUrl),
+                other => Err(format!("unknown prompt kind {other:?}")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sorted_unique = |v: &[String]| v.windows(2).all(|w| w[0] < w[1]);
+        let prompt_names: Vec<String> = prompts.iter().map(|p| p.as_str().to_owned()).collect();
+        if !sorted_unique(&c.origins)
+            || !sorted_unique(&c.wildcard_origins)
+            || !prompts.windows(2).all(|w| w[0] < w[1])
+            || prompt_names != c.prompts
+        {
+            return Err("capability lists are not sorted and unique".into());
+        }
+        Ok(Manifest {
+            name: self.provider.name.clone(),
+            version: self.provider.version.clone(),
+            world: c.world.clone(),
+            sequence: self.provider.sequence,
+            origins: origins.iter().map(|o| Origin::parse(o).expect("checked")).collect(),
+            wildcard_origins: wildcards
+                .iter()
+                .map(|o| OriginPattern::parse(o).expect("checked"))
+                .collect(),
+            prompts: prompts.into_iter().collect(),
+            limits: Limits {
+                memory_mib: c.limits.memory_mib,
+                cpu_ms: c.limits.cpu_ms,
+                wall_ms: c.limits.wall_ms,
+            },
+        })
+    }
+}
+
+fn canonical(text: &str, parsed: Result<String, crate::OriginError>) -> Result<String, String> {
+    match parsed {
+        Ok(p) if p == text => Ok(p),
+        Ok(p) => Err(format!("origin {text:?} is not in canonical form (expected {p:?})")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl StatementFile {
+    pub fn parse(bytes: &[u8]) -> Result<StatementFile, String> {
+        if bytes.len() > MAX_STATEMENT_BYTES {
+            return Err(format!(
+                "the statement file is {} bytes; the limit is {MAX_STATEMENT_BYTES}",
+                bytes.len()
+            ));
+        }
+        let file: StatementFile = serde_json::from_slice(bytes).map_err(|e| format!("not a statement file: {e}"))?;
+        file.statement.ceiling()?;
+        if file.signatures.len() > 16 {
+            return Err("more than 16 signatures".into());
+        }
+        Ok(file)
+    }
+
+    pub fn to_pretty(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("serialises");
+        s.push('\n');
+        s
+    }
+
+    /// Adds (or replaces) `key`'s signature over the statement.
+    pub fn sign(&mut self, key: &SecretKey) {
+        let key_id = key.public().key_id().0;
+        let signature = B64.encode(key.sign(&self.statement.signing_message()));
+        self.signatures.retain(|s| s.key_id != key_id);
+        self.signatures.push(SignatureEntry { key_id, signature });
+    }
+}
+
+pub fn decode_signature(text: &str) -> Option<Vec<u8>> {
+    B64.decode(text).ok().filter(|b| b.len() == 64)
+}

@@ -1,0 +1,274 @@
+//! Verification: a component, its statement file and the trust store in, a typed verdict
+//! out that says exactly why a provider is refused.
+
+use crate::keys::KeyId;
+use crate::manifest::Manifest;
+use crate::statement::{StatementFile, decode_signature};
+use crate::trust::{ExpiredPolicy, Role, TrustStore};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// A statement whose signatures satisfy the policy, for this exact component.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub file: StatementFile,
+    /// The capability ceiling the signatures cover.
+    pub ceiling: Manifest,
+    pub component_sha256: [u8; 32],
+    pub statement_digest: [u8; 32],
+    pub signers: Vec<Signer>,
+    /// Set when the statement expired and the policy says only to warn.
+    pub expired_warning: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signer {
+    pub key_id: KeyId,
+    pub name: String,
+    pub role: Role,
+}
+
+/// What one signature in the file amounts to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SignatureCheck {
+    Trusted(Signer),
+    UnknownKey(KeyId),
+    BadSignature(KeyId),
+    RevokedKey {
+        key_id: KeyId,
+        name: String,
+    },
+    KeyExpired {
+        key_id: KeyId,
+        name: String,
+        not_after: u64,
+    },
+    NotAllowedFor {
+        key_id: KeyId,
+        name: String,
+        provider: String,
+    },
+}
+
+impl fmt::Display for SignatureCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignatureCheck::Trusted(s) => write!(f, "trusted: {} {} ({})", s.role, s.key_id, s.name),
+            SignatureCheck::UnknownKey(id) => write!(f, "key {id} is not in the trust store"),
+            SignatureCheck::BadSignature(id) => write!(f, "the signature by key {id} does not match the statement"),
+            SignatureCheck::RevokedKey { key_id, name } => write!(f, "key {key_id} ({name}) is revoked"),
+            SignatureCheck::KeyExpired {
+                key_id,
+                name,
+                not_after,
+            } => {
+                write!(f, "key {key_id} ({name}) expired at {not_after} (Unix time)")
+            }
+            SignatureCheck::NotAllowedFor { key_id, name, provider } => {
+                write!(
+                    f,
+                    "key {key_id} ({name}) is not allowed to sign for provider {provider:?}"
+                )
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the statement is malformed: {0}")]
+    Malformed(String),
+    #[error(
+        "the component does not match its statement: sha-256 {actual} ({actual_size} bytes), statement says {expected} ({expected_size} bytes)"
+    )]
+    DigestMismatch {
+        expected: String,
+        expected_size: u64,
+        actual: String,
+        actual_size: u64,
+    },
+    #[error("the statement {digest} is revoked in the trust store")]
+    RevokedStatement { digest: String },
+    #[error("the statement expired at {expires_at} (Unix time; now {now})")]
+    Expired { expires_at: u64, now: u64 },
+    #[error("no trusted {role} signature: {reason}")]
+    MissingSignature { role: Role, reason: String },
+    #[error(
+        "sequence {sequence} of provider {provider:?} is below {highest}, already seen: a rollback to an older release"
+    )]
+    Rollback {
+        provider: String,
+        sequence: u64,
+        highest: u64,
+    },
+}
+
+impl Refusal {
+    /// A next step for the user, where there is one.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Refusal::MissingSignature {
+                role: Role::Publisher, ..
+            } => Some(
+                "if you trust the publisher, add their key: `credence trust add <key> --name <who> --role publisher --providers <name>`",
+            ),
+            Refusal::MissingSignature {
+                role: Role::Auditor, ..
+            } => Some(
+                "your policy requires an auditor's countersignature: `credence countersign --key <auditor key> <statement>`",
+            ),
+            Refusal::DigestMismatch { .. } => {
+                Some("the component was changed after signing; reinstall it from its publisher")
+            }
+            _ => None,
+        }
+    }
+}
+
+pub struct Input<'a> {
+    pub component: &'a [u8],
+    pub statement: &'a [u8],
+    pub trust: &'a TrustStore,
+    /// The highest sequence already accepted for this provider name.
+    pub highest_sequence: Option<u64>,
+    pub now: u64,
+}
+
+/// Checks every signature in the file, without applying the policy (for `inspect`).
+pub fn check_signatures(file: &StatementFile, trust: &TrustStore, now: u64) -> Vec<SignatureCheck> {
+    let message = file.statement.signing_message();
+    let provider = &file.statement.provider.name;
+    file.signatures
+        .iter()
+        .map(|entry| {
+            let id = KeyId(entry.key_id.clone());
+            let Some(key) = trust.find(&id) else {
+                return SignatureCheck::UnknownKey(id);
+            };
+            let valid =
+                decode_signature(&entry.signature).is_some_and(|sig| key.key().is_ok_and(|k| k.verify(&message, &sig)));
+            if !valid {
+                return SignatureCheck::BadSignature(id);
+            }
+            let name = key.name.clone();
+            if trust.key_revoked(&id) {
+                return SignatureCheck::RevokedKey { key_id: id, name };
+            }
+            if let Some(not_after) = key.not_after.filter(|t| *t < now) {
+                return SignatureCheck::KeyExpired {
+                    key_id: id,
+                    name,
+                    not_after,
+                };
+            }
+            if !key.may_sign_for(provider) {
+                return SignatureCheck::NotAllowedFor {
+                    key_id: id,
+                    name,
+                    provider: provider.clone(),
+                };
+            }
+            SignatureCheck::Trusted(Signer {
+                key_id: id,
+                name,
+                role: key.role,
+            })
+        })
+        .collect()
+}
+
+pub fn verify(input: Input<'_>) -> Result<Verified, Refusal> {
+    let file = StatementFile::parse(input.statement).map_err(Refusal::Malformed)?;
+    let statement = &file.statement;
+    let ceiling = statement.ceiling().map_err(Refusal::Malformed)?;
+
+    let actual: [u8; 32] = Sha256::digest(input.component).into();
+    if hex::encode(actual) != statement.component.sha256 || input.component.len() as u64 != statement.component.size {
+        return Err(Refusal::DigestMismatch {
+            expected: statement.component.sha256.clone(),
+            expected_size: statement.component.size,
+            actual: hex::encode(actual),
+            actual_size: input.component.len() as u64,
+        });
+    }
+
+    let digest = statement.digest();
+    if input.trust.statement_revoked(&hex::encode(digest)) {
+        return Err(Refusal::RevokedStatement {
+            digest: hex::encode(digest),
+        });
+    }
+
+    let checks = check_signatures(&file, input.trust, input.now);
+    let mut signers = Vec::new();
+    for role in [Role::Publisher, Role::Auditor] {
+        if !input.trust.policy.require.contains(&role) {
+            continue;
+        }
+        // The publisher is the key the statement names; auditors are any trusted auditor.
+        let candidates: Vec<(&SignatureCheck, &str)> = checks
+            .iter()
+            .zip(&file.signatures)
+            .filter(|(_, e)| role == Role::Auditor || e.key_id == statement.key_id)
+            .map(|(c, e)| (c, e.key_id.as_str()))
+            .collect();
+        let found = candidates.iter().find_map(|(c, _)| match c {
+            SignatureCheck::Trusted(s) if s.role == role => Some(s.clone()),
+            _ => None,
+        });
+        match found {
+            Some(s) => signers.push(s),
+            None => {
+                let reason = candidates
+                    .iter()
+                    .find(|(c, _)| !matches!(c, SignatureCheck::Trusted(_)))
+                    .map(|(c, _)| c.to_string())
+                    .unwrap_or_else(|| match role {
+                        Role::Publisher => {
+                            format!("the statement is not signed by the key it names ({})", statement.key_id)
+                        }
+                        Role::Auditor => "no auditor has countersigned the statement".into(),
+                    });
+                return Err(Refusal::MissingSignature { role, reason });
+            }
+        }
+    }
+
+    let mut expired_warning = None;
+    if let Some(expires_at) = statement.expires_at.filter(|t| *t <= input.now) {
+        match input.trust.policy.expired {
+            ExpiredPolicy::Refuse => {
+                return Err(Refusal::Expired {
+                    expires_at,
+                    now: input.now,
+                });
+            }
+            ExpiredPolicy::Warn => {
+                expired_warning = Some(
+                    Refusal::Expired {
+                        expires_at,
+                        now: input.now,
+                    }
+                    .to_string(),
+                )
+            }
+        }
+    }
+
+    if let Some(highest) = input.highest_sequence.filter(|h| statement.provider.sequence < *h) {
+        return Err(Refusal::Rollback {
+            provider: statement.provider.name.clone(),
+            sequence: statement.provider.sequence,
+            highest,
+        });
+    }
+
+    Ok(Verified {
+        ceiling,
+        component_sha256: actual,
+        statement_digest: digest,
+        signers,
+        expired_warning,
+        file,
+    })
+}
