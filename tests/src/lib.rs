@@ -275,3 +275,74 @@ pub fn manifest(name: &str, origins: &[String], prompts: &[&str]) -> String {
         quote(&prompts)
     )
 }
+
+/// A key made by `credence keygen` in a test home.
+pub struct Key {
+    pub secret: PathBuf,
+    pub public: String,
+    pub id: String,
+}
+
+impl Home {
+    pub fn keygen(&self, name: &str) -> Key {
+        let dir = self.dir.path().join("keys");
+        std::fs::create_dir_all(&dir).unwrap();
+        let prefix = dir.join(name);
+        let run = self.run(&["keygen", prefix.to_str().unwrap()]);
+        assert_eq!(run.code, Some(0), "{run:#?}");
+        let id = run
+            .stderr
+            .split("key id ")
+            .nth(1)
+            .and_then(|s| s.split(';').next())
+            .expect("key id on stderr")
+            .to_owned();
+        Key {
+            secret: prefix.with_extension("secret"),
+            public: run.stdout.trim().to_owned(),
+            id,
+        }
+    }
+
+    /// `credence trust add` for `key` with `role`, allowed to sign for `providers`.
+    pub fn trust(&self, key: &Key, name: &str, role: &str, providers: &str) {
+        let run = self.run(&[
+            "trust",
+            "add",
+            &key.public,
+            "--name",
+            name,
+            "--role",
+            role,
+            "--providers",
+            providers,
+        ]);
+        assert_eq!(run.code, Some(0), "{run:#?}");
+    }
+
+    pub fn provider_file(&self, file: &str) -> PathBuf {
+        self.home().join("providers").join(file)
+    }
+
+    /// `credence sign` of `providers/<stem>.wasm` with its manifest; returns the statement digest.
+    pub fn sign(&self, stem: &str, key: &Key, extra: &[&str]) -> String {
+        let component = self.provider_file(&format!("{stem}.wasm"));
+        let mut args = vec![
+            "sign",
+            component.to_str().unwrap(),
+            "--key",
+            key.secret.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let run = self.run(&args);
+        assert_eq!(run.code, Some(0), "{run:#?}");
+        run.stdout.trim().to_owned()
+    }
+
+    /// The precompiled-cache entries: none means nothing was ever compiled.
+    pub fn compiled_entries(&self) -> usize {
+        std::fs::read_dir(self.cache().join("credence/cwasm"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
