@@ -256,10 +256,11 @@ fn providers(broker: &Broker, json: bool) -> Result<ExitCode, String> {
             out.push_str(&format!("  serves:  {}\n", list("serves")));
             if r["status"] == "ok" {
                 out.push_str(&format!(
-                    "  status:  ok: {} {}, sha256 {}\n  origins: {}\n  prompts: {}\n  limits:  {} MiB, {} ms CPU, {} ms wall\n",
+                    "  status:  ok: {} {}, sha256 {}\n  signed:  {}\n  origins: {}\n  prompts: {}\n  limits:  {} MiB, {} ms CPU, {} ms wall\n",
                     r["provider"].as_str().unwrap_or(""),
                     r["version"].as_str().unwrap_or(""),
                     r["sha256"].as_str().unwrap_or(""),
+                    if list("signed_by").is_empty() { "UNSIGNED (--allow-unsigned)".into() } else { list("signed_by") },
                     if list("effective_origins").is_empty() { "none".into() } else { list("effective_origins") },
                     if list("prompts").is_empty() { "none".into() } else { list("prompts") },
                     r["memory_mib"], r["cpu_ms"], r["wall_ms"],

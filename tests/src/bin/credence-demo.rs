@@ -85,14 +85,26 @@ limits = {{ cpu-ms = 200 }}
 "#
     ));
     println!("credence demo: home {}, mock feed {origin}", home.home().display());
-    println!("(providers here are unsigned, so every call passes --allow-unsigned)");
+
+    step("A publisher key, trusted for the sample providers, signs each component with its manifest");
+    let key = home.keygen("demo-publisher");
+    println!("  public key: {}  (key id {})", key.public, key.id);
+    home.trust(&key, "Demo publisher", "publisher", "token-exchange,static-token,hostile");
+    for stem in ["token-exchange", "static-token", "hostile"] {
+        let digest = home.sign(stem, &key, &[]);
+        println!("  signed {stem}.wasm -> {stem}.statement.json (statement digest {digest})");
+    }
+
+    step("What a reviewer sees: credence inspect");
+    let component = home.provider_file("token-exchange.wasm");
+    show(&home, &["inspect", component.to_str().unwrap()]);
 
     step("Which providers are configured, and what may each do?");
-    show(&home, &["--allow-unsigned", "providers"]);
+    show(&home, &["providers"]);
 
     step("A tool asks for the feed: token-exchange trades the client secret for a session token");
     let url = format!("{origin}/v3/index.json");
-    let run = show(&home, &["--allow-unsigned", "get", &url, "--json"]);
+    let run = show(&home, &["get", &url, "--json"]);
     let token = run.json()["secret"].as_str().unwrap_or_default().to_owned();
 
     step("The token opens the feed");
@@ -100,23 +112,25 @@ limits = {{ cpu-ms = 200 }}
     println!("  GET {url} with the token -> HTTP {status}");
 
     step("Asked again: the stored credential answers until it expires; no provider runs");
-    show(&home, &["--allow-unsigned", "get", &url, "--json"]);
+    show(&home, &["get", &url, "--json"]);
     println!("  token endpoint calls so far: {}", issued.lock().unwrap().len());
 
     step("A static token for another registry");
-    show(
-        &home,
-        &["--allow-unsigned", "get", "https://registry.example/index/config.json"],
-    );
+    show(&home, &["get", "https://registry.example/index/config.json"]);
 
     step("A URL nobody serves is not mine (exit 1)");
-    show(&home, &["--allow-unsigned", "get", "https://elsewhere.example/"]);
+    show(&home, &["get", "https://elsewhere.example/"]);
 
     step("A provider that never returns is stopped by its CPU limit (exit 3)");
-    show(&home, &["--allow-unsigned", "get", "https://greedy.example/"]);
+    show(&home, &["get", "https://greedy.example/"]);
 
-    step("Without --allow-unsigned, unsigned providers do not run (exit 3)");
-    show(&home, &["get", &url, "--retry"]);
+    step("One flipped bit in a signed component: refused before it is compiled (exit 3)");
+    let path = home.provider_file("static-token.wasm");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    show(&home, &["get", "https://registry.example/index/config.json"]);
 
     step("Forget stored state and credentials");
     show(&home, &["logout"]);
