@@ -124,7 +124,10 @@ impl Broker {
             }
 
             let loaded = self.load(provider)?;
-            match self.run(provider, &loaded, request)? {
+            let started = std::time::Instant::now();
+            let outcome = self.run(provider, &loaded, request)?;
+            tracing::debug!(provider = %provider.name, run_us = started.elapsed().as_micros() as u64, "provider call finished");
+            match outcome {
                 Ok(credential) => {
                     if let Err(e) = self.state.cache_credential(&provider.name, &key, &credential) {
                         tracing::warn!(provider = %provider.name, "cannot store the credential for later runs: {e}");

@@ -203,7 +203,9 @@ impl Loader<'_> {
     pub fn load(&self, config: &ProviderConfig) -> Result<LoadedProvider, LoadError> {
         let provider = config.name.clone();
         let path = self.providers_dir.join(&config.component);
+        let started = std::time::Instant::now();
         let vetted = vet(&provider, &path, self.trust)?;
+        let vetted_in = started.elapsed();
 
         // Only verified bytes reach the compiler; the cache entry is named by their digest.
         let (component, cache) = self
@@ -217,6 +219,12 @@ impl Loader<'_> {
             provider: provider.clone(),
             source,
         })?;
+        tracing::debug!(
+            provider = %provider,
+            verify_us = vetted_in.as_micros() as u64,
+            load_us = (started.elapsed() - vetted_in).as_micros() as u64,
+            "provider passed the loading gate"
+        );
 
         let ceiling = vetted.ceiling;
         let origins = config

@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::Path;
@@ -61,7 +61,6 @@ impl PublicKey {
             return false;
         };
         self.0.verify_strict(message, &Signature::from_bytes(&bytes)).is_ok()
-            && self.0.verify(message, &Signature::from_bytes(&bytes)).is_ok()
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! Cases: `floor` (a native binary printing a fixed credential), `cold` (credence get with
 //! an empty compiled-component cache: JIT compile every run), `warm` (cache hit, the
-//! static-token provider runs in the sandbox), `stored` (a stored until-expiry credential
+//! signed static-token provider is verified and runs in the sandbox), `stored` (a stored until-expiry credential
 //! answers, no provider runs).
 //!
 //! Usage: `credence-bench [ROUNDS]` (default 200; cold runs every 10th round).
@@ -68,9 +68,14 @@ settings = {{ token-url = "{o}/token", client-id = "c", client-secret = "s" }}
 "#,
         o = server.origin()
     ));
+    // Signed providers, so every provider run pays for verification as a user's would.
+    let key = home.keygen("bench");
+    home.trust(&key, "bench", "publisher", "static-token,token-exchange");
+    home.sign("static-token", &key, &[]);
+    home.sign("token-exchange", &key, &[]);
     let cmd = |url: &str| {
         let mut c = home.command();
-        c.args(["--allow-unsigned", "get", url]);
+        c.args(["get", url]);
         c
     };
     // Prime: the warm cache entry and the stored credential.
@@ -117,4 +122,9 @@ settings = {{ token-url = "{o}/token", client-id = "c", client-secret = "s" }}
         credence_exe().display(),
         std::fs::metadata(credence_exe()).map(|m| m.len()).unwrap_or(0)
     );
+    if std::env::var_os("CREDENCE_BENCH_KEEP_HOME").is_some() {
+        // For profiling one case by hand afterwards (the stored case needs no server).
+        println!("home kept: {}", home.dir.path().display());
+        std::mem::forget(home);
+    }
 }

@@ -89,7 +89,12 @@ limits = {{ cpu-ms = 200 }}
     step("A publisher key, trusted for the sample providers, signs each component with its manifest");
     let key = home.keygen("demo-publisher");
     println!("  public key: {}  (key id {})", key.public, key.id);
-    home.trust(&key, "Demo publisher", "publisher", "token-exchange,static-token,hostile");
+    home.trust(
+        &key,
+        "Demo publisher",
+        "publisher",
+        "token-exchange,static-token,hostile",
+    );
     for stem in ["token-exchange", "static-token", "hostile"] {
         let digest = home.sign(stem, &key, &[]);
         println!("  signed {stem}.wasm -> {stem}.statement.json (statement digest {digest})");
