@@ -28,7 +28,7 @@ pub struct Broker {
     state: StateStore,
     cache: CompileCache,
     engine: OnceLock<Engine>,
-    terminal: fn() -> Box<dyn Terminal>,
+    terminal: Box<dyn Fn() -> Box<dyn Terminal> + Send + Sync>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +55,14 @@ impl Broker {
             trust_mode: trust,
             trust: OnceLock::new(),
             engine: OnceLock::new(),
-            terminal: || Box::new(ControllingTerminal),
+            terminal: Box::new(|| Box::new(ControllingTerminal)),
         }
+    }
+
+    /// Where provider prompts go (the terminal by default; NuGet's front end routes
+    /// messages through its protocol).
+    pub fn set_terminal(&mut self, terminal: Box<dyn Fn() -> Box<dyn Terminal> + Send + Sync>) {
+        self.terminal = terminal;
     }
 
     pub fn config(&self) -> &Config {
@@ -108,10 +114,44 @@ impl Broker {
         loader.load(provider).map_err(|e| Refusal::Failed(e.to_string()))
     }
 
+    /// The tool's server refused the credential for this request: forget any stored one
+    /// and make the next request for it a retry.
+    pub fn reject(&self, request: &CredentialRequest) {
+        for provider in self.config.providers_for(&request.url) {
+            let key = credential_key(provider, request);
+            self.state.evict(&provider.name, &key);
+            if let Err(e) = self.state.mark_rejected(&provider.name, &key) {
+                tracing::warn!(provider = %provider.name, "cannot record the rejection: {e}");
+            }
+        }
+    }
+
+    /// The tool's server accepted the credential: a pending rejection no longer applies.
+    pub fn accept(&self, request: &CredentialRequest) {
+        for provider in self.config.providers_for(&request.url) {
+            self.state
+                .take_rejected(&provider.name, &credential_key(provider, request));
+        }
+    }
+
+    /// Forgets stored credentials and state of every provider that serves `url`.
+    pub fn logout(&self, url: &url::Url) -> Result<usize, String> {
+        let mut n = 0;
+        for provider in self.config.providers_for(url) {
+            n += self.state.forget(Some(&provider.name)).map_err(|e| e.to_string())?;
+        }
+        Ok(n)
+    }
+
     pub fn get(&self, request: &CredentialRequest) -> Result<Answer, Refusal> {
         let mut not_found = Vec::new();
         for provider in self.config.providers_for(&request.url) {
             let key = credential_key(provider, request);
+            let mut request = request.clone();
+            if self.state.take_rejected(&provider.name, &key) {
+                request.is_retry = true;
+            }
+            let request = &request;
             if request.is_retry {
                 self.state.evict(&provider.name, &key);
             } else if let Some(credential) = self.state.cached_credential(&provider.name, &key) {
@@ -192,7 +232,13 @@ impl Broker {
             component: &loaded.component,
             limits: loaded.limits,
             http: HttpCapability::new(loaded.origins.clone(), HttpLimits::default()),
-            prompt: PromptCapability::new(name, request.interactive, loaded.prompts.clone(), (self.terminal)()),
+            // Labelled with the verified (signed) name, not the user's instance name.
+            prompt: PromptCapability::new(
+                &loaded.ceiling.name,
+                request.interactive,
+                loaded.prompts.clone(),
+                (self.terminal)(),
+            ),
             request: wit::CredentialRequest {
                 url: request.url.to_string(),
                 protocol: wit_protocol(request.protocol),

@@ -56,6 +56,13 @@ enum Command {
     },
     #[command(flatten)]
     Signing(crate::signing_cli::SigningCommand),
+    /// Print (or with --write, apply) the configuration that makes a tool use credence.
+    Setup {
+        #[arg(value_parser = ["cargo", "git", "docker", "nuget", "bazel", "goauth", "keyring", "kubectl"])]
+        tool: String,
+        #[arg(long)]
+        write: bool,
+    },
     /// Remove the stored state and credentials of one provider, or of all.
     #[command(alias = "logout")]
     Forget {
@@ -66,6 +73,11 @@ enum Command {
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args: Vec<OsString> = args.into_iter().collect();
+    // Tools run credence under their own program names or with a protocol word first.
+    if let Some(code) = crate::front::dispatch(&args) {
+        return code;
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -91,7 +103,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     // EnvFilter compiles a regex to parse its directives (about 0.7 ms): on every fetch of
     // every tool that is most of credence's own start-up, so pay it only when asked for.
     match std::env::var("CREDENCE_LOG") {
@@ -143,6 +155,7 @@ fn run(command: Command, trust: TrustMode) -> Result<ExitCode, String> {
             Ok(get(&broker, &request, json))
         }
         Command::Providers { json } => providers(&open(trust)?, json),
+        Command::Setup { tool, write } => crate::front::setup::run(&tool, write),
         Command::Signing(command) => crate::signing_cli::run(command, open(trust)?),
         Command::Forget { provider } => {
             let broker = open(trust)?;

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod compile_cache;
 pub mod component_info;
 pub mod config;
+pub mod front;
 pub mod loader;
 pub mod paths;
 mod private_dir;

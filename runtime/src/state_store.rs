@@ -102,6 +102,17 @@ impl StateStore {
         Ok(true)
     }
 
+    /// Remembers that the tool's server refused the credential for `key` (git `erase`,
+    /// docker `erase`), so the next request is a retry even if the tool cannot say so.
+    pub fn mark_rejected(&self, provider: &str, key: &str) -> io::Result<()> {
+        write_private_file(&self.provider_dir(provider).join("rejected"), key, b"")
+    }
+
+    /// Whether a rejection was recorded for `key`; consumes it.
+    pub fn take_rejected(&self, provider: &str, key: &str) -> bool {
+        std::fs::remove_file(self.provider_dir(provider).join("rejected").join(key)).is_ok()
+    }
+
     pub fn evict(&self, provider: &str, key: &str) {
         let _ = std::fs::remove_file(
             self.provider_dir(provider)

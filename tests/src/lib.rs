@@ -346,3 +346,148 @@ impl Home {
             .unwrap_or(0)
     }
 }
+
+/// A git smart-HTTP server: `git http-backend` (CGI) behind Basic auth that `check`
+/// decides, serving the repositories under `root`.
+pub struct GitServer {
+    server: Arc<tiny_http::Server>,
+    pub port: u16,
+    pub refused: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GitServer {
+    pub fn start(root: PathBuf, check: impl Fn(&str, &str) -> bool + Send + Sync + 'static) -> GitServer {
+        use std::io::Write as _;
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1"));
+        let port = server.server_addr().to_ip().unwrap().port();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git --exec-path")
+            .stdout;
+        let backend = PathBuf::from(String::from_utf8_lossy(&exec_path).trim()).join("git-http-backend");
+        let thread = {
+            let (server, refused) = (server.clone(), refused.clone());
+            std::thread::spawn(move || {
+                for mut request in server.incoming_requests() {
+                    let header = |name: &str| {
+                        request
+                            .headers()
+                            .iter()
+                            .find(|h| h.field.equiv(name))
+                            .map(|h| h.value.as_str().to_owned())
+                    };
+                    let user = header("Authorization")
+                        .and_then(|v| v.strip_prefix("Basic ").map(str::to_owned))
+                        .and_then(|b| base64_decode(&b))
+                        .and_then(|pair| pair.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())));
+                    let Some((user, _)) = user.filter(|(u, p)| check(u, p)) else {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        let response = tiny_http::Response::from_string("authentication required")
+                            .with_status_code(401)
+                            .with_header(
+                                tiny_http::Header::from_bytes(
+                                    &b"WWW-Authenticate"[..],
+                                    &b"Basic realm=\"credence-test\""[..],
+                                )
+                                .unwrap(),
+                            );
+                        let _ = request.respond(response);
+                        continue;
+                    };
+                    let (path, query) = match request.url().split_once('?') {
+                        Some((p, q)) => (p.to_owned(), q.to_owned()),
+                        None => (request.url().to_owned(), String::new()),
+                    };
+                    let mut body = Vec::new();
+                    let _ = request.as_reader().read_to_end(&mut body);
+                    let mut cmd = Command::new(&backend);
+                    cmd.env_clear()
+                        .env("GIT_PROJECT_ROOT", &root)
+                        .env("GIT_HTTP_EXPORT_ALL", "1")
+                        .env("PATH_INFO", &path)
+                        .env("QUERY_STRING", &query)
+                        .env("REQUEST_METHOD", request.method().as_str())
+                        .env("CONTENT_TYPE", header("Content-Type").unwrap_or_default())
+                        .env("CONTENT_LENGTH", body.len().to_string())
+                        .env("REMOTE_USER", &user)
+                        .env("REMOTE_ADDR", "127.0.0.1")
+                        .env("GATEWAY_INTERFACE", "CGI/1.1")
+                        .env("SERVER_PROTOCOL", "HTTP/1.1")
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::null());
+                    if let Some(enc) = header("Content-Encoding") {
+                        cmd.env("HTTP_CONTENT_ENCODING", enc);
+                    }
+                    if let Some(proto) = header("Git-Protocol") {
+                        cmd.env("GIT_PROTOCOL", proto);
+                    }
+                    let mut child = cmd.spawn().expect("git http-backend");
+                    let mut stdin = child.stdin.take().unwrap();
+                    let writer = std::thread::spawn(move || {
+                        let _ = stdin.write_all(&body);
+                    });
+                    let out = child.wait_with_output().expect("http-backend output");
+                    let _ = writer.join();
+                    let split = out
+                        .stdout
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map(|i| (i, 4))
+                        .or_else(|| out.stdout.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
+                    let Some((at, sep)) = split else {
+                        let _ =
+                            request.respond(tiny_http::Response::from_string("bad CGI output").with_status_code(500));
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&out.stdout[..at]).into_owned();
+                    let mut status = 200;
+                    let mut headers = Vec::new();
+                    for line in head.lines() {
+                        if let Some((k, v)) = line.split_once(':') {
+                            if k.eq_ignore_ascii_case("status") {
+                                status = v.trim().split(' ').next().and_then(|s| s.parse().ok()).unwrap_or(200);
+                            } else {
+                                headers.push(
+                                    tiny_http::Header::from_bytes(k.trim().as_bytes(), v.trim().as_bytes()).unwrap(),
+                                );
+                            }
+                        }
+                    }
+                    let mut response =
+                        tiny_http::Response::from_data(out.stdout[at + sep..].to_vec()).with_status_code(status);
+                    for h in headers {
+                        response.add_header(h);
+                    }
+                    let _ = request.respond(response);
+                }
+            })
+        };
+        GitServer {
+            server,
+            port,
+            refused,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn base64_decode(text: &str) -> Option<String> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+}

@@ -1,0 +1,65 @@
+//! The Bazel / EngFlow credential-helper spec (`--credential_helper=credence-bazel`, a
+//! symlink, or a wrapper running `credence bazel`): `get`, stdin `{"uri": …}`, stdout
+//! `{"headers": {name: [values]}, "expires": RFC 3339 without fractional seconds}`.
+//! Bazel cannot prompt, so providers run non-interactively. A URI no provider serves gets
+//! `{}` ("no credentials needed"), so an unscoped helper does not break public downloads.
+
+use super::{auth_headers, open_broker, request, rfc3339};
+use crate::request::{Protocol, Refusal};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+
+#[derive(Deserialize)]
+struct Request {
+    uri: String,
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("credence: {message}");
+    ExitCode::from(1)
+}
+
+pub fn run(args: &[String]) -> ExitCode {
+    if args.first().map(String::as_str) != Some("get") {
+        eprintln!("usage: credence-bazel get  (reads {{\"uri\": ...}} on stdin)");
+        return ExitCode::from(2);
+    }
+    let input = match super::read_stdin_bounded() {
+        Ok(i) => i,
+        Err(e) => return fail(&e),
+    };
+    let req: Request = match serde_json::from_slice(&input) {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("malformed request from Bazel: {e}")),
+    };
+    let request = match request(&req.uri, Protocol::Bazel, "get") {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let broker = match open_broker() {
+        Ok(b) => b,
+        Err(e) => return fail(&e),
+    };
+    let json = match broker.get(&request) {
+        Ok(answer) => {
+            let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (k, v) in auth_headers(&answer.credential) {
+                headers.entry(k).or_default().push(v);
+            }
+            let mut value = serde_json::json!({ "headers": headers });
+            if let Some(t) = answer.credential.expires_at {
+                value["expires"] = rfc3339(t).into();
+            }
+            value.to_string()
+        }
+        Err(Refusal::NotServed(_)) => "{}".to_owned(),
+        Err(e) => return fail(&e.to_string()),
+    };
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{json}").and_then(|()| stdout.flush()).is_err() {
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}

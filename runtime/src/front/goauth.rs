@@ -1,0 +1,82 @@
+//! Go's `GOAUTH` command protocol (`GOAUTH='credence goauth'`). The first run has no
+//! arguments: credence answers nothing rather than run every provider up front. After a
+//! 4xx, go runs it again with the URL as last argument and the response head on stdin; the
+//! answer is the served URL prefix, a blank line, header lines and a blank line, LF only.
+
+use super::{auth_headers, check_value, open_broker, request};
+use crate::request::{Protocol, Refusal};
+use std::io::Write;
+use std::process::ExitCode;
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("credence: {message}");
+    ExitCode::from(1)
+}
+
+/// The `WWW-Authenticate` headers of the response head go sends on stdin.
+pub fn challenges(head: &str) -> Result<Vec<(String, String)>, String> {
+    let mut lines = head.split('\n');
+    let status = lines.next().unwrap_or("");
+    check_value("status line", status)?;
+    let mut out = Vec::new();
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        check_value("header", line)?;
+        let (name, value) = line.split_once(':').ok_or("a header line has no `:`")?;
+        if name.trim().eq_ignore_ascii_case("www-authenticate") {
+            out.push(("WWW-Authenticate".to_owned(), value.trim().to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(args: &[String]) -> ExitCode {
+    let Some(url) = args.last() else {
+        return ExitCode::SUCCESS;
+    };
+    let head = match super::read_stdin_bounded() {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => return fail(&e),
+    };
+    let mut req = match request(url, Protocol::Goauth, "get") {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if req.url.scheme() != "https" {
+        return fail("GOAUTH is only for https URLs");
+    }
+    req.challenge_headers = match challenges(&head) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let broker = match open_broker() {
+        Ok(b) => b,
+        Err(e) => return fail(&e),
+    };
+    let answer = match broker.get(&req) {
+        Ok(a) => a,
+        Err(Refusal::NotServed(_) | Refusal::NotFound { .. }) => return ExitCode::SUCCESS,
+        Err(e) => return fail(&e.to_string()),
+    };
+    // The prefix the provider serves covers every module path under it.
+    let prefix = broker
+        .config()
+        .providers
+        .iter()
+        .find(|p| p.name == answer.provider)
+        .and_then(|p| p.serves.iter().find(|s| s.matches(&req.url)))
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| crate::broker::shown_url(&req.url));
+    let mut out = format!("{prefix}\n\n");
+    for (k, v) in auth_headers(&answer.credential) {
+        out.push_str(&format!("{k}: {v}\n"));
+    }
+    out.push('\n');
+    let mut stdout = std::io::stdout().lock();
+    if stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}

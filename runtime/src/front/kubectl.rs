@@ -1,0 +1,84 @@
+//! kubectl / client-go exec credential plugins (`users[].user.exec.command: credence`,
+//! `args: [kubectl]`, optionally `--server URL`): the request is `KUBERNETES_EXEC_INFO`,
+//! the answer an `ExecCredential` with `status.token` and `expirationTimestamp`.
+
+use super::{check_value, open_broker, request, rfc3339};
+use crate::request::Protocol;
+use serde::Deserialize;
+use std::io::Write;
+use std::process::ExitCode;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExecCredential {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    spec: Spec,
+}
+
+#[derive(Deserialize, Default)]
+struct Spec {
+    #[serde(default)]
+    interactive: bool,
+    cluster: Option<Cluster>,
+}
+
+#[derive(Deserialize)]
+struct Cluster {
+    server: String,
+}
+
+const VERSIONS: &[&str] = &[
+    "client.authentication.k8s.io/v1",
+    "client.authentication.k8s.io/v1beta1",
+];
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("credence: {message}");
+    ExitCode::from(1)
+}
+
+pub fn run(args: &[String]) -> ExitCode {
+    let info = match std::env::var("KUBERNETES_EXEC_INFO") {
+        Ok(i) if i.len() <= super::MAX_INPUT => i,
+        Ok(_) => return fail("KUBERNETES_EXEC_INFO is too large"),
+        Err(_) => return fail("KUBERNETES_EXEC_INFO is not set; run credence from a kubeconfig `exec` entry"),
+    };
+    let exec: ExecCredential = match serde_json::from_str(&info) {
+        Ok(e) => e,
+        Err(e) => return fail(&format!("KUBERNETES_EXEC_INFO is not an ExecCredential: {e}")),
+    };
+    if exec.kind != "ExecCredential" || !VERSIONS.contains(&exec.api_version.as_str()) {
+        return fail(&format!("unsupported {} {}", exec.kind, exec.api_version));
+    }
+    let flag_server = args.windows(2).find(|w| w[0] == "--server").map(|w| w[1].clone());
+    let Some(server) = flag_server.or(exec.spec.cluster.map(|c| c.server)) else {
+        return fail("no cluster server URL: set `provideClusterInfo: true` or pass `--server URL` in the exec args");
+    };
+    if let Err(e) = check_value("server", &server) {
+        return fail(&e);
+    }
+    let mut req = match request(&server, Protocol::Kubectl, "get") {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    req.interactive = exec.spec.interactive;
+    let answer = match open_broker().and_then(|b| b.get(&req).map_err(|e| e.to_string())) {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
+    let token = super::authorization(&answer.credential)
+        .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
+        .unwrap_or_else(|| answer.credential.secret.expose().clone());
+    let mut status = serde_json::json!({ "token": token });
+    if let Some(t) = answer.credential.expires_at {
+        status["expirationTimestamp"] = rfc3339(t).into();
+    }
+    let out = serde_json::json!({ "apiVersion": exec.api_version, "kind": "ExecCredential", "status": status });
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{out}").and_then(|()| stdout.flush()).is_err() {
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,200 @@
+//! Protocol front ends: one module per tool, each mapping its wire format to the one
+//! internal `CredentialRequest` and the broker's answer back to its own success and error
+//! forms. No protocol logic lives in the broker or the sandbox, and nothing but protocol
+//! bytes is ever written to stdout.
+
+pub mod bazel;
+pub mod cargo;
+pub mod docker;
+pub mod git;
+pub mod goauth;
+pub mod keyring;
+pub mod kubectl;
+pub mod nuget;
+pub mod setup;
+
+use crate::broker::Broker;
+use crate::loader::TrustMode;
+use crate::request::{Credential, CredentialRequest, Protocol, parse_request_url};
+use std::ffi::OsString;
+use std::io::{BufRead, Read};
+use std::process::ExitCode;
+
+/// The most any front end reads from a tool in one exchange.
+pub const MAX_INPUT: usize = 1 << 20;
+/// The longest line a line-framed protocol accepts (git's own limit is 65535 bytes).
+pub const MAX_LINE: usize = 64 << 10;
+
+/// Picks the front end from the program name a tool ran (a symlink such as
+/// `git-credential-credence`) or from the first argument, before clap is involved.
+pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
+    let program = args
+        .first()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_stem())
+        .and_then(|s| s.to_str())
+        .unwrap_or("");
+    let rest: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let first = rest.first().map(String::as_str);
+    let lower = program.to_ascii_lowercase();
+    Some(match (program, first) {
+        ("git-credential-credence", _) => git::run(&rest),
+        ("docker-credential-credence", _) => docker::run(&rest),
+        ("nuget-plugin-credence", _) => nuget::run_plugin(&rest),
+        ("keyring", _) => keyring::run(&rest),
+        ("credence-bazel", _) => bazel::run(&rest),
+        _ if lower.starts_with("credentialprovider") => nuget::run_v1(&rest),
+        (_, Some("--cargo-plugin")) => cargo::run(),
+        (_, Some("cargo")) if rest.get(1).map(String::as_str) == Some("--cargo-plugin") => cargo::run(),
+        (_, Some("git")) => git::run(&rest[1..]),
+        (_, Some("docker")) => docker::run(&rest[1..]),
+        (_, Some("nuget")) => nuget::run_plugin(&rest[1..]),
+        (_, Some("nuget-v1")) => nuget::run_v1(&rest[1..]),
+        (_, Some("bazel")) => bazel::run(&rest[1..]),
+        (_, Some("goauth")) => goauth::run(&rest[1..]),
+        (_, Some("keyring")) => keyring::run(&rest[1..]),
+        (_, Some("kubectl")) => kubectl::run(&rest[1..]),
+        _ => return None,
+    })
+}
+
+/// The broker for a front end: signed providers only, logging set up as for the CLI.
+pub fn open_broker() -> Result<Broker, String> {
+    crate::cli::init_logging();
+    crate::cli::open(TrustMode::RequireSigned)
+}
+
+/// All of stdin, refusing more than `MAX_INPUT` bytes.
+pub fn read_stdin_bounded() -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_INPUT as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    if buf.len() > MAX_INPUT {
+        return Err(format!("the input is larger than {MAX_INPUT} bytes"));
+    }
+    Ok(buf)
+}
+
+/// One `\n`-terminated line of at most `max` bytes (without the `\n`), or `None` at EOF.
+pub fn read_line_bounded(reader: &mut impl BufRead, max: usize) -> Result<Option<Vec<u8>>, String> {
+    let mut line = Vec::new();
+    let n = reader
+        .by_ref()
+        .take(max as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > max {
+        return Err(format!("a line is longer than {max} bytes"));
+    }
+    Ok(Some(line))
+}
+
+/// CR, LF, NUL and other control characters inside a value are how a second field is
+/// smuggled into a line protocol (git CVE-2020-5260, CVE-2024-52006): refused everywhere.
+pub fn check_value(field: &str, value: &str) -> Result<(), String> {
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(format!(
+            "the {field} field contains control characters (CR, LF, NUL or similar)"
+        ));
+    }
+    Ok(())
+}
+
+/// A request for `url` as a tool sent it: validated, without userinfo or fragment.
+pub fn request(url: &str, protocol: Protocol, operation: &str) -> Result<CredentialRequest, String> {
+    check_value("URL", url)?;
+    Ok(CredentialRequest {
+        url: parse_request_url(url)?,
+        protocol,
+        operation: operation.to_owned(),
+        is_retry: false,
+        interactive: false,
+        username_hint: None,
+        challenge_headers: Vec::new(),
+    })
+}
+
+/// The credential as HTTP headers: the provider's own, else Basic with a user name, else Bearer.
+pub fn auth_headers(c: &Credential) -> Vec<(String, String)> {
+    if !c.headers.is_empty() {
+        return c.headers.iter().map(|(k, v)| (k.clone(), v.expose().clone())).collect();
+    }
+    let value = match &c.username {
+        Some(user) => {
+            use base64::Engine;
+            let pair = format!("{user}:{}", c.secret.expose());
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+        }
+        None => format!("Bearer {}", c.secret.expose()),
+    };
+    vec![("Authorization".to_owned(), value)]
+}
+
+/// The value of the credential's `Authorization` header, if the provider supplied one.
+pub fn authorization(c: &Credential) -> Option<String> {
+    c.headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.expose().clone())
+}
+
+/// Unix seconds as RFC 3339 UTC without fractional seconds (what Bazel's parser needs).
+pub fn rfc3339(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_has_no_fraction_and_is_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_767_225_600), "2026-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn control_characters_in_values_are_refused() {
+        for bad in ["a\nb", "a\rb", "a\0b", "a\x1b[2Jb"] {
+            assert!(check_value("host", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_value("host", "a\tb").is_ok());
+    }
+
+    #[test]
+    fn lines_are_bounded() {
+        let mut input = std::io::Cursor::new(format!("{}\nshort\n", "x".repeat(100)));
+        assert!(read_line_bounded(&mut input, 50).is_err());
+        let mut input = std::io::Cursor::new("one\ntwo");
+        assert_eq!(read_line_bounded(&mut input, 50).unwrap().unwrap(), b"one");
+        assert_eq!(read_line_bounded(&mut input, 50).unwrap().unwrap(), b"two");
+        assert_eq!(read_line_bounded(&mut input, 50).unwrap(), None);
+    }
+}

@@ -1,0 +1,139 @@
+//! `credence setup <tool>`: the exact configuration that makes a tool ask credence, printed,
+//! or applied with `--write` where a tool has a config file or command to change.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn exe() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "credence".into())
+}
+
+fn dir() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.display().to_string()))
+        .unwrap_or_else(|| ".".into())
+}
+
+/// The instructions for `tool`: (text to show, what `--write` does).
+fn instructions(tool: &str) -> (String, Option<Write>) {
+    let exe = exe();
+    let dir = dir();
+    match tool {
+        "cargo" => (
+            format!(
+                "# ~/.cargo/config.toml (cargo runs `{exe} --cargo-plugin`)\n[registry]\nglobal-credential-providers = [\"cargo:token\", {exe:?}]\n"
+            ),
+            Some(Write::CargoConfig(exe)),
+        ),
+        "git" => (
+            format!("git config --global credential.helper '\"{exe}\" git'\n"),
+            Some(Write::Command(vec![
+                "git".into(),
+                "config".into(),
+                "--global".into(),
+                "credential.helper".into(),
+                format!("\"{exe}\" git"),
+            ])),
+        ),
+        "docker" => (
+            format!(
+                "ln -s {exe:?} ~/.local/bin/docker-credential-credence   # a directory on PATH\n# ~/.docker/config.json\n{{ \"credsStore\": \"credence\" }}\n# or per registry: {{ \"credHelpers\": {{ \"registry.example.com\": \"credence\" }} }}\n"
+            ),
+            None,
+        ),
+        "nuget" => (
+            format!(
+                "ln -s {exe:?} ~/.local/bin/nuget-plugin-credence   # NuGet 6.13+ finds nuget-plugin-* on PATH\n# nuget.exe (v1): copy or link as CredentialProviderCredence.exe into %LocalAppData%\\NuGet\\CredentialProviders\n"
+            ),
+            None,
+        ),
+        "bazel" => (
+            format!(
+                "ln -s {exe:?} {dir}/credence-bazel\n# ~/.bazelrc\ncommon --credential_helper={dir}/credence-bazel\n# or scoped: common --credential_helper=*.example.com={dir}/credence-bazel\n"
+            ),
+            None,
+        ),
+        "goauth" => (
+            format!("go env -w GOAUTH='{exe} goauth'\n"),
+            Some(Write::Command(vec![
+                "go".into(),
+                "env".into(),
+                "-w".into(),
+                format!("GOAUTH={exe} goauth"),
+            ])),
+        ),
+        "keyring" => (
+            format!(
+                "ln -s {exe:?} ~/.local/bin/keyring   # first `keyring` on PATH\npip config set global.keyring-provider subprocess   # uv: UV_KEYRING_PROVIDER=subprocess\n"
+            ),
+            None,
+        ),
+        "kubectl" => (
+            format!(
+                "# kubeconfig, under users[].user:\nexec:\n  apiVersion: client.authentication.k8s.io/v1\n  command: {exe}\n  args: [kubectl]\n  provideClusterInfo: true\n  interactiveMode: IfAvailable\n"
+            ),
+            None,
+        ),
+        _ => (String::new(), None),
+    }
+}
+
+enum Write {
+    Command(Vec<String>),
+    CargoConfig(String),
+}
+
+pub fn run(tool: &str, write: bool) -> Result<ExitCode, String> {
+    let (text, action) = instructions(tool);
+    if !write {
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match action {
+        None => Err(format!(
+            "`--write` is not available for {tool}: apply these lines yourself:\n{text}"
+        )),
+        Some(Write::Command(argv)) => {
+            let status = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .status()
+                .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+            if !status.success() {
+                return Err(format!("`{}` failed", argv.join(" ")));
+            }
+            eprintln!("credence: ran {}", argv.join(" "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Write::CargoConfig(exe)) => {
+            let home = std::env::var_os("CARGO_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+            let path = home.ok_or("neither CARGO_HOME nor HOME is set")?.join("config.toml");
+            let current = std::fs::read_to_string(&path).unwrap_or_default();
+            if current.contains("global-credential-providers") {
+                return Err(format!(
+                    "{} already sets global-credential-providers; edit it to:\n{text}",
+                    path.display()
+                ));
+            }
+            let mut doc: toml::Table =
+                toml::from_str(&current).map_err(|e| format!("{} is not valid TOML: {e}", path.display()))?;
+            let registry = doc
+                .entry("registry")
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            let table = registry.as_table_mut().ok_or("[registry] is not a table")?;
+            table.insert(
+                "global-credential-providers".into(),
+                toml::Value::Array(vec!["cargo:token".into(), exe.into()]),
+            );
+            std::fs::create_dir_all(path.parent().unwrap()).map_err(|e| e.to_string())?;
+            std::fs::write(&path, toml::to_string(&doc).map_err(|e| e.to_string())?)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            eprintln!("credence: wrote {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
