@@ -147,7 +147,13 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> (Output, Duration) {
         }
         if started.elapsed() > limit {
             let _ = child.kill();
-            panic!("{cmd:?} did not finish within {limit:?}");
+            let _ = child.wait();
+            let (o, e) = (out.join().unwrap(), err.join().unwrap());
+            panic!(
+                "{cmd:?} did not finish within {limit:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&o),
+                String::from_utf8_lossy(&e)
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     };
@@ -372,12 +378,16 @@ impl GitServer {
             let (server, refused) = (server.clone(), refused.clone());
             std::thread::spawn(move || {
                 for mut request in server.incoming_requests() {
+                    let headers: Vec<(String, String)> = request
+                        .headers()
+                        .iter()
+                        .map(|h| (h.field.to_string(), h.value.to_string()))
+                        .collect();
                     let header = |name: &str| {
-                        request
-                            .headers()
+                        headers
                             .iter()
-                            .find(|h| h.field.equiv(name))
-                            .map(|h| h.value.as_str().to_owned())
+                            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                            .map(|(_, v)| v.clone())
                     };
                     let user = header("Authorization")
                         .and_then(|v| v.strip_prefix("Basic ").map(str::to_owned))

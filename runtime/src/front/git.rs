@@ -140,11 +140,7 @@ pub fn run(args: &[String]) -> ExitCode {
         }
         _ => match broker.get(&req) {
             Ok(answer) => {
-                let out = render(
-                    &answer.credential,
-                    input.capabilities.iter().any(|c| c == "authtype"),
-                    req.username_hint.as_deref(),
-                );
+                let out = render(&answer.credential, &input, req.username_hint.as_deref());
                 let mut stdout = std::io::stdout().lock();
                 if stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).is_err() {
                     return ExitCode::from(1);
@@ -163,11 +159,22 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn render(c: &crate::request::Credential, authtype_capable: bool, hint: Option<&str>) -> String {
+fn render(c: &crate::request::Credential, input: &GitRequest, hint: Option<&str>) -> String {
     let mut out = String::new();
+    let authtype_capable = input.capabilities.iter().any(|c| c == "authtype");
+    // A ready-made header goes out as git's `authtype` form only if the server's challenge
+    // (when git passed one) asks for that scheme; a Basic-only server gets user + password.
+    let server_takes = |scheme: &str| {
+        input.wwwauth.is_empty()
+            || input.wwwauth.iter().any(|w| {
+                w.split_whitespace()
+                    .next()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+            })
+    };
     let scheme_form = super::authorization(c).and_then(|v| {
         let (scheme, rest) = v.split_once(' ')?;
-        (!scheme.eq_ignore_ascii_case("basic")).then(|| (scheme.to_owned(), rest.to_owned()))
+        (!scheme.eq_ignore_ascii_case("basic") && server_takes(scheme)).then(|| (scheme.to_owned(), rest.to_owned()))
     });
     match scheme_form {
         Some((scheme, credential)) if authtype_capable => {

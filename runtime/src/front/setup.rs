@@ -28,16 +28,24 @@ fn instructions(tool: &str) -> (String, Option<Write>) {
             ),
             Some(Write::CargoConfig(exe)),
         ),
-        "git" => (
-            format!("git config --global credential.helper '\"{exe}\" git'\n"),
-            Some(Write::Command(vec![
-                "git".into(),
-                "config".into(),
-                "--global".into(),
-                "credential.helper".into(),
-                format!("\"{exe}\" git"),
-            ])),
-        ),
+        "git" => {
+            // git runs an absolute path as is; anything else (a quoted path) needs `!`.
+            let helper = if exe.contains(char::is_whitespace) {
+                format!("!\"{exe}\" git")
+            } else {
+                format!("{exe} git")
+            };
+            (
+                format!("git config --global credential.helper '{helper}'\n"),
+                Some(Write::Command(vec![
+                    "git".into(),
+                    "config".into(),
+                    "--global".into(),
+                    "credential.helper".into(),
+                    helper,
+                ])),
+            )
+        }
         "docker" => (
             format!(
                 "ln -s {exe:?} ~/.local/bin/docker-credential-credence   # a directory on PATH\n# ~/.docker/config.json\n{{ \"credsStore\": \"credence\" }}\n# or per registry: {{ \"credHelpers\": {{ \"registry.example.com\": \"credence\" }} }}\n"

@@ -1,0 +1,253 @@
+//! Real clients against servers on 127.0.0.1: cargo resolving from an auth-required sparse
+//! registry, and git cloning over smart HTTP behind Basic auth, both asking credence.
+
+use credence_tests::{GitServer, Home, Key, Reply, TestServer, credence_exe, manifest};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// token-exchange installed and signed, serving `serves`, trading at `token_server`.
+fn exchange_home(token_server: &TestServer, serves: &str, extra_settings: &str) -> (Home, Key) {
+    let home = Home::new();
+    home.install(
+        "token-exchange",
+        "token-exchange",
+        &manifest("token-exchange", &[token_server.origin()], &[]),
+    );
+    let key = home.keygen("publisher");
+    home.trust(&key, "p", "publisher", "token-exchange");
+    home.sign("token-exchange", &key, &[]);
+    home.write_config(&format!(
+        r#"
+[[provider]]
+name = "feed"
+component = "token-exchange.wasm"
+serves = ["{serves}"]
+grant-origins = ["{o}"]
+[provider.settings]
+token-url = "{o}/token"
+client-id = "ci"
+client-secret = "s3cret-client"
+{extra_settings}
+"#,
+        o = token_server.origin()
+    ));
+    (home, key)
+}
+
+/// A token endpoint that issues tok-1, tok-2, ... and remembers the latest.
+fn rotating_tokens() -> (TestServer, Arc<Mutex<String>>) {
+    let latest = Arc::new(Mutex::new(String::new()));
+    let counter = Arc::new(AtomicUsize::new(0));
+    let l = latest.clone();
+    let server = TestServer::start(move |req| {
+        if req.url != "/token" || !req.body.contains("client_secret=s3cret-client") {
+            return Reply::json(401, "{}");
+        }
+        let token = format!("tok-{}", counter.fetch_add(1, Ordering::SeqCst) + 1);
+        *l.lock().unwrap() = token.clone();
+        Reply::json(200, &format!(r#"{{"access_token":"{token}","expires_in":3600}}"#))
+    });
+    (server, latest)
+}
+
+fn with_credence_env(cmd: &mut Command, home: &Home) {
+    cmd.env("CREDENCE_HOME", home.home())
+        .env("XDG_CACHE_HOME", home.cache())
+        .env("XDG_STATE_HOME", home.state())
+        .env_remove("CREDENCE_LOG");
+}
+
+#[test]
+fn real_cargo_resolves_from_an_auth_required_sparse_registry_with_a_credence_token() {
+    let (tokens, latest) = rotating_tokens();
+    let seen_auth: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let (latest2, seen) = (latest.clone(), seen_auth.clone());
+    let registry = TestServer::start(move |req| {
+        let auth = req
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.clone());
+        seen.lock().unwrap().push(auth.clone());
+        let valid = {
+            let t = latest2.lock().unwrap();
+            !t.is_empty() && auth.as_deref() == Some(&format!("Bearer {t}"))
+        };
+        if !valid {
+            let mut r = Reply::json(401, r#"{"errors":[{"detail":"token required"}]}"#);
+            r.headers.push((
+                "WWW-Authenticate".into(),
+                "Cargo login_url=\"https://registry.example/me\"".into(),
+            ));
+            return r;
+        }
+        match req.url.as_str() {
+            "/index/config.json" => Reply::json(200, r#"{"dl":"http://127.0.0.1:1/dl","auth-required":true}"#),
+            "/index/cr/ed/credence-demo-dep" => Reply::json(
+                200,
+                r#"{"name":"credence-demo-dep","vers":"1.0.0","deps":[],"cksum":"0000000000000000000000000000000000000000000000000000000000000000","features":{},"yanked":false}"#,
+            ),
+            _ => Reply::json(404, "{}"),
+        }
+    });
+    let index = format!("{}/index/", registry.origin());
+    let (home, _) = exchange_home(&tokens, &index, "");
+
+    let work = home.dir.path().join("work");
+    let cargo_home = home.dir.path().join("cargo-home");
+    std::fs::create_dir_all(work.join("src")).unwrap();
+    std::fs::create_dir_all(&cargo_home).unwrap();
+    std::fs::write(
+        work.join("Cargo.toml"),
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\ncredence-demo-dep = { version = \"1\", registry = \"private\" }\n",
+    )
+    .unwrap();
+    std::fs::write(work.join("src/main.rs"), "fn main() {}\n").unwrap();
+    std::fs::write(
+        cargo_home.join("config.toml"),
+        format!(
+            "[registries.private]\nindex = \"sparse+{index}\"\ncredential-provider = [{:?}]\n",
+            credence_exe().display().to_string()
+        ),
+    )
+    .unwrap();
+
+    let mut cmd = Command::new("cargo");
+    cmd.arg("generate-lockfile")
+        .current_dir(&work)
+        .env("CARGO_HOME", &cargo_home)
+        // The test server speaks HTTP/1.1 only; with multiplexing cargo waits for HTTP/2.
+        .env("CARGO_HTTP_MULTIPLEXING", "false")
+        // Trace cargo's credential handling too: the secret-free stderr check below covers it.
+        .env(
+            "CARGO_LOG",
+            "cargo::util::credential=trace,cargo::sources::registry::http_remote=debug",
+        )
+        .env("CARGO_NET_RETRY", "0");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" || k == "RUSTFLAGS" {
+            cmd.env_remove(k);
+        }
+    }
+    with_credence_env(&mut cmd, &home);
+    let (out, _) = credence_tests::run_bounded(cmd, std::time::Duration::from_secs(40));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "cargo failed:\n{stderr}");
+    let lock = std::fs::read_to_string(work.join("Cargo.lock")).unwrap();
+    assert!(lock.contains("name = \"credence-demo-dep\""), "{lock}");
+    assert_eq!(tokens.hits(), 1, "one token exchange");
+    let auths = seen_auth.lock().unwrap().clone();
+    assert!(auths.iter().any(|a| a.as_deref() == Some("Bearer tok-1")), "{auths:?}");
+    assert!(
+        !stderr.contains("s3cret-client") && !stderr.contains("tok-1"),
+        "no secrets on cargo's console: {stderr}"
+    );
+}
+
+fn git(dir: &Path, home: &Home, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir)
+        .env("HOME", home.dir.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_ASKPASS")
+        .env_remove("SSH_ASKPASS")
+        .args([
+            "-c",
+            "credential.helper=",
+            "-c",
+            &format!("credential.helper={} git", credence_exe().display()),
+        ])
+        .args(args);
+    with_credence_env(&mut cmd, home);
+    credence_tests::run_bounded(cmd, std::time::Duration::from_secs(60)).0
+}
+
+fn plain_git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn real_git_clones_with_a_credence_credential_and_a_refused_one_is_erased_then_replaced() {
+    let (tokens, latest) = rotating_tokens();
+    let root = tempfile::tempdir().unwrap();
+    let bare = root.path().join("repo.git");
+    plain_git(root.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    let seed = root.path().join("seed");
+    plain_git(root.path(), &["init", "-q", seed.to_str().unwrap()]);
+    std::fs::write(seed.join("README"), "hello from the test server\n").unwrap();
+    plain_git(&seed, &["add", "README"]);
+    plain_git(
+        &seed,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example",
+            "commit",
+            "-q",
+            "-m",
+            "first",
+        ],
+    );
+    plain_git(&seed, &["push", "-q", bare.to_str().unwrap(), "HEAD:refs/heads/main"]);
+    plain_git(&bare, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+
+    // The server accepts user "ci" with whichever token the endpoint issued last, unless
+    // the test revokes it.
+    let revoked: Arc<Mutex<Option<String>>> = Arc::default();
+    let (l, r) = (latest.clone(), revoked.clone());
+    let server = GitServer::start(root.path().to_owned(), move |user, password| {
+        let latest = l.lock().unwrap().clone();
+        user == "ci" && !latest.is_empty() && password == latest && r.lock().unwrap().as_deref() != Some(password)
+    });
+    let url = format!("http://127.0.0.1:{}/repo.git", server.port);
+    let (home, _) = exchange_home(
+        &tokens,
+        &format!("http://127.0.0.1:{}/", server.port),
+        "username = \"ci\"",
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let clone = git(work.path(), &home, &["clone", "-q", &url, "cloned"]);
+    assert!(
+        clone.status.success(),
+        "clone failed: {}",
+        String::from_utf8_lossy(&clone.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("cloned/README")).unwrap(),
+        "hello from the test server\n"
+    );
+    assert_eq!(tokens.hits(), 1);
+
+    // The server revokes tok-1; credence still holds it (until-expiry), so the next
+    // command fails and git tells credence with `erase`.
+    *revoked.lock().unwrap() = Some("tok-1".into());
+    let refused = git(work.path(), &home, &["ls-remote", &url]);
+    assert!(!refused.status.success(), "the revoked token must fail");
+    assert_eq!(tokens.hits(), 1, "the stored credential was used, no new exchange");
+
+    // The next get is a retry: the provider exchanges again and git gets a fresh token.
+    let retried = git(work.path(), &home, &["ls-remote", &url]);
+    assert!(
+        retried.status.success(),
+        "retry failed: {}",
+        String::from_utf8_lossy(&retried.stderr)
+    );
+    assert!(String::from_utf8_lossy(&retried.stdout).contains("refs/heads/main"));
+    assert_eq!(tokens.hits(), 2);
+    assert_eq!(latest.lock().unwrap().as_str(), "tok-2");
+}
