@@ -73,7 +73,12 @@ impl Home {
     }
 
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(credence_exe());
+        self.command_for(&credence_exe())
+    }
+
+    /// `program` with this home's environment and nothing else of the test's.
+    pub fn command_for(&self, program: &std::path::Path) -> Command {
+        let mut cmd = Command::new(program);
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
@@ -90,12 +95,24 @@ impl Home {
     }
 
     pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = self.command();
+        self.run_stdin(args, b"", env)
+    }
+
+    /// Runs `credence <args>` with `stdin` as its input, as a tool would.
+    pub fn run_stdin(&self, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
+        self.run_program(&credence_exe(), args, stdin, env)
+    }
+
+    /// Runs `program` (credence, or a symlink to it under a tool's name) in this home.
+    pub fn run_program(&self, program: &std::path::Path, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command_for(program);
         cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Run::from(run_bounded(cmd, Duration::from_secs(60)))
+        let input = stdin.to_vec();
+        cmd.stdin(Stdio::piped());
+        Run::from(run_bounded_with_input(cmd, input, Duration::from_secs(60)))
     }
 }
 
@@ -122,13 +139,24 @@ impl Run {
     }
 }
 
-pub fn run_bounded(mut cmd: Command, limit: Duration) -> (Output, Duration) {
+pub fn run_bounded(cmd: Command, limit: Duration) -> (Output, Duration) {
+    run_bounded_with_input(cmd, Vec::new(), limit)
+}
+
+/// Runs `cmd` with `input` on its stdin (when piped), killing it after `limit`.
+pub fn run_bounded_with_input(mut cmd: Command, input: Vec<u8>, limit: Duration) -> (Output, Duration) {
+    use std::io::Write as _;
     let started = Instant::now();
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    if let Some(mut stdin) = child.stdin.take() {
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+    }
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || {
