@@ -2,6 +2,7 @@
 //! a stored credential when one is still valid; otherwise each provider through the
 //! loading gate and the sandbox, until one answers or refuses.
 
+use crate::audit::{self, Attempt, AuditLog};
 use crate::capability::http::{HttpCapability, HttpLimits};
 use crate::capability::prompt::{ControllingTerminal, PromptCapability, Terminal};
 use crate::compile_cache::CompileCache;
@@ -24,6 +25,7 @@ pub struct Broker {
     paths: Paths,
     config: Config,
     trust_mode: TrustMode,
+    audit: AuditLog,
     trust: OnceLock<Trust>,
     state: StateStore,
     cache: CompileCache,
@@ -50,6 +52,7 @@ impl Broker {
         Broker {
             state: StateStore::new(paths.state.clone()),
             cache: CompileCache::new(paths.compiled_dir()),
+            audit: AuditLog::new(paths.trust_state.clone()),
             paths,
             config,
             trust_mode: trust,
@@ -67,6 +70,10 @@ impl Broker {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     pub fn state(&self) -> &StateStore {
@@ -117,6 +124,18 @@ impl Broker {
     /// The tool's server refused the credential for this request: forget any stored one
     /// and make the next request for it a retry.
     pub fn reject(&self, request: &CredentialRequest) {
+        let mut record = self.record(request);
+        record.outcome = "rejected".into();
+        record.providers = self
+            .config
+            .providers_for(&request.url)
+            .map(|p| Attempt {
+                instance: p.name.clone(),
+                verdict: "rejected".into(),
+                ..Default::default()
+            })
+            .collect();
+        self.audit.append(&record);
         for provider in self.config.providers_for(&request.url) {
             let key = credential_key(provider, request);
             self.state.evict(&provider.name, &key);
@@ -143,19 +162,75 @@ impl Broker {
         Ok(n)
     }
 
+    /// Answers a request and writes its audit record.
     pub fn get(&self, request: &CredentialRequest) -> Result<Answer, Refusal> {
+        let started = std::time::Instant::now();
+        let mut record = self.record(request);
+        let result = self.answer(request, &mut record);
+        record.duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        match &result {
+            Ok(answer) => {
+                record.outcome = "credential".into();
+                record.source = Some(
+                    match answer.source {
+                        Source::Stored => "stored",
+                        Source::Provider => "provider",
+                    }
+                    .into(),
+                );
+                record.credential_fingerprint = Some(self.audit.fingerprint(answer.credential.secret.expose()));
+            }
+            Err(refusal) => {
+                record.outcome = match refusal {
+                    Refusal::NotServed(_) => "not-served",
+                    Refusal::NotFound { .. } => "not-found",
+                    Refusal::NeedsInteraction { .. } => "needs-interaction",
+                    Refusal::Denied { .. } => "denied",
+                    Refusal::Failed(_) => "failed",
+                }
+                .into();
+                record.error = Some(refusal.to_string());
+            }
+        }
+        self.audit.append(&record);
+        result
+    }
+
+    fn record(&self, request: &CredentialRequest) -> audit::Record {
+        audit::Record {
+            time: crate::state_store::now_unix(),
+            protocol: serde_json::to_value(request.protocol)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            operation: request.operation.clone(),
+            url: shown_url(&request.url),
+            is_retry: request.is_retry,
+            interactive: request.interactive,
+            ..Default::default()
+        }
+    }
+
+    fn answer(&self, request: &CredentialRequest, record: &mut audit::Record) -> Result<Answer, Refusal> {
         let mut not_found = Vec::new();
         for provider in self.config.providers_for(&request.url) {
+            record.providers.push(Attempt {
+                instance: provider.name.clone(),
+                ..Default::default()
+            });
+            let attempt = record.providers.last_mut().expect("just pushed");
             let key = credential_key(provider, request);
             let mut request = request.clone();
             if self.state.take_rejected(&provider.name, &key) {
                 request.is_retry = true;
+                record.is_retry = true;
             }
             let request = &request;
             if request.is_retry {
                 self.state.evict(&provider.name, &key);
             } else if let Some(credential) = self.state.cached_credential(&provider.name, &key) {
                 tracing::debug!(provider = %provider.name, "answered from a stored credential");
+                attempt.verdict = "stored".into();
                 return Ok(Answer {
                     credential,
                     provider: provider.name.clone(),
@@ -163,10 +238,36 @@ impl Broker {
                 });
             }
 
-            let loaded = self.load(provider)?;
+            let loaded = match self.load(provider) {
+                Ok(l) => l,
+                Err(e) => {
+                    attempt.verdict = format!("refused: {e}");
+                    return Err(e);
+                }
+            };
+            attempt.verdict = "loaded".into();
+            attempt.provider = Some(loaded.ceiling.name.clone());
+            attempt.version = Some(loaded.ceiling.version.clone());
+            attempt.sha256 = Some(hex::encode(loaded.digest));
+            attempt.signers = loaded
+                .signers
+                .iter()
+                .map(|s| format!("{} {}", s.role, s.key_id))
+                .collect();
             let started = std::time::Instant::now();
-            let outcome = self.run(provider, &loaded, request)?;
+            let outcome = self.run(provider, &loaded, request, attempt)?;
             tracing::debug!(provider = %provider.name, run_us = started.elapsed().as_micros() as u64, "provider call finished");
+            attempt.answer = Some(
+                match &outcome {
+                    Ok(_) => "credential",
+                    Err(wit::CredentialError::NotMine) => "not-mine",
+                    Err(wit::CredentialError::NotFound(_)) => "not-found",
+                    Err(wit::CredentialError::NeedsInteraction(_)) => "needs-interaction",
+                    Err(wit::CredentialError::Denied(_)) => "denied",
+                    Err(wit::CredentialError::Failed(_)) => "failed",
+                }
+                .into(),
+            );
             match outcome {
                 Ok(credential) => {
                     if let Err(e) = self.state.cache_credential(&provider.name, &key, &credential) {
@@ -224,6 +325,7 @@ impl Broker {
         provider: &ProviderConfig,
         loaded: &LoadedProvider,
         request: &CredentialRequest,
+        attempt: &mut Attempt,
     ) -> Result<Result<Credential, wit::CredentialError>, Refusal> {
         let name = &provider.name;
         let state = self.state.provider_state(name);
@@ -251,12 +353,17 @@ impl Broker {
                 state,
             },
         };
-        let answer = run_provider(call).map_err(|e| match e {
-            ProviderRunError::Limit(hit) => Refusal::Failed(format!("provider {name} {hit}")),
+        let answer = run_provider(call);
+        attempt.uses = answer.uses.iter().map(|u| u.to_string()).collect();
+        let result = answer.result.map_err(|e| match e {
+            ProviderRunError::Limit(hit) => {
+                attempt.limit = Some(hit.to_string());
+                Refusal::Failed(format!("provider {name} {hit}"))
+            }
             other => Refusal::Failed(format!("provider {name} {other}")),
         })?;
         tracing::debug!(provider = %name, uses = answer.uses.len(), "provider returned");
-        let credential = match answer.result {
+        let credential = match result {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };

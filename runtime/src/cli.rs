@@ -56,6 +56,17 @@ enum Command {
     },
     #[command(flatten)]
     Signing(crate::signing_cli::SigningCommand),
+    /// Show the audit trail: one line per decision, newest last.
+    Audit {
+        #[arg(long)]
+        json: bool,
+        /// Only records since this time: Unix seconds, or an age such as 30m, 12h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records that involve this provider (instance or signed name).
+        #[arg(long)]
+        provider: Option<String>,
+    },
     /// Print (or with --write, apply) the configuration that makes a tool use credence.
     Setup {
         #[arg(value_parser = ["cargo", "git", "docker", "nuget", "bazel", "goauth", "keyring", "kubectl"])]
@@ -155,6 +166,7 @@ fn run(command: Command, trust: TrustMode) -> Result<ExitCode, String> {
             Ok(get(&broker, &request, json))
         }
         Command::Providers { json } => providers(&open(trust)?, json),
+        Command::Audit { json, since, provider } => audit(&open(trust)?, json, since.as_deref(), provider.as_deref()),
         Command::Setup { tool, write } => crate::front::setup::run(&tool, write),
         Command::Signing(command) => crate::signing_cli::run(command, open(trust)?),
         Command::Forget { provider } => {
@@ -294,6 +306,90 @@ fn providers(broker: &Broker, json: bool) -> Result<ExitCode, String> {
                 out.push_str(&format!("  status:  refused: {}\n", r["error"].as_str().unwrap_or("")));
             }
         }
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_since(text: &str) -> Result<u64, String> {
+    let now = crate::state_store::now_unix();
+    if let Ok(t) = text.parse::<u64>() {
+        return Ok(t);
+    }
+    let (n, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("--since {text:?}: expected Unix seconds or an age like 30m, 12h, 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("--since {text:?}: the unit must be s, m, h or d")),
+    };
+    Ok(now.saturating_sub(secs))
+}
+
+fn audit(broker: &Broker, json: bool, since: Option<&str>, provider: Option<&str>) -> Result<ExitCode, String> {
+    let since = since.map(parse_since).transpose()?;
+    let records = broker
+        .audit()
+        .read()
+        .map_err(|e| format!("cannot read {}: {e}", broker.audit().path().display()))?;
+    let mut out = String::new();
+    for r in records {
+        if since.is_some_and(|s| r.time < s) {
+            continue;
+        }
+        if let Some(p) = provider {
+            if !r
+                .providers
+                .iter()
+                .any(|a| a.instance == p || a.provider.as_deref() == Some(p))
+            {
+                continue;
+            }
+        }
+        if json {
+            out.push_str(&serde_json::to_string(&r).map_err(|e| e.to_string())?);
+            out.push('\n');
+            continue;
+        }
+        let attempts: Vec<String> = r
+            .providers
+            .iter()
+            .map(|a| {
+                let mut s = a.instance.clone();
+                if let (Some(p), Some(v)) = (&a.provider, &a.version) {
+                    s.push_str(&format!(" ({p} {v})"));
+                }
+                s.push_str(&format!(" {}", a.verdict));
+                if let Some(ans) = &a.answer {
+                    s.push_str(&format!(" -> {ans}"));
+                }
+                if let Some(l) = &a.limit {
+                    s.push_str(&format!(" [{l}]"));
+                }
+                for u in &a.uses {
+                    s.push_str(&format!("; {u}"));
+                }
+                s
+            })
+            .collect();
+        out.push_str(&format!(
+            "{} {} {} {} -> {}{} [{}] {:.1} ms\n",
+            crate::front::rfc3339(r.time),
+            r.protocol,
+            r.operation,
+            r.url,
+            r.outcome,
+            r.credential_fingerprint
+                .as_deref()
+                .map(|f| format!(" (fp {f})"))
+                .unwrap_or_default(),
+            attempts.join(" | "),
+            r.duration_ms
+        ));
     }
     print!("{out}");
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 //! protocol go to providers, WebAssembly components that run sandboxed with only an HTTP
 //! client limited to their origins and a prompt on the user's terminal.
 
+pub mod audit;
 pub mod broker;
 pub mod capability;
 pub mod cli;

@@ -5,7 +5,8 @@ use super::bindings::Provider;
 use super::bindings::exports::credence::provider::credential_provider as wit;
 use super::engine::{EPOCH_TICK, start_epoch_ticker};
 use super::limits::{CallClock, LimitHit, Limiter, ProviderLimits};
-use super::store::{CapabilityUse, ProviderStore};
+pub use super::store::CapabilityUse;
+use super::store::ProviderStore;
 use super::wasi::{STDERR_CAPTURE, add_inert_wasi, inert_ctx};
 use crate::capability::http::HttpCapability;
 use crate::capability::prompt::PromptCapability;
@@ -27,7 +28,9 @@ pub struct ProviderCall<'a> {
 
 #[derive(Debug)]
 pub struct ProviderAnswer {
-    pub result: Result<Credential, CredentialError>,
+    /// The provider's own answer, or what stopped it.
+    pub result: Result<Result<Credential, CredentialError>, ProviderRunError>,
+    /// Every capability use, also when a limit stopped it (for the audit trail).
     pub uses: Vec<CapabilityUse>,
 }
 
@@ -45,7 +48,7 @@ fn ticks(d: Duration) -> u64 {
     (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }
 
-pub fn run_provider(call: ProviderCall<'_>) -> Result<ProviderAnswer, ProviderRunError> {
+pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
     let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
     let limits = call.limits;
     let state = ProviderStore {
@@ -81,7 +84,12 @@ pub fn run_provider(call: ProviderCall<'_>) -> Result<ProviderAnswer, ProviderRu
     let mut linker: Linker<ProviderStore> = Linker::new(call.engine);
     let linked =
         add_inert_wasi(&mut linker).and_then(|()| Provider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s));
-    linked.map_err(|e| ProviderRunError::Instantiate(e.to_string()))?;
+    if let Err(e) = linked {
+        return ProviderAnswer {
+            result: Err(ProviderRunError::Instantiate(e.to_string())),
+            uses: Vec::new(),
+        };
+    }
 
     start_epoch_ticker(call.engine);
     let outcome = Provider::instantiate(&mut store, call.component, &linker)
@@ -101,16 +109,15 @@ pub fn run_provider(call: ProviderCall<'_>) -> Result<ProviderAnswer, ProviderRu
         );
     }
     let data = store.into_data();
-    if let Some(hit) = data.limiter.hit {
-        return Err(ProviderRunError::Limit(hit));
-    }
-    match outcome {
-        Ok(result) => Ok(ProviderAnswer {
-            result,
-            uses: data.uses,
-        }),
-        Err((e, true)) => Err(ProviderRunError::Instantiate(format!("{e:#}"))),
-        Err((e, false)) => Err(ProviderRunError::Trap(trap_summary(&e))),
+    let result = match (data.limiter.hit, outcome) {
+        (Some(hit), _) => Err(ProviderRunError::Limit(hit)),
+        (None, Ok(result)) => Ok(result),
+        (None, Err((e, true))) => Err(ProviderRunError::Instantiate(format!("{e:#}"))),
+        (None, Err((e, false))) => Err(ProviderRunError::Trap(trap_summary(&e))),
+    };
+    ProviderAnswer {
+        result,
+        uses: data.uses,
     }
 }
 

@@ -34,6 +34,19 @@ pub struct ProviderStore {
     pub(super) uses: Vec<CapabilityUse>,
 }
 
+impl std::fmt::Display for CapabilityUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CapabilityUse::Fetch {
+                method,
+                origin,
+                outcome,
+            } => write!(f, "fetch {method} {origin}: {outcome}"),
+            CapabilityUse::Prompt { kind, outcome } => write!(f, "prompt {kind}: {outcome}"),
+        }
+    }
+}
+
 impl WasiView for ProviderStore {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
