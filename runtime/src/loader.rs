@@ -31,6 +31,7 @@ pub enum TrustMode {
 }
 
 /// Everything the gate needs to decide trust.
+#[derive(Clone)]
 pub struct Trust {
     pub mode: TrustMode,
     pub store: TrustStore,

@@ -6,6 +6,7 @@ use crate::private_dir::{is_private_file, write_private_file};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+#[derive(Clone)]
 pub struct SequenceStore {
     dir: PathBuf,
 }

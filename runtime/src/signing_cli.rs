@@ -389,14 +389,7 @@ fn save_trust(broker: &Broker, trust: &Trust) -> Result<(), String> {
 }
 
 fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, String> {
-    let mut trust = {
-        let t = broker.trust().map_err(|e| e.to_string())?;
-        Trust {
-            mode: t.mode,
-            store: t.store.clone(),
-            sequences: crate::sequence_store::SequenceStore::new(broker.paths().trust_state.clone()),
-        }
-    };
+    let mut trust = broker.trust().map_err(|e| e.to_string())?.clone();
     match command {
         TrustCommand::Add {
             key,
@@ -507,8 +500,7 @@ fn install(broker: &Broker, component: &Path, statement: Option<PathBuf>) -> Res
     let t = broker.trust().map_err(|e| e.to_string())?;
     let strict = Trust {
         mode: TrustMode::RequireSigned,
-        store: t.store.clone(),
-        sequences: crate::sequence_store::SequenceStore::new(broker.paths().trust_state.clone()),
+        ..t.clone()
     };
     // Vet from a staging copy that has the statement beside it, exactly as it will be loaded.
     let staging = tempfile::tempdir().map_err(|e| e.to_string())?;
