@@ -2,6 +2,7 @@
 //! grants, exact scheme + host + port, redirects handed back (never followed), and every
 //! size and time bounded.
 
+use super::address_policy::ForbiddenAddress;
 use credence_signing::Origin;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::BTreeSet;
@@ -26,7 +27,8 @@ impl Default for HttpLimits {
             max_request_body: 1 << 20,
             max_response_body: 4 << 20,
             max_request_headers: 64,
-            max_response_headers: 128,
+            // hyper refuses a response head with more headers than this before we see it.
+            max_response_headers: 100,
             max_header_bytes: 64 << 10,
             connect_timeout: Duration::from_secs(10),
             total_timeout: Duration::from_secs(30),
@@ -197,6 +199,9 @@ impl HttpCapability {
                 reqwest::Client::builder()
                     // Redirects go back to the provider, whose next fetch is checked again.
                     .redirect(reqwest::redirect::Policy::none())
+                    // A proxy would resolve names itself, out of reach of the address policy.
+                    .no_proxy()
+                    .dns_resolver(super::address_policy::resolver())
                     .connect_timeout(self.limits.connect_timeout)
                     .read_timeout(self.limits.total_timeout)
                     .use_rustls_tls()
@@ -271,6 +276,18 @@ fn transport_error(e: reqwest::Error) -> FetchError {
     let mut message = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(cause) = source {
+        if let Some(forbidden) = cause.downcast_ref::<ForbiddenAddress>() {
+            return FetchError::Denied(forbidden.to_string());
+        }
+        // hyper exposes no predicate for its "too large" parse error to clients, only the text.
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_parse() && h.to_string().contains("too large"))
+        {
+            return FetchError::TooLarge(
+                "the response head (status line and headers) is larger than the client accepts".into(),
+            );
+        }
         message.push_str(": ");
         message.push_str(&cause.to_string());
         source = cause.source();

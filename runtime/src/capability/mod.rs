@@ -2,6 +2,7 @@
 //! whose code does not depend on how wasmtime runs the guest: the sync host blocks on the
 //! same futures a long-running async agent awaits.
 
+pub mod address_policy;
 pub mod http;
 pub mod prompt;
 
