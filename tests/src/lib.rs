@@ -529,3 +529,143 @@ fn base64_decode(text: &str) -> Option<String> {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
 }
+
+/// A TCP server on 127.0.0.1 that misbehaves at the byte level (never answers, trickles,
+/// floods): each connection is handed to `behave` with a counter of bytes it got out.
+pub struct RawServer {
+    pub port: u16,
+    hits: Arc<AtomicUsize>,
+    sent: Arc<AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RawServer {
+    pub fn start(behave: impl Fn(std::net::TcpStream, &AtomicUsize) + Send + Sync + 'static) -> RawServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let behave = Arc::new(behave);
+        {
+            let (hits, sent, stop) = (hits.clone(), sent.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let (behave, sent) = (behave.clone(), sent.clone());
+                    std::thread::spawn(move || behave(stream, &sent));
+                }
+            });
+        }
+        RawServer { port, hits, sent, stop }
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    /// Connections accepted.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+    /// Bytes the behaviour managed to write before the client went away.
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Reads one request head, so the client is waiting for the answer.
+pub fn read_request_head(stream: &mut std::net::TcpStream) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 1 << 16 {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+}
+
+/// Writes `bytes`, counting them, until the client hangs up; false once it has.
+pub fn write_counted(stream: &mut std::net::TcpStream, bytes: &[u8], sent: &AtomicUsize) -> bool {
+    use std::io::Write;
+    match stream.write_all(bytes) {
+        Ok(()) => {
+            sent.fetch_add(bytes.len(), Ordering::SeqCst);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A home with the hostile provider (as instance `hostile`, serving
+/// `https://evil.example/`, with `settings` and `limits` as TOML inline-table bodies) and
+/// a well-behaved static-token provider serving `https://good.example/`, both signed by a
+/// trusted test key, so hostile runs take the same path as any real provider.
+pub fn hostile_home(origins: &[String], settings: &str, limits: &str) -> Home {
+    let home = Home::new();
+    home.install("hostile", "hostile", &manifest("hostile", origins, &["ask", "show"]));
+    home.install("static-token", "static-token", &manifest("static-token", &[], &[]));
+    let key = home.keygen("test-publisher");
+    home.trust(&key, "Test publisher", "publisher", "*");
+    home.sign("hostile", &key, &[]);
+    home.sign("static-token", &key, &[]);
+    let grants = origins.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>().join(", ");
+    home.write_config(&format!(
+        r#"
+[[provider]]
+name = "hostile"
+serves = ["https://evil.example/"]
+grant-origins = [{grants}]
+settings = {{ {settings} }}
+limits = {{ {limits} }}
+[[provider]]
+name = "good"
+component = "static-token.wasm"
+serves = ["https://good.example/"]
+settings = {{ token = "still-works" }}
+"#
+    ));
+    home
+}
+
+/// Asks for the hostile provider's URL and expects it stopped with `expected` on stderr
+/// and exit `code`, nothing on stdout, no host panic; then the good provider in the same
+/// home still answers.
+pub fn assert_refused_then_healthy(home: &Home, expected: &str, code: i32) -> Run {
+    let run = home.run(&["get", "https://evil.example/"]);
+    assert_eq!(run.code, Some(code), "{run:#?}");
+    assert!(
+        run.stderr.contains(expected),
+        "expected {expected:?} in:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "nothing but protocol bytes on stdout: {:?}",
+        run.stdout
+    );
+    assert!(
+        !run.stderr.contains("panicked"),
+        "the host must not panic: {}",
+        run.stderr
+    );
+    let next = home.run(&["get", "https://good.example/"]);
+    assert_eq!(
+        (next.code, next.stdout.as_str()),
+        (Some(0), "still-works\n"),
+        "{next:#?}"
+    );
+    run
+}

@@ -1,60 +1,10 @@
 //! Hostile providers against the sandbox: each is stopped with its own clear error, the
-//! host stays healthy, and the next request in the same home still works.
+//! host stays healthy, and the next request in the same home still works. The hostile
+//! provider is signed by a trusted test key, so it runs exactly as a real provider does.
 
-use credence_tests::{Home, Reply, TestServer, manifest};
+use credence_tests::{Home, Reply, TestServer, assert_refused_then_healthy, hostile_home, manifest};
 
 const UNSIGNED: &str = "--allow-unsigned";
-
-/// A home with the hostile provider under `attack` (with extra settings and limits),
-/// and a well-behaved static-token provider for a second URL.
-fn hostile_home(origins: &[String], settings: &str, limits: &str) -> Home {
-    let home = Home::new();
-    home.install("hostile", "hostile", &manifest("hostile", origins, &["ask", "show"]));
-    home.install("static-token", "static-token", &manifest("static-token", &[], &[]));
-    let grants = origins.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>().join(", ");
-    home.write_config(&format!(
-        r#"
-[[provider]]
-name = "hostile"
-serves = ["https://evil.example/"]
-grant-origins = [{grants}]
-settings = {{ {settings} }}
-limits = {{ {limits} }}
-[[provider]]
-name = "good"
-component = "static-token.wasm"
-serves = ["https://good.example/"]
-settings = {{ token = "still-works" }}
-"#
-    ));
-    home
-}
-
-fn assert_refused_then_healthy(home: &Home, expected: &str, code: i32) {
-    let run = home.run(&[UNSIGNED, "get", "https://evil.example/"]);
-    assert_eq!(run.code, Some(code), "{run:#?}");
-    assert!(
-        run.stderr.contains(expected),
-        "expected {expected:?} in:\n{}",
-        run.stderr
-    );
-    assert!(
-        run.stdout.is_empty(),
-        "nothing but protocol bytes on stdout: {:?}",
-        run.stdout
-    );
-    assert!(
-        !run.stderr.contains("panicked"),
-        "the host must not panic: {}",
-        run.stderr
-    );
-    let next = home.run(&[UNSIGNED, "get", "https://good.example/"]);
-    assert_eq!(
-        (next.code, next.stdout.as_str()),
-        (Some(0), "still-works\n"),
-        "{next:#?}"
-    );
-}
 
 #[test]
 fn infinite_loop_is_stopped_by_the_cpu_limit() {
@@ -160,7 +110,7 @@ fn a_component_with_a_forbidden_import_is_refused_at_load() {
 #[test]
 fn ask_in_non_interactive_mode_fails_at_once() {
     let home = hostile_home(&[], r#"attack = "prompt-anyway""#, "");
-    let run = home.run(&[UNSIGNED, "get", "https://evil.example/", "--non-interactive"]);
+    let run = home.run(&["get", "https://evil.example/", "--non-interactive"]);
     assert_eq!(run.code, Some(3), "{run:#?}");
     assert!(
         run.stderr.contains("prompt refused: PromptError::NotInteractive"),
@@ -189,7 +139,7 @@ fn a_prompt_without_a_terminal_fails_cleanly() {
     // fall back to stdin or stdout (the tool's protocol channel).
     let home = hostile_home(&[], r#"attack = "prompt-anyway""#, "");
     let mut cmd = home.command();
-    cmd.args([UNSIGNED, "get", "https://evil.example/"]);
+    cmd.args(["get", "https://evil.example/"]);
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;

@@ -20,6 +20,11 @@ pub struct ProviderLimits {
     pub output_bytes: usize,
     /// Size of the opaque state a provider may ask the host to keep.
     pub state_bytes: usize,
+    /// HTTP requests in one call: a token exchange needs a handful; a provider chasing a
+    /// redirect loop or hammering a server is stopped here.
+    pub fetches: usize,
+    /// WASI handles (streams, pollables) open at once in the host's resource table.
+    pub handles: usize,
 }
 
 impl ProviderLimits {
@@ -31,6 +36,8 @@ impl ProviderLimits {
             wall: Duration::from_millis(limits.wall_ms.unwrap_or(DEFAULT_WALL_MS).clamp(1, MAX_WALL_MS)),
             output_bytes: 64 << 10,
             state_bytes: 64 << 10,
+            fetches: 64,
+            handles: 256,
         }
     }
 }
@@ -43,6 +50,8 @@ pub enum LimitHit {
     Wall { limit: Duration },
     Output { size: usize, limit: usize },
     State { size: usize, limit: usize },
+    Fetches { limit: usize },
+    Handles { limit: usize },
     Instances,
 }
 
@@ -70,6 +79,8 @@ impl fmt::Display for LimitHit {
                     human_bytes(*limit)
                 )
             }
+            LimitHit::Fetches { limit } => write!(f, "exceeded its limit of {limit} HTTP requests in one call"),
+            LimitHit::Handles { limit } => write!(f, "exceeded its limit of {limit} open handles"),
             LimitHit::Instances => write!(f, "exceeded the limit on instances, tables or memories"),
         }
     }

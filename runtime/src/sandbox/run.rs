@@ -55,7 +55,7 @@ pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
         wasi: inert_ctx(stderr.clone()),
         table: {
             let mut t = ResourceTable::new();
-            t.set_max_capacity(256);
+            t.set_max_capacity(limits.handles);
             t
         },
         limiter: Limiter {
@@ -63,6 +63,7 @@ pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
             hit: None,
         },
         clock: CallClock::new(&limits),
+        limits,
         http: call.http,
         prompt: call.prompt,
         uses: Vec::new(),
@@ -113,12 +114,24 @@ pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
         (Some(hit), _) => Err(ProviderRunError::Limit(hit)),
         (None, Ok(result)) => Ok(result),
         (None, Err((e, true))) => Err(ProviderRunError::Instantiate(format!("{e:#}"))),
+        (None, Err((e, false))) if is_table_full(&e) => {
+            Err(ProviderRunError::Limit(LimitHit::Handles { limit: limits.handles }))
+        }
         (None, Err((e, false))) => Err(ProviderRunError::Trap(trap_summary(&e))),
     };
     ProviderAnswer {
         result,
         uses: data.uses,
     }
+}
+
+fn is_table_full(e: &wasmtime::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    })
 }
 
 /// The trap, without wasmtime's multi-line backtrace.

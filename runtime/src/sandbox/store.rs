@@ -1,7 +1,7 @@
 //! The data of one provider's store, and the host side of its imports.
 
 use super::bindings::credence::provider::{http, prompt};
-use super::limits::{CallClock, Limiter};
+use super::limits::{CallClock, LimitHit, Limiter, ProviderLimits};
 use crate::capability::http::{FetchError, HttpCapability, HttpRequest};
 use crate::capability::io_runtime;
 use crate::capability::prompt::{PromptCapability, PromptError};
@@ -29,6 +29,7 @@ pub struct ProviderStore {
     pub(super) table: ResourceTable,
     pub(super) limiter: Limiter,
     pub(super) clock: CallClock,
+    pub(super) limits: ProviderLimits,
     pub(super) http: HttpCapability,
     pub(super) prompt: PromptCapability,
     pub(super) uses: Vec<CapabilityUse>,
@@ -58,10 +59,16 @@ impl WasiView for ProviderStore {
 
 impl ProviderStore {
     /// Runs a blocking host call, crediting the time it took back to the CPU budget.
+    /// A call that ran out the wall clock (a server that never answers, a prompt nobody
+    /// answers) is the wall-clock limit's doing, whatever the provider makes of the
+    /// error it gets: recorded here, it names the limit even if the guest returns first.
     fn blocking<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
         let started = Instant::now();
         let result = f(self);
         self.clock.blocked += started.elapsed();
+        if self.clock.wall_left().is_zero() && self.limiter.hit.is_none() {
+            self.limiter.hit = Some(LimitHit::Wall { limit: self.clock.wall });
+        }
         result
     }
 }
@@ -74,6 +81,20 @@ impl http::Host for ProviderStore {
             .origin_of(&req.url)
             .map(|o| o.to_string())
             .unwrap_or_else(|_| "(refused)".into());
+        let fetches = self
+            .uses
+            .iter()
+            .filter(|u| matches!(u, CapabilityUse::Fetch { .. }))
+            .count();
+        if fetches >= self.limits.fetches {
+            self.limiter.hit = Some(LimitHit::Fetches {
+                limit: self.limits.fetches,
+            });
+            return Err(http::FetchError::Denied(format!(
+                "the limit of {} HTTP requests in one call is reached",
+                self.limits.fetches
+            )));
+        }
         let request = HttpRequest {
             method: req.method,
             url: req.url,

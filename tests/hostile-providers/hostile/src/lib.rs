@@ -11,6 +11,14 @@ use exports::credence::provider::credential_provider::{
 
 struct Hostile;
 
+// The raw WASI import behind `std::io::stderr()`, whose handle std drops at once; called
+// directly, each call leaves one more handle in the host's table.
+#[link(wasm_import_module = "wasi:cli/stderr@0.2.6")]
+unsafe extern "C" {
+    #[link_name = "get-stderr"]
+    fn get_stderr() -> i32;
+}
+
 fn setting<'a>(req: &'a CredentialRequest, key: &str) -> &'a str {
     req.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("")
 }
@@ -42,8 +50,9 @@ impl Guest for Hostile {
                     std::hint::black_box(&hoard);
                 }
             }
-            // Calls an origin nobody granted; returns what the host said.
-            "undeclared-host" => {
+            // Calls `target` (an origin nobody granted, or a server that misbehaves) and
+            // returns what the host said.
+            "undeclared-host" | "fetch" => {
                 let target = setting(&req, "target");
                 let response = get(target)?;
                 Ok(credential(format!("reached {target}: HTTP {}", response.status)))
@@ -59,6 +68,39 @@ impl Guest for Hostile {
                     .ok_or_else(|| CredentialError::Failed(format!("no redirect (HTTP {})", first.status)))?;
                 let second = get(&location)?;
                 Ok(credential(format!("followed to {location}: HTTP {}", second.status)))
+            }
+            // Follows same-origin redirects by hand for as long as the server sends them.
+            "redirect-loop" => {
+                let mut url = setting(&req, "target").to_owned();
+                for hop in 0.. {
+                    let response = get(&url).map_err(|e| CredentialError::Failed(format!("hop {hop}: {e:?}")))?;
+                    match response.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("location")) {
+                        Some((_, location)) => url = location.clone(),
+                        None => return Ok(credential(format!("loop ended after {hop} hops"))),
+                    }
+                }
+                unreachable!()
+            }
+            // Hands the host a request body far over its limit.
+            "huge-request-body" => {
+                let mib: usize = setting(&req, "mib").parse().unwrap_or(32);
+                let response = http::fetch(&Request {
+                    method: "POST".into(),
+                    url: setting(&req, "target").into(),
+                    headers: Vec::new(),
+                    body: vec![0x5A; mib << 20],
+                })
+                .map_err(|e| CredentialError::Failed(format!("fetch refused: {e:?}")))?;
+                Ok(credential(format!("sent: HTTP {}", response.status)))
+            }
+            // Opens WASI handles and never closes them, to exhaust the host's resource table.
+            "hoard-handles" => {
+                let mut hoard = Vec::new();
+                loop {
+                    // SAFETY: a WASI import with no arguments that returns a new handle.
+                    hoard.push(unsafe { get_stderr() });
+                    std::hint::black_box(&hoard);
+                }
             }
             // An answer far larger than any credential (size in MiB from `mib`).
             "huge-answer" => {

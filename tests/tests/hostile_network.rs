@@ -1,0 +1,258 @@
+//! A hostile provider meets hostile servers and a hostile network: names that resolve to
+//! loopback, servers that never answer, trickle, flood headers or send a gigabyte, redirect
+//! loops, oversized requests, handle hoarding and a prompt nobody answers. Each ends within
+//! its limit with its own message, nothing reaches a server it should not (the servers count
+//! their connections), and the next request in the same home works.
+
+use credence_tests::{
+    RawServer, Reply, TestServer, assert_refused_then_healthy, hostile_home, read_request_head, write_counted,
+};
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn fetch_settings(target: &str) -> String {
+    format!(r#"attack = "fetch", target = "{target}""#)
+}
+
+#[test]
+fn a_granted_name_that_resolves_to_loopback_is_refused_and_never_dialled() {
+    let server = RawServer::start(|_, _| {});
+    // The user granted a *name*; whoever runs its DNS can point it at loopback (rebinding).
+    let origin = format!("https://localhost:{}", server.port);
+    let home = hostile_home(
+        std::slice::from_ref(&origin),
+        &fetch_settings(&format!("{origin}/token")),
+        "",
+    );
+    assert_refused_then_healthy(
+        &home,
+        "localhost resolves only to addresses a provider may not reach through a name: 127.0.0.1 (loopback)",
+        3,
+    );
+    assert_eq!(server.hits(), 0, "no connection was ever made to the loopback server");
+}
+
+#[test]
+fn the_granted_loopback_literal_itself_is_reachable() {
+    // The escape hatch the refusal names: grant the address, not a name for it.
+    let server = TestServer::start(|_| Reply::json(200, "{}"));
+    let home = hostile_home(
+        &[server.origin()],
+        &fetch_settings(&format!("{}/token", server.origin())),
+        "",
+    );
+    let run = home.run(&["get", "https://evil.example/"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(run.stdout, format!("reached {}/token: HTTP 200\n", server.origin()));
+    assert_eq!(server.hits(), 1);
+}
+
+#[test]
+fn a_server_that_never_answers_is_cut_off_by_the_wall_clock() {
+    let server = RawServer::start(|mut stream, _| {
+        read_request_head(&mut stream);
+        std::thread::sleep(Duration::from_secs(60));
+        drop(stream);
+    });
+    let home = hostile_home(&[server.origin()], &fetch_settings(&server.origin()), "wall-ms = 1500");
+    let started = Instant::now();
+    let run = assert_refused_then_healthy(&home, "provider hostile exceeded its wall-clock limit of 1500 ms", 3);
+    assert!(run.elapsed < Duration::from_secs(20), "took {:?}", run.elapsed);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(server.hits(), 1);
+}
+
+#[test]
+fn a_server_that_trickles_one_byte_a_second_is_cut_off_by_the_wall_clock() {
+    let server = RawServer::start(|mut stream, sent| {
+        read_request_head(&mut stream);
+        if !write_counted(&mut stream, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", sent) {
+            return;
+        }
+        for _ in 0..1000 {
+            if !write_counted(&mut stream, b"x", sent) {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let home = hostile_home(&[server.origin()], &fetch_settings(&server.origin()), "wall-ms = 2500");
+    let run = assert_refused_then_healthy(&home, "provider hostile exceeded its wall-clock limit of 2500 ms", 3);
+    assert!(run.elapsed < Duration::from_secs(20), "took {:?}", run.elapsed);
+}
+
+#[test]
+fn a_million_response_headers_are_refused_as_too_large() {
+    let server = RawServer::start(|mut stream, sent| {
+        read_request_head(&mut stream);
+        if !write_counted(&mut stream, b"HTTP/1.1 200 OK\r\n", sent) {
+            return;
+        }
+        let thousand: Vec<u8> = (0..1000).flat_map(|i| format!("X-H{i}: v\r\n").into_bytes()).collect();
+        for _ in 0..1000 {
+            if !write_counted(&mut stream, &thousand, sent) {
+                return;
+            }
+        }
+        let _ = write_counted(&mut stream, b"\r\n", sent);
+    });
+    let home = hostile_home(&[server.origin()], &fetch_settings(&server.origin()), "");
+    assert_refused_then_healthy(
+        &home,
+        "TooLarge(\"the response head (status line and headers) is larger than the client accepts\")",
+        3,
+    );
+}
+
+#[test]
+fn a_gigabyte_response_body_is_cut_off_at_the_body_limit() {
+    const GIB: usize = 1 << 30;
+    let server = RawServer::start(|mut stream, sent| {
+        read_request_head(&mut stream);
+        if !write_counted(
+            &mut stream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            sent,
+        ) {
+            return;
+        }
+        let mut chunk = b"10000\r\n".to_vec();
+        chunk.extend(std::iter::repeat_n(b'z', 1 << 16));
+        chunk.extend_from_slice(b"\r\n");
+        for _ in 0..(GIB >> 16) {
+            if !write_counted(&mut stream, &chunk, sent) {
+                return;
+            }
+        }
+        let _ = write_counted(&mut stream, b"0\r\n\r\n", sent);
+    });
+    let home = hostile_home(&[server.origin()], &fetch_settings(&server.origin()), "");
+    assert_refused_then_healthy(&home, "TooLarge(\"the response body exceeds 4194304 bytes\")", 3);
+    assert!(
+        server.sent() < 64 << 20,
+        "credence stopped reading long before a gigabyte: the server got {} bytes out",
+        server.sent()
+    );
+}
+
+#[test]
+fn a_declared_gigabyte_is_refused_before_reading_the_body() {
+    let server = RawServer::start(|mut stream, sent| {
+        read_request_head(&mut stream);
+        let _ = write_counted(
+            &mut stream,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\nzzzz",
+            sent,
+        );
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let home = hostile_home(&[server.origin()], &fetch_settings(&server.origin()), "wall-ms = 20000");
+    let run = assert_refused_then_healthy(&home, "TooLarge(\"the response body exceeds 4194304 bytes\")", 3);
+    assert!(
+        run.elapsed < Duration::from_secs(10),
+        "no waiting for the body: {:?}",
+        run.elapsed
+    );
+}
+
+#[test]
+fn a_redirect_loop_is_stopped_by_the_request_limit() {
+    // Every answer redirects to the next hop on the same origin, forever.
+    let server = TestServer::start(|seen| {
+        let host = seen
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let n: u32 = seen.url.trim_start_matches("/hop/").parse().unwrap_or(0);
+        Reply::redirect(&format!("http://{host}/hop/{}", n + 1))
+    });
+    let home = hostile_home(
+        &[server.origin()],
+        &format!(r#"attack = "redirect-loop", target = "{}/hop/0""#, server.origin()),
+        "",
+    );
+    assert_refused_then_healthy(
+        &home,
+        "provider hostile exceeded its limit of 64 HTTP requests in one call",
+        3,
+    );
+    assert_eq!(server.hits(), 64, "the 65th request never left the host");
+}
+
+#[test]
+fn a_request_body_over_the_limit_is_refused_before_sending() {
+    let server = TestServer::start(|_| Reply::json(200, "{}"));
+    let home = hostile_home(
+        &[server.origin()],
+        &format!(
+            r#"attack = "huge-request-body", mib = "32", target = "{}/upload""#,
+            server.origin()
+        ),
+        "memory-mib = 128",
+    );
+    assert_refused_then_healthy(
+        &home,
+        "InvalidRequest(\"request body of 33554432 bytes exceeds the limit of 1048576\")",
+        3,
+    );
+    assert_eq!(server.hits(), 0);
+}
+
+#[test]
+fn hoarding_handles_is_stopped_by_the_handle_limit() {
+    let home = hostile_home(&[], r#"attack = "hoard-handles""#, "");
+    assert_refused_then_healthy(&home, "provider hostile exceeded its limit of 256 open handles", 3);
+}
+
+#[test]
+fn a_prompt_nobody_answers_is_cut_off_by_the_wall_clock() {
+    // A real terminal (script(1) allocates a pty) on which nobody ever types.
+    let home = hostile_home(&[], r#"attack = "prompt-anyway""#, "wall-ms = 1500");
+    let exe = credence_tests::credence_exe();
+    let mut cmd = home.command_for(std::path::Path::new("script"));
+    cmd.args([
+        "--quiet",
+        "--return",
+        "--command",
+        &format!("'{}' get https://evil.example/", exe.display()),
+        "/dev/null",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("script(1) from util-linux");
+    // Held open and never written: EOF would be an answer.
+    let _keyboard = child.stdin.take();
+    let mut screen = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = screen.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("an unanswered prompt held credence for 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let screen = reader.join().unwrap();
+    assert_eq!(status.code(), Some(3), "{screen}");
+    assert!(
+        screen.contains("[credence] provider \"hostile\" says: password please"),
+        "the prompt is labelled with the verified provider name: {screen}"
+    );
+    assert!(
+        screen.contains("provider hostile exceeded its wall-clock limit of 1500 ms"),
+        "{screen}"
+    );
+    let next = home.run(&["get", "https://good.example/"]);
+    assert_eq!(next.stdout, "still-works\n", "{next:#?}");
+}
