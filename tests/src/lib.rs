@@ -1,7 +1,7 @@
 //! Test harness: the real `credence` binary in a throwaway home, the real provider
 //! components built by `build.rs`, and HTTP servers on 127.0.0.1 that count their hits.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -373,6 +373,17 @@ impl Home {
         run.stdout.trim().to_owned()
     }
 
+    /// Installs each (crate, declared origins, prompt kinds) as `<crate>.wasm` and signs it
+    /// with one test key that the trust store accepts for every provider name.
+    pub fn install_signed(&self, components: &[(&str, &[String], &[&str])]) {
+        let key = self.keygen("test-publisher");
+        self.trust(&key, "Test publisher", "publisher", "*");
+        for (name, origins, prompts) in components {
+            self.install(name, name, &manifest(name, origins, prompts));
+            self.sign(name, &key, &[]);
+        }
+    }
+
     /// The precompiled-cache entries: none means nothing was ever compiled.
     pub fn compiled_entries(&self) -> usize {
         std::fs::read_dir(self.cache().join("credence/cwasm"))
@@ -615,12 +626,7 @@ pub fn write_counted(stream: &mut std::net::TcpStream, bytes: &[u8], sent: &Atom
 /// trusted test key, so hostile runs take the same path as any real provider.
 pub fn hostile_home(origins: &[String], settings: &str, limits: &str) -> Home {
     let home = Home::new();
-    home.install("hostile", "hostile", &manifest("hostile", origins, &["ask", "show"]));
-    home.install("static-token", "static-token", &manifest("static-token", &[], &[]));
-    let key = home.keygen("test-publisher");
-    home.trust(&key, "Test publisher", "publisher", "*");
-    home.sign("hostile", &key, &[]);
-    home.sign("static-token", &key, &[]);
+    home.install_signed(&[("hostile", origins, &["ask", "show"]), ("static-token", &[], &[])]);
     let grants = origins.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>().join(", ");
     home.write_config(&format!(
         r#"
@@ -668,4 +674,110 @@ pub fn assert_refused_then_healthy(home: &Home, expected: &str, code: i32) -> Ru
         "{next:#?}"
     );
     run
+}
+
+/// NuGet's side of a v2 plugin session.
+pub struct NuGet {
+    pub child: std::process::Child,
+    pub stdin: std::process::ChildStdin,
+    pub lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl NuGet {
+    pub fn start(home: &Home, env: &[(&str, &str)]) -> NuGet {
+        let mut cmd = home.command();
+        cmd.args(["nuget", "-Plugin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("plugin wrote a non-message line {line:?}: {e}"));
+                if tx.send(value).is_err() {
+                    return;
+                }
+            }
+        });
+        NuGet { child, stdin, lines }
+    }
+    pub fn send(&mut self, v: serde_json::Value) {
+        writeln!(self.stdin, "{v}").unwrap();
+    }
+    pub fn next(&self, within: Duration) -> serde_json::Value {
+        self.lines.recv_timeout(within).expect("the plugin answered in time")
+    }
+    pub fn request(&mut self, id: &str, method: &str, payload: serde_json::Value) -> serde_json::Value {
+        self.send(serde_json::json!({"RequestId": id, "Type": "Request", "Method": method, "Payload": payload}));
+        let r = self.next(Duration::from_secs(10));
+        assert_eq!(
+            (r["RequestId"].as_str(), r["Type"].as_str()),
+            (Some(id), Some("Response")),
+            "{r}"
+        );
+        r
+    }
+}
+
+impl NuGet {
+    /// A plugin session through both handshakes, Initialize and the claims, as NuGet opens it.
+    pub fn session(home: &Home, env: &[(&str, &str)]) -> NuGet {
+        let mut n = NuGet::start(home, env);
+        // Both sides initiate the handshake.
+        let theirs = n.next(Duration::from_secs(10));
+        assert_eq!(
+            (theirs["Type"].as_str(), theirs["Method"].as_str()),
+            (Some("Request"), Some("Handshake")),
+            "{theirs}"
+        );
+        assert_eq!(theirs["Payload"]["ProtocolVersion"], "2.0.0");
+        n.send(serde_json::json!({"RequestId": theirs["RequestId"], "Type": "Response", "Method": "Handshake", "Payload": {"ResponseCode": "Success", "ProtocolVersion": "2.0.0"}}));
+        let hs = n.request(
+            "a1",
+            "Handshake",
+            serde_json::json!({"ProtocolVersion": "2.0.0", "MinimumProtocolVersion": "1.0.0"}),
+        );
+        assert_eq!(
+            hs["Payload"],
+            serde_json::json!({"ResponseCode": "Success", "ProtocolVersion": "2.0.0"})
+        );
+        let pid = std::process::id();
+        assert_eq!(
+            n.request("a2", "MonitorNuGetProcessExit", serde_json::json!({"ProcessId": pid}))["Payload"]["ResponseCode"],
+            "Success"
+        );
+        assert_eq!(
+            n.request(
+                "a3",
+                "Initialize",
+                serde_json::json!({"ClientVersion": "6.14.0", "Culture": "en-US", "RequestTimeout": "00:00:30"})
+            )["Payload"]["ResponseCode"],
+            "Success"
+        );
+        assert_eq!(
+            n.request("a4", "GetOperationClaims", serde_json::json!({}))["Payload"]["Claims"],
+            serde_json::json!(["Authentication"])
+        );
+        assert_eq!(
+            n.request(
+                "a4b",
+                "GetOperationClaims",
+                serde_json::json!({"PackageSourceRepository": "https://feed.example/v3/index.json"})
+            )["Payload"]["Claims"],
+            serde_json::json!([])
+        );
+        assert_eq!(
+            n.request("a5", "SetLogLevel", serde_json::json!({"LogLevel": "Minimal"}))["Payload"]["ResponseCode"],
+            "Success"
+        );
+        n
+    }
 }

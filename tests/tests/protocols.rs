@@ -2,7 +2,7 @@
 //! does: success forms, error forms and exit codes, and injection attempts that must be
 //! answered in the protocol's error form without any provider running.
 
-use credence_tests::{Home, Reply, TestServer, credence_exe, manifest};
+use credence_tests::{Home, NuGet, Reply, TestServer, credence_exe, manifest};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -392,107 +392,8 @@ fn nuget_v1_exit_codes() {
     assert!(!bad.stdout.contains("pw@"), "{}", bad.stdout);
 }
 
-/// NuGet's side of a v2 plugin session.
-struct NuGet {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    lines: mpsc::Receiver<serde_json::Value>,
-}
-
-impl NuGet {
-    fn start(home: &Home, env: &[(&str, &str)]) -> NuGet {
-        let mut cmd = home.command();
-        cmd.args(["nuget", "-Plugin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("plugin wrote a non-message line {line:?}: {e}"));
-                if tx.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        NuGet { child, stdin, lines }
-    }
-    fn send(&mut self, v: serde_json::Value) {
-        writeln!(self.stdin, "{v}").unwrap();
-    }
-    fn next(&self, within: Duration) -> serde_json::Value {
-        self.lines.recv_timeout(within).expect("the plugin answered in time")
-    }
-    fn request(&mut self, id: &str, method: &str, payload: serde_json::Value) -> serde_json::Value {
-        self.send(serde_json::json!({"RequestId": id, "Type": "Request", "Method": method, "Payload": payload}));
-        let r = self.next(Duration::from_secs(10));
-        assert_eq!(
-            (r["RequestId"].as_str(), r["Type"].as_str()),
-            (Some(id), Some("Response")),
-            "{r}"
-        );
-        r
-    }
-}
-
 fn nuget_session(w: &World, env: &[(&str, &str)]) -> NuGet {
-    let mut n = NuGet::start(&w.home, env);
-    // Both sides initiate the handshake.
-    let theirs = n.next(Duration::from_secs(10));
-    assert_eq!(
-        (theirs["Type"].as_str(), theirs["Method"].as_str()),
-        (Some("Request"), Some("Handshake")),
-        "{theirs}"
-    );
-    assert_eq!(theirs["Payload"]["ProtocolVersion"], "2.0.0");
-    n.send(serde_json::json!({"RequestId": theirs["RequestId"], "Type": "Response", "Method": "Handshake", "Payload": {"ResponseCode": "Success", "ProtocolVersion": "2.0.0"}}));
-    let hs = n.request(
-        "a1",
-        "Handshake",
-        serde_json::json!({"ProtocolVersion": "2.0.0", "MinimumProtocolVersion": "1.0.0"}),
-    );
-    assert_eq!(
-        hs["Payload"],
-        serde_json::json!({"ResponseCode": "Success", "ProtocolVersion": "2.0.0"})
-    );
-    let pid = std::process::id();
-    assert_eq!(
-        n.request("a2", "MonitorNuGetProcessExit", serde_json::json!({"ProcessId": pid}))["Payload"]["ResponseCode"],
-        "Success"
-    );
-    assert_eq!(
-        n.request(
-            "a3",
-            "Initialize",
-            serde_json::json!({"ClientVersion": "6.14.0", "Culture": "en-US", "RequestTimeout": "00:00:30"})
-        )["Payload"]["ResponseCode"],
-        "Success"
-    );
-    assert_eq!(
-        n.request("a4", "GetOperationClaims", serde_json::json!({}))["Payload"]["Claims"],
-        serde_json::json!(["Authentication"])
-    );
-    assert_eq!(
-        n.request(
-            "a4b",
-            "GetOperationClaims",
-            serde_json::json!({"PackageSourceRepository": "https://feed.example/v3/index.json"})
-        )["Payload"]["Claims"],
-        serde_json::json!([])
-    );
-    assert_eq!(
-        n.request("a5", "SetLogLevel", serde_json::json!({"LogLevel": "Minimal"}))["Payload"]["ResponseCode"],
-        "Success"
-    );
-    n
+    NuGet::session(&w.home, env)
 }
 
 #[test]
