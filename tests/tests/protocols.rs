@@ -3,9 +3,6 @@
 //! answered in the protocol's error form without any provider running.
 
 use credence_tests::{Home, NuGet, Reply, TestServer, credence_exe, manifest};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Signed static-token for https://registry.example/ and token-exchange for
@@ -415,18 +412,16 @@ fn nuget_v2_full_conversation_then_close() {
         serde_json::json!({"Uri": "https://other.example/v3/index.json", "IsRetry": false, "IsNonInteractive": true, "CanShowDialog": false}),
     );
     assert_eq!(other["Payload"]["ResponseCode"], "Error");
-    let fault = n.request_fault("a8", "Frobnicate");
+    let fault = request_fault(&mut n, "a8", "Frobnicate");
     assert_eq!(fault["Type"], "Fault");
     n.send(serde_json::json!({"RequestId": "a9", "Type": "Request", "Method": "Close"}));
     let status = n.child.wait().unwrap();
     assert!(status.success());
 }
 
-impl NuGet {
-    fn request_fault(&mut self, id: &str, method: &str) -> serde_json::Value {
-        self.send(serde_json::json!({"RequestId": id, "Type": "Request", "Method": method, "Payload": {}}));
-        self.next(Duration::from_secs(10))
-    }
+fn request_fault(n: &mut NuGet, id: &str, method: &str) -> serde_json::Value {
+    n.send(serde_json::json!({"RequestId": id, "Type": "Request", "Method": method, "Payload": {}}));
+    n.next(Duration::from_secs(10))
 }
 
 #[test]
