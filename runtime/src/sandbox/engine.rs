@@ -7,17 +7,23 @@ use wasmtime::{Config, Engine, EngineWeak};
 /// How often the epoch advances; the granularity of CPU and wall-clock limits.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// A new engine with its epoch ticker running. One ticker per engine, never per call: a
+/// long-running host (the NuGet plugin, an agent) runs thousands of calls on one engine,
+/// and a ticker per call would pile up threads and advance the epoch ever faster, cutting
+/// every later provider's CPU budget short.
 pub fn new_engine() -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.max_wasm_stack(512 * 1024);
     config.wasm_component_model(true);
-    Engine::new(&config)
+    let engine = Engine::new(&config)?;
+    start_epoch_ticker(&engine);
+    Ok(engine)
 }
 
 /// Advances the engine's epoch every tick until the engine is dropped, so a guest that
 /// never calls the host still reaches its deadline check.
-pub fn start_epoch_ticker(engine: &Engine) {
+fn start_epoch_ticker(engine: &Engine) {
     let weak: EngineWeak = engine.weak();
     std::thread::Builder::new()
         .name("credence-epoch".into())

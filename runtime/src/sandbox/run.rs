@@ -3,7 +3,7 @@
 
 use super::bindings::Provider;
 use super::bindings::exports::credence::provider::credential_provider as wit;
-use super::engine::{EPOCH_TICK, start_epoch_ticker};
+use super::engine::EPOCH_TICK;
 use super::limits::{CallClock, LimitHit, Limiter, ProviderLimits};
 pub use super::store::CapabilityUse;
 use super::store::ProviderStore;
@@ -92,7 +92,6 @@ pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
         };
     }
 
-    start_epoch_ticker(call.engine);
     let outcome = Provider::instantiate(&mut store, call.component, &linker)
         .map_err(|e| (e, true))
         .and_then(|provider| {
