@@ -5,7 +5,7 @@
 //! `{}` ("no credentials needed"), so an unscoped helper does not break public downloads.
 
 use super::{auth_headers, open_broker, request, rfc3339};
-use crate::request::{Protocol, Refusal};
+use crate::request::{CredentialRequest, Protocol, Refusal};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,6 +14,12 @@ use std::process::ExitCode;
 #[derive(Deserialize)]
 struct Request {
     uri: String,
+}
+
+/// Bazel's `{"uri": …}` as the internal request.
+pub fn parse_request(input: &[u8]) -> Result<CredentialRequest, String> {
+    let req: Request = serde_json::from_slice(input).map_err(|e| format!("malformed request from Bazel: {e}"))?;
+    request(&req.uri, Protocol::Bazel, "get")
 }
 
 fn fail(message: &str) -> ExitCode {
@@ -30,11 +36,7 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(i) => i,
         Err(e) => return fail(&e),
     };
-    let req: Request = match serde_json::from_slice(&input) {
-        Ok(r) => r,
-        Err(e) => return fail(&format!("malformed request from Bazel: {e}")),
-    };
-    let request = match request(&req.uri, Protocol::Bazel, "get") {
+    let request = match parse_request(&input) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };

@@ -4,7 +4,7 @@
 
 use super::{MAX_INPUT, check_value, open_broker, read_line_bounded, request};
 use crate::broker::Broker;
-use crate::request::{CachePolicy, Protocol, Refusal};
+use crate::request::{CachePolicy, CredentialRequest, Protocol, Refusal};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::process::ExitCode;
@@ -56,7 +56,7 @@ enum Success {
 
 #[derive(Serialize, Debug, PartialEq)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-enum Failure {
+pub enum Failure {
     UrlNotSupported,
     NotFound,
     OperationNotSupported,
@@ -109,23 +109,27 @@ pub fn run() -> ExitCode {
 }
 
 fn answer(broker: &Broker, line: &[u8]) -> Answer {
-    let req: Request = match serde_json::from_slice(line) {
-        Ok(r) => r,
-        Err(e) => return Answer::Err(other(format!("malformed request from cargo: {e}"))),
-    };
-    if req.v != 1 {
-        return Answer::Err(other(format!(
-            "credential provider protocol version {} is not supported; credence speaks 1",
-            req.v
-        )));
-    }
-    match handle(broker, req) {
+    match parse_request(line).and_then(|parsed| handle(broker, parsed)) {
         Ok(s) => Answer::Ok(s),
         Err(f) => Answer::Err(f),
     }
 }
 
-fn handle(broker: &Broker, req: Request) -> Result<Success, Failure> {
+/// One request line from cargo, checked and mapped to the internal request.
+pub struct ParsedRequest {
+    action: Action,
+    pub request: CredentialRequest,
+}
+
+/// Everything about a request line that needs no provider, answered in cargo's error forms.
+pub fn parse_request(line: &[u8]) -> Result<ParsedRequest, Failure> {
+    let req: Request = serde_json::from_slice(line).map_err(|e| other(format!("malformed request from cargo: {e}")))?;
+    if req.v != 1 {
+        return Err(other(format!(
+            "credential provider protocol version {} is not supported; credence speaks 1",
+            req.v
+        )));
+    }
     let index = &req.registry.index_url;
     check_value("index-url", index).map_err(other)?;
     let url = index.strip_prefix("sparse+").unwrap_or(index);
@@ -149,8 +153,15 @@ fn handle(broker: &Broker, req: Request) -> Result<Success, Failure> {
     request.is_retry = !req.registry.headers.is_empty();
     // Nor an interactive flag; prompts go to the terminal when there is one.
     request.interactive = true;
+    Ok(ParsedRequest {
+        action: req.action,
+        request,
+    })
+}
 
-    match req.action {
+fn handle(broker: &Broker, parsed: ParsedRequest) -> Result<Success, Failure> {
+    let ParsedRequest { action, mut request } = parsed;
+    match action {
         Action::Get { .. } => {
             let answer = broker.get(&request).map_err(failure)?;
             let c = answer.credential;

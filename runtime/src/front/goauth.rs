@@ -4,7 +4,7 @@
 //! answer is the served URL prefix, a blank line, header lines and a blank line, LF only.
 
 use super::{auth_headers, check_value, open_broker, request};
-use crate::request::{Protocol, Refusal};
+use crate::request::{CredentialRequest, Protocol, Refusal};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -32,6 +32,16 @@ pub fn challenges(head: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// The request for `url`, carrying the challenges of the response head `head`.
+pub fn parse_request(url: &str, head: &str) -> Result<CredentialRequest, String> {
+    let mut req = request(url, Protocol::Goauth, "get")?;
+    if req.url.scheme() != "https" {
+        return Err("GOAUTH is only for https URLs".into());
+    }
+    req.challenge_headers = challenges(head)?;
+    Ok(req)
+}
+
 pub fn run(args: &[String]) -> ExitCode {
     let Some(url) = args.last() else {
         return ExitCode::SUCCESS;
@@ -40,15 +50,8 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) => return fail(&e),
     };
-    let mut req = match request(url, Protocol::Goauth, "get") {
+    let req = match parse_request(url, &head) {
         Ok(r) => r,
-        Err(e) => return fail(&e),
-    };
-    if req.url.scheme() != "https" {
-        return fail("GOAUTH is only for https URLs");
-    }
-    req.challenge_headers = match challenges(&head) {
-        Ok(c) => c,
         Err(e) => return fail(&e),
     };
     let broker = match open_broker() {

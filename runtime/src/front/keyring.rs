@@ -5,7 +5,7 @@
 //! Not found: exit 1 with no output; bad arguments: usage on stderr, exit 2.
 
 use super::{open_broker, request};
-use crate::request::Protocol;
+use crate::request::{CredentialRequest, Protocol};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -16,6 +16,20 @@ pub struct Invocation {
     pub username: Option<String>,
     pub creds_mode: bool,
     pub json: bool,
+}
+
+impl Invocation {
+    /// The request a `get` makes; pip and uv ask by index URL and by bare host[:port].
+    pub fn credential_request(&self) -> Result<CredentialRequest, String> {
+        let url = if self.service.contains("://") {
+            self.service.clone()
+        } else {
+            format!("https://{}/", self.service)
+        };
+        let mut req = request(&url, Protocol::Keyring, "download")?;
+        req.username_hint = self.username.clone();
+        Ok(req)
+    }
 }
 
 pub fn parse(args: &[String]) -> Result<Invocation, String> {
@@ -87,20 +101,13 @@ pub fn run(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    // pip and uv ask by index URL and by bare host[:port].
-    let url = if inv.service.contains("://") {
-        inv.service.clone()
-    } else {
-        format!("https://{}/", inv.service)
-    };
-    let mut req = match request(&url, Protocol::Keyring, "download") {
+    let req = match inv.credential_request() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("credence: {e}");
             return ExitCode::from(1);
         }
     };
-    req.username_hint = inv.username.clone();
     let answer = match open_broker().and_then(|b| b.get(&req).map_err(|e| e.to_string())) {
         Ok(a) => a,
         Err(e) => {

@@ -3,7 +3,7 @@
 //! the answer an `ExecCredential` with `status.token` and `expirationTimestamp`.
 
 use super::{check_value, open_broker, request, rfc3339};
-use crate::request::Protocol;
+use crate::request::{CredentialRequest, Protocol};
 use serde::Deserialize;
 use std::io::Write;
 use std::process::ExitCode;
@@ -39,31 +39,47 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// What kubectl asked for, and the `apiVersion` the answer must carry.
+pub struct KubectlRequest {
+    pub request: CredentialRequest,
+    pub api_version: String,
+}
+
+/// `KUBERNETES_EXEC_INFO` (and a `--server URL` in the exec args) as the internal request.
+pub fn parse_request(info: &str, args: &[String]) -> Result<KubectlRequest, String> {
+    let exec: ExecCredential =
+        serde_json::from_str(info).map_err(|e| format!("KUBERNETES_EXEC_INFO is not an ExecCredential: {e}"))?;
+    if exec.kind != "ExecCredential" || !VERSIONS.contains(&exec.api_version.as_str()) {
+        return Err(format!("unsupported {} {}", exec.kind, exec.api_version));
+    }
+    let flag_server = args.windows(2).find(|w| w[0] == "--server").map(|w| w[1].clone());
+    let Some(server) = flag_server.or(exec.spec.cluster.map(|c| c.server)) else {
+        return Err(
+            "no cluster server URL: set `provideClusterInfo: true` or pass `--server URL` in the exec args".into(),
+        );
+    };
+    check_value("server", &server)?;
+    let mut request = request(&server, Protocol::Kubectl, "get")?;
+    request.interactive = exec.spec.interactive;
+    Ok(KubectlRequest {
+        request,
+        api_version: exec.api_version,
+    })
+}
+
 pub fn run(args: &[String]) -> ExitCode {
     let info = match std::env::var("KUBERNETES_EXEC_INFO") {
         Ok(i) if i.len() <= super::MAX_INPUT => i,
         Ok(_) => return fail("KUBERNETES_EXEC_INFO is too large"),
         Err(_) => return fail("KUBERNETES_EXEC_INFO is not set; run credence from a kubeconfig `exec` entry"),
     };
-    let exec: ExecCredential = match serde_json::from_str(&info) {
-        Ok(e) => e,
-        Err(e) => return fail(&format!("KUBERNETES_EXEC_INFO is not an ExecCredential: {e}")),
-    };
-    if exec.kind != "ExecCredential" || !VERSIONS.contains(&exec.api_version.as_str()) {
-        return fail(&format!("unsupported {} {}", exec.kind, exec.api_version));
-    }
-    let flag_server = args.windows(2).find(|w| w[0] == "--server").map(|w| w[1].clone());
-    let Some(server) = flag_server.or(exec.spec.cluster.map(|c| c.server)) else {
-        return fail("no cluster server URL: set `provideClusterInfo: true` or pass `--server URL` in the exec args");
-    };
-    if let Err(e) = check_value("server", &server) {
-        return fail(&e);
-    }
-    let mut req = match request(&server, Protocol::Kubectl, "get") {
-        Ok(r) => r,
+    let KubectlRequest {
+        request: req,
+        api_version,
+    } = match parse_request(&info, args) {
+        Ok(k) => k,
         Err(e) => return fail(&e),
     };
-    req.interactive = exec.spec.interactive;
     let answer = match open_broker().and_then(|b| b.get(&req).map_err(|e| e.to_string())) {
         Ok(a) => a,
         Err(e) => return fail(&e),
@@ -75,7 +91,7 @@ pub fn run(args: &[String]) -> ExitCode {
     if let Some(t) = answer.credential.expires_at {
         status["expirationTimestamp"] = rfc3339(t).into();
     }
-    let out = serde_json::json!({ "apiVersion": exec.api_version, "kind": "ExecCredential", "status": status });
+    let out = serde_json::json!({ "apiVersion": api_version, "kind": "ExecCredential", "status": status });
     let mut stdout = std::io::stdout().lock();
     if writeln!(stdout, "{out}").and_then(|()| stdout.flush()).is_err() {
         return ExitCode::from(1);

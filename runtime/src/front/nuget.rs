@@ -16,7 +16,7 @@
 use super::{MAX_INPUT, open_broker, read_line_bounded, request};
 use crate::broker::Broker;
 use crate::capability::prompt::{ControllingTerminal, Terminal};
-use crate::request::{Protocol, Refusal};
+use crate::request::{CredentialRequest, Protocol, Refusal};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -207,13 +207,9 @@ pub fn run_plugin(args: &[String]) -> ExitCode {
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return ExitCode::SUCCESS,
         };
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches('\r');
-        if text.trim().is_empty() {
-            continue;
-        }
-        let msg: Message = match serde_json::from_str(text) {
-            Ok(m) => m,
+        let msg = match parse_message(&line) {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
             Err(e) => {
                 eprintln!("credence: ignoring a line from NuGet that is not a plugin message: {e}");
                 continue;
@@ -294,6 +290,16 @@ pub fn run_plugin(args: &[String]) -> ExitCode {
     }
 }
 
+/// One line from NuGet as a plugin message; `Ok(None)` for a blank line.
+pub fn parse_message(line: &[u8]) -> Result<Option<Message>, String> {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches('\r');
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(text).map(Some).map_err(|e| e.to_string())
+}
+
 #[cfg(unix)]
 fn process_alive(pid: i64) -> bool {
     let Ok(pid) = i32::try_from(pid) else { return false };
@@ -307,14 +313,35 @@ fn process_alive(_pid: i64) -> bool {
     true
 }
 
+/// The payload of `GetAuthenticationCredentials`.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct AuthRequest {
+pub struct AuthRequest {
     uri: String,
     is_retry: bool,
     is_non_interactive: bool,
     #[allow(dead_code)]
     can_show_dialog: bool,
+}
+
+impl AuthRequest {
+    pub fn from_message(msg: &Message) -> Result<AuthRequest, String> {
+        let parsed: Result<Option<AuthRequest>, _> = msg.payload.clone().map(serde_json::from_value).transpose();
+        match parsed {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err("GetAuthenticationCredentials needs a payload".into()),
+            Err(e) => Err(format!("malformed GetAuthenticationCredentials: {e}")),
+        }
+    }
+
+    /// Separate from `from_message` because a broker that failed to open is reported
+    /// before a bad URI.
+    pub fn credential_request(&self) -> Result<CredentialRequest, String> {
+        let mut request = request(&self.uri, Protocol::Nuget, "download")?;
+        request.is_retry = self.is_retry;
+        request.interactive = !self.is_non_interactive;
+        Ok(request)
+    }
 }
 
 fn authenticate(
@@ -324,13 +351,14 @@ fn authenticate(
     pending: Arc<Mutex<std::collections::HashSet<String>>>,
     every: Duration,
 ) {
-    let done = Arc::new(AtomicBool::new(false));
+    // Dropping `done` wakes the progress thread at once: a thread left sleeping out its
+    // interval after every answer would pile up by the hundred in a busy session.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
     {
-        let (outbox, done, msg, pending) = (outbox.clone(), done.clone(), msg.clone(), pending.clone());
+        let (outbox, msg, pending) = (outbox.clone(), msg.clone(), pending.clone());
         std::thread::spawn(move || {
-            loop {
-                std::thread::sleep(every);
-                if done.load(Ordering::SeqCst) || !pending.lock().unwrap().contains(&msg.request_id) {
+            while let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(every) {
+                if !pending.lock().unwrap().contains(&msg.request_id) {
                     return;
                 }
                 outbox.reply(&msg, "Progress", Some(json!({})));
@@ -338,7 +366,7 @@ fn authenticate(
         });
     }
     let payload = get_credentials(&msg, &broker);
-    done.store(true, Ordering::SeqCst);
+    drop(done);
     // A cancelled request gets no answer.
     if pending.lock().unwrap().remove(&msg.request_id) {
         outbox.reply(&msg, "Response", Some(payload));
@@ -347,21 +375,18 @@ fn authenticate(
 
 fn get_credentials(msg: &Message, broker: &Result<Broker, String>) -> Value {
     let error = |m: String| json!({ "ResponseCode": "Error", "Message": m });
-    let req: AuthRequest = match msg.payload.clone().map(serde_json::from_value).transpose() {
-        Ok(Some(r)) => r,
-        Ok(None) => return error("GetAuthenticationCredentials needs a payload".into()),
-        Err(e) => return error(format!("malformed GetAuthenticationCredentials: {e}")),
+    let req = match AuthRequest::from_message(msg) {
+        Ok(r) => r,
+        Err(e) => return error(e),
     };
     let broker = match broker {
         Ok(b) => b,
         Err(e) => return error(e.clone()),
     };
-    let mut request = match request(&req.uri, Protocol::Nuget, "download") {
+    let request = match req.credential_request() {
         Ok(r) => r,
         Err(e) => return error(e),
     };
-    request.is_retry = req.is_retry;
-    request.interactive = !req.is_non_interactive;
     match broker.get(&request) {
         Ok(answer) => {
             let c = answer.credential;
@@ -380,22 +405,38 @@ fn get_credentials(msg: &Message, broker: &Result<Broker, String>) -> Value {
     }
 }
 
-/// nuget.exe's v1 credential provider.
-pub fn run_v1(args: &[String]) -> ExitCode {
-    let mut uri = None;
-    let (mut retry, mut non_interactive) = (false, false);
+/// nuget.exe's v1 arguments; flag names are case-insensitive.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct V1Args {
+    pub uri: Option<String>,
+    pub is_retry: bool,
+    pub non_interactive: bool,
+}
+
+pub fn parse_v1_args(args: &[String]) -> V1Args {
+    let mut parsed = V1Args::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.to_ascii_lowercase().as_str() {
-            "-uri" => uri = it.next().cloned(),
-            "-isretry" => retry = true,
-            "-noninteractive" => non_interactive = true,
+            "-uri" => parsed.uri = it.next().cloned(),
+            "-isretry" => parsed.is_retry = true,
+            "-noninteractive" => parsed.non_interactive = true,
             "-verbosity" => {
                 it.next();
             }
             _ => {}
         }
     }
+    parsed
+}
+
+/// nuget.exe's v1 credential provider.
+pub fn run_v1(args: &[String]) -> ExitCode {
+    let V1Args {
+        uri,
+        is_retry: retry,
+        non_interactive,
+    } = parse_v1_args(args);
     let answer = |code: u8, v: Value| {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{v}").and_then(|()| stdout.flush());
