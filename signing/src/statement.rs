@@ -87,6 +87,10 @@ pub struct StatementFile {
     pub signatures: Vec<SignatureEntry>,
 }
 
+fn sorted(items: impl Iterator<Item = String>) -> Vec<String> {
+    items.collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+}
+
 impl Statement {
     /// A statement for `component` with the ceiling of `manifest`, to be signed by `publisher`.
     pub fn new(
@@ -103,9 +107,11 @@ impl Statement {
                     memory_mib: manifest.limits.memory_mib,
                     wall_ms: manifest.limits.wall_ms,
                 },
-                origins: manifest.origins.iter().map(Origin::to_string).collect(),
+                // The canonical order is the strings' order, which is not `Origin`'s
+                // (port 8443 sorts before host "login.example.com" as an `Origin`).
+                origins: sorted(manifest.origins.iter().map(Origin::to_string)),
                 prompts: manifest.prompts.iter().map(|p| p.as_str().to_owned()).collect(),
-                wildcard_origins: manifest.wildcard_origins.iter().map(OriginPattern::to_string).collect(),
+                wildcard_origins: sorted(manifest.wildcard_origins.iter().map(OriginPattern::to_string)),
                 world: manifest.world.clone(),
             },
             component: ComponentRef {

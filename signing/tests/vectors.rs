@@ -188,3 +188,23 @@ fn rollback_below_the_highest_sequence_is_refused() {
         "{r:?}"
     );
 }
+
+/// Found by the `manifest` fuzz target: `Origin` orders by port before a longer host, the
+/// canonical form orders strings, and a statement signed from such a manifest must still
+/// read back as exactly that manifest's ceiling.
+#[test]
+fn a_ceiling_whose_origin_order_differs_from_string_order_round_trips() {
+    let manifest = credence_signing::Manifest::from_toml(
+        r#"
+name = "x"
+version = "1"
+world = "credence:provider/provider@0.1.0"
+origins = ["https://login.example:8443", "https://login.example.com", "https://a.example:10000", "https://a.example:9000"]
+wildcard-origins = ["https://*.b.example", "https://a.example:*"]
+"#,
+    )
+    .expect("a valid manifest");
+    let key = SecretKey::from_seed(SEED);
+    let statement = Statement::new(COMPONENT, &manifest, &key.public().key_id(), 1_790_000_000, None);
+    assert_eq!(statement.ceiling(), Ok(manifest));
+}
