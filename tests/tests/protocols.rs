@@ -586,6 +586,19 @@ fn injection_in_every_protocol_is_refused_in_its_error_form_before_any_provider_
         if evil != "\0" {
             let k = w.run(&["keyring", "get", &format!("feed.example{evil}x"), "u"], "");
             assert_eq!(k.code, Some(1));
+            // The plain creds output prints the user name on a line of its own.
+            let k = w.run(
+                &[
+                    "keyring",
+                    "--mode",
+                    "creds",
+                    "get",
+                    "feed.example",
+                    &format!("u{evil}x"),
+                ],
+                "",
+            );
+            assert_eq!((k.code, k.stdout.as_str()), (Some(2), ""), "{evil:?}: {k:#?}");
             let n = w.run(&["nuget-v1", "-uri", &format!("https://feed.example/{evil}")], "");
             assert_eq!(n.code, Some(2));
         }

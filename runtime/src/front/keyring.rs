@@ -66,6 +66,10 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
     if p.next().is_some() {
         return Err("too many arguments".into());
     }
+    // The plain creds output prints the user name as a line of its own.
+    if let Some(user) = &username {
+        super::check_value("username", user)?;
+    }
     if command == "get" && !creds_mode && username.is_none() {
         return Err("get needs a username unless --mode creds is given".into());
     }
