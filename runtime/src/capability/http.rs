@@ -331,6 +331,43 @@ mod tests {
     }
 
     #[test]
+    fn authority_confusion_in_fetch_urls_is_denied_and_equal_spellings_are_one_origin() {
+        let c = cap(&["https://allowed.example", "http://127.0.0.1:8080"]);
+        // Spellings `url` normalises to the granted origin are that origin.
+        for same in [
+            "https://ALLOWED.example/x",
+            "https://allowed.example:443/x",
+            "http://2130706433:8080/x",
+            "http://0177.0.0.1:8080/x",
+            "http://0x7f.1:8080/x",
+            // WHATWG: `\\` is `/` here, so this is a path on allowed.example. The check and
+            // the request use the same parsed `Url`, so no parser differential is possible.
+            "https://allowed.example\\@evil.example/x",
+        ] {
+            assert!(c.check(get(same)).is_ok(), "{same}");
+        }
+        for other in [
+            "https://allowed.example./x",
+            "https://xn--allwed-5ya.example/x",
+            "https://аllowed.example/x",
+            "https://allowed.example%2eevil.example/x",
+            "https://[::ffff:127.0.0.1]:8080/x",
+            "http://[::1]:8080/x",
+            "http://127.0.0.2:8080/x",
+            "https://127.0.0.1:8080/x",
+            "ftp://allowed.example/x",
+        ] {
+            assert!(
+                matches!(
+                    c.check(get(other)),
+                    Err(FetchError::Denied(_) | FetchError::InvalidRequest(_))
+                ),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
     fn no_origins_means_no_http() {
         assert!(
             matches!(cap(&[]).check(get("https://allowed.example/")), Err(FetchError::Denied(m)) if m.contains("none"))
