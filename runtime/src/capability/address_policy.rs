@@ -4,7 +4,12 @@
 //! cloud metadata service (DNS rebinding) is refused. Granting the address literal itself
 //! (`http://127.0.0.1:8080`) is how a user allows such a target on purpose: literals are
 //! never resolved, so they never reach this policy.
+//!
+//! Behind a proxy from the environment, the proxy resolves the name itself; credence
+//! resolves it too, before sending, and refuses a name whose every address is forbidden.
+//! Only the proxy can make that check authoritative: it is the network boundary then.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -94,44 +99,97 @@ pub struct ForbiddenAddress {
     pub refused: String,
 }
 
+/// Resolves `name` with the system resolver and keeps the addresses a fetch may dial.
+pub async fn resolve_vetted(name: &str) -> Result<Vec<SocketAddr>, ForbiddenAddress> {
+    let resolved: Vec<SocketAddr> = match tokio::net::lookup_host((name, 0)).await {
+        Ok(addrs) => addrs.collect(),
+        Err(e) => {
+            return Err(ForbiddenAddress {
+                name: name.to_owned(),
+                refused: format!("no addresses at all ({e})"),
+            });
+        }
+    };
+    let (allowed, refused) = vet(resolved);
+    if allowed.is_empty() {
+        let refused = if refused.is_empty() {
+            "no addresses at all".to_owned()
+        } else {
+            refused
+                .iter()
+                .map(|(a, why)| format!("{} ({why})", a.ip()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(ForbiddenAddress {
+            name: name.to_owned(),
+            refused,
+        });
+    }
+    if !refused.is_empty() {
+        tracing::warn!(
+            name = %name,
+            dropped = refused.len(),
+            "a provider's origin resolved to some forbidden addresses; they were dropped"
+        );
+    }
+    Ok(allowed)
+}
+
 /// reqwest's resolver for provider fetches: the system resolver, once per connection,
 /// with forbidden addresses removed. hyper dials exactly the addresses returned here,
 /// so there is no second lookup for a rebinding server to answer differently; TLS keeps
 /// the name for SNI and certificate checks, and `Host` is the name from the URL.
-pub struct VettingResolver;
+///
+/// The user's own proxy hosts (from `HTTPS_PROXY` and friends) are resolved as they are:
+/// a corporate proxy on a private address is the user's choice, not the provider's.
+pub struct VettingResolver {
+    proxy_hosts: BTreeSet<String>,
+}
 
 impl reqwest::dns::Resolve for VettingResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let name = name.as_str().to_owned();
+        let name = name.as_str().to_ascii_lowercase();
+        let is_proxy = self.proxy_hosts.contains(&name);
         Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            let (allowed, refused) = vet(resolved);
-            if allowed.is_empty() {
-                let refused = if refused.is_empty() {
-                    "no addresses at all".to_owned()
-                } else {
-                    refused
-                        .iter()
-                        .map(|(a, why)| format!("{} ({why})", a.ip()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                return Err(Box::new(ForbiddenAddress { name, refused }) as Box<dyn std::error::Error + Send + Sync>);
+            if is_proxy {
+                let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+                return Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs);
             }
-            if !refused.is_empty() {
-                tracing::warn!(
-                    name = %name,
-                    dropped = refused.len(),
-                    "a provider's origin resolved to some forbidden addresses; they were dropped"
-                );
+            match resolve_vetted(&name).await {
+                Ok(allowed) => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
+                Err(e) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
             }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }
 
-pub fn resolver() -> Arc<VettingResolver> {
-    Arc::new(VettingResolver)
+pub fn resolver(proxy_hosts: BTreeSet<String>) -> Arc<VettingResolver> {
+    Arc::new(VettingResolver { proxy_hosts })
+}
+
+/// The hosts of the proxies reqwest takes from the environment, lower-cased.
+pub fn proxy_hosts_from_env() -> BTreeSet<String> {
+    [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .filter_map(|var| std::env::var(var).ok())
+    .filter(|v| !v.is_empty())
+    .filter_map(|v| {
+        // reqwest accepts a proxy without a scheme, as http.
+        let with_scheme = if v.contains("://") { v } else { format!("http://{v}") };
+        url::Url::parse(&with_scheme)
+            .ok()?
+            .host_str()
+            .map(|h| h.to_ascii_lowercase())
+    })
+    .collect()
 }
 
 #[cfg(test)]

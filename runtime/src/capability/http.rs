@@ -2,7 +2,7 @@
 //! grants, exact scheme + host + port, redirects handed back (never followed), and every
 //! size and time bounded.
 
-use super::address_policy::ForbiddenAddress;
+use super::address_policy::{self, ForbiddenAddress};
 use credence_signing::Origin;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::BTreeSet;
@@ -89,6 +89,8 @@ pub struct HttpCapability {
     /// Declared ∩ granted; empty means no HTTP at all.
     origins: BTreeSet<Origin>,
     limits: HttpLimits,
+    /// The user's proxies (from the environment), whose names are resolved unvetted.
+    proxy_hosts: std::collections::BTreeSet<String>,
     client: OnceLock<Result<reqwest::Client, String>>,
 }
 
@@ -106,6 +108,7 @@ impl HttpCapability {
         HttpCapability {
             origins,
             limits,
+            proxy_hosts: address_policy::proxy_hosts_from_env(),
             client: OnceLock::new(),
         }
     }
@@ -199,9 +202,8 @@ impl HttpCapability {
                 reqwest::Client::builder()
                     // Redirects go back to the provider, whose next fetch is checked again.
                     .redirect(reqwest::redirect::Policy::none())
-                    // A proxy would resolve names itself, out of reach of the address policy.
-                    .no_proxy()
-                    .dns_resolver(super::address_policy::resolver())
+                    // reqwest honours HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY itself.
+                    .dns_resolver(address_policy::resolver(self.proxy_hosts.clone()))
                     .connect_timeout(self.limits.connect_timeout)
                     .read_timeout(self.limits.total_timeout)
                     .use_rustls_tls()
@@ -226,6 +228,14 @@ impl HttpCapability {
     }
 
     async fn send(&self, checked: Checked) -> Result<HttpResponse, FetchError> {
+        // Through a proxy our resolver never sees the provider's host, so vet it first.
+        if !self.proxy_hosts.is_empty() {
+            if let Some(url::Host::Domain(name)) = checked.url.host() {
+                address_policy::resolve_vetted(name)
+                    .await
+                    .map_err(|e| FetchError::Denied(e.to_string()))?;
+            }
+        }
         let client = self.client()?;
         let mut response = client
             .request(checked.method, checked.url)
