@@ -105,6 +105,12 @@ mod tests {
             "credence:provider/http-extra@0.1.0",
             "evil:provider/http@0.1.0",
             "credence:provider/http@1.1.0",
+            "wasi:sockets/tcp-create-socket@0.2.6",
+            "wasi:filesystem/preopens@0.2.6",
+            "wasi:io/streams@0.3.0",
+            // A bare root function: no package, no interface.
+            "read-host-file",
+            "",
         ] {
             assert!(!is_allowed_import(bad), "{bad}");
         }
