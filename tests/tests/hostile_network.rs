@@ -11,6 +11,16 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+/// The audit record of the (first) request for the hostile provider's URL.
+fn hostile_audit(home: &credence_tests::Home) -> serde_json::Value {
+    let trail = std::fs::read_to_string(home.state().join("credence/audit.jsonl")).unwrap();
+    trail
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["url"].as_str().is_some_and(|u| u.contains("evil.example")))
+        .expect("an audit record for the hostile request")
+}
+
 fn fetch_settings(target: &str) -> String {
     format!(r#"attack = "fetch", target = "{target}""#)
 }
@@ -31,6 +41,8 @@ fn a_granted_name_that_resolves_to_loopback_is_refused_and_never_dialled() {
         3,
     );
     assert_eq!(server.hits(), 0, "no connection was ever made to the loopback server");
+    let uses = hostile_audit(&home)["providers"][0]["uses"].to_string();
+    assert!(uses.contains("denied: localhost resolves only to"), "{uses}");
 }
 
 #[test]
@@ -180,6 +192,22 @@ fn a_redirect_loop_is_stopped_by_the_request_limit() {
         3,
     );
     assert_eq!(server.hits(), 64, "the 65th request never left the host");
+    // The audit trail shows the limit and every request, the refused 65th included.
+    let attempt = &hostile_audit(&home)["providers"][0];
+    assert_eq!(
+        attempt["limit"], "exceeded its limit of 64 HTTP requests in one call",
+        "{attempt}"
+    );
+    let uses = attempt["uses"].as_array().unwrap();
+    assert_eq!(uses.len(), 65, "{attempt}");
+    assert!(uses[0].as_str().unwrap().ends_with(": HTTP 302"), "{attempt}");
+    assert!(
+        uses[64]
+            .as_str()
+            .unwrap()
+            .contains("denied: the limit of 64 HTTP requests"),
+        "{attempt}"
+    );
 }
 
 #[test]

@@ -90,10 +90,20 @@ impl http::Host for ProviderStore {
             self.limiter.hit = Some(LimitHit::Fetches {
                 limit: self.limits.fetches,
             });
-            return Err(http::FetchError::Denied(format!(
+            let message = format!(
                 "the limit of {} HTTP requests in one call is reached",
                 self.limits.fetches
-            )));
+            );
+            // The first refused attempt is a use too, so the audit trail shows what was
+            // tried; later ones are not kept, or a guest looping on fetch would grow it.
+            if fetches == self.limits.fetches {
+                self.uses.push(CapabilityUse::Fetch {
+                    method,
+                    origin: target,
+                    outcome: format!("denied: {message}"),
+                });
+            }
+            return Err(http::FetchError::Denied(message));
         }
         let request = HttpRequest {
             method: req.method,
