@@ -596,16 +596,17 @@ impl Drop for RawServer {
     }
 }
 
-/// Reads one request head, so the client is waiting for the answer.
-pub fn read_request_head(stream: &mut std::net::TcpStream) {
+/// Reads one request head (up to 64 KiB), so the client is waiting for the answer; returns it.
+pub fn read_request_head(stream: &mut std::net::TcpStream) -> Vec<u8> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") && head.len() < 1 << 16 {
         match stream.read(&mut byte) {
             Ok(1) => head.push(byte[0]),
-            _ => return,
+            _ => break,
         }
     }
+    head
 }
 
 /// Writes `bytes`, counting them, until the client hangs up; false once it has.

@@ -285,19 +285,13 @@ fn a_prompt_nobody_answers_is_cut_off_by_the_wall_clock() {
     assert_eq!(next.stdout, "still-works\n", "{next:#?}");
 }
 
-/// A proxy on 127.0.0.1 that records each request head it gets and refuses it.
-fn recording_proxy() -> (RawServer, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+/// Runs the hostile provider fetching `{origin}/token` (granted) with `HTTPS_PROXY` set to a
+/// proxy on 127.0.0.1 that records each request head it gets and refuses it.
+fn fetch_through_a_recording_proxy(origin: &str) -> (credence_tests::Run, RawServer, Vec<String>) {
     let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = heads.clone();
     let proxy = RawServer::start(move |mut stream, sent| {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && head.len() < 1 << 16 {
-            match stream.read(&mut byte) {
-                Ok(1) => head.push(byte[0]),
-                _ => break,
-            }
-        }
+        let head = read_request_head(&mut stream);
         seen.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
         let _ = write_counted(
             &mut stream,
@@ -305,27 +299,23 @@ fn recording_proxy() -> (RawServer, std::sync::Arc<std::sync::Mutex<Vec<String>>
             sent,
         );
     });
-    (proxy, heads)
+    let home = hostile_home(&[origin.to_owned()], &fetch_settings(&format!("{origin}/token")), "");
+    let run = home.run_with(&["get", "https://evil.example/"], &[("HTTPS_PROXY", &proxy.origin())]);
+    let heads = heads.lock().unwrap().clone();
+    (run, proxy, heads)
 }
 
 #[test]
 fn provider_fetches_go_through_the_users_proxy() {
-    let (proxy, heads) = recording_proxy();
-    let origin = "https://127.0.0.1:9";
-    let home = hostile_home(&[origin.to_owned()], &fetch_settings(&format!("{origin}/token")), "");
-    let run = home.run_with(&["get", "https://evil.example/"], &[("HTTPS_PROXY", &proxy.origin())]);
+    let (run, _proxy, heads) = fetch_through_a_recording_proxy("https://127.0.0.1:9");
     assert_eq!(run.code, Some(3), "the proxy refused the tunnel: {run:#?}");
-    let heads = heads.lock().unwrap();
     assert_eq!(heads.len(), 1, "{heads:?}");
     assert!(heads[0].starts_with("CONNECT 127.0.0.1:9 HTTP/1.1\r\n"), "{heads:?}");
 }
 
 #[test]
 fn behind_a_proxy_a_name_that_resolves_to_loopback_is_still_refused() {
-    let (proxy, heads) = recording_proxy();
-    let origin = "https://localhost:9";
-    let home = hostile_home(&[origin.to_owned()], &fetch_settings(&format!("{origin}/token")), "");
-    let run = home.run_with(&["get", "https://evil.example/"], &[("HTTPS_PROXY", &proxy.origin())]);
+    let (run, proxy, heads) = fetch_through_a_recording_proxy("https://localhost:9");
     assert_eq!(run.code, Some(3), "{run:#?}");
     assert!(
         run.stderr
@@ -333,10 +323,5 @@ fn behind_a_proxy_a_name_that_resolves_to_loopback_is_still_refused() {
         "{}",
         run.stderr
     );
-    assert_eq!(
-        proxy.hits(),
-        0,
-        "nothing was sent to the proxy: {:?}",
-        heads.lock().unwrap()
-    );
+    assert_eq!(proxy.hits(), 0, "nothing was sent to the proxy: {heads:?}");
 }
