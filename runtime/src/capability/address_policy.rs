@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Why an address is not reachable through a name, or `None` when it is a public address.
 pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
@@ -143,14 +143,12 @@ pub async fn resolve_vetted(name: &str) -> Result<Vec<SocketAddr>, ForbiddenAddr
 ///
 /// The user's own proxy hosts (from `HTTPS_PROXY` and friends) are resolved as they are:
 /// a corporate proxy on a private address is the user's choice, not the provider's.
-pub struct VettingResolver {
-    proxy_hosts: BTreeSet<String>,
-}
+pub struct VettingResolver;
 
 impl reqwest::dns::Resolve for VettingResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let name = name.as_str().to_ascii_lowercase();
-        let is_proxy = self.proxy_hosts.contains(&name);
+        let is_proxy = proxy_hosts().contains(&name);
         Box::pin(async move {
             if is_proxy {
                 let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
@@ -164,32 +162,36 @@ impl reqwest::dns::Resolve for VettingResolver {
     }
 }
 
-pub fn resolver(proxy_hosts: BTreeSet<String>) -> Arc<VettingResolver> {
-    Arc::new(VettingResolver { proxy_hosts })
+pub fn resolver() -> Arc<VettingResolver> {
+    Arc::new(VettingResolver)
 }
 
-/// The hosts of the proxies reqwest takes from the environment, lower-cased.
-pub fn proxy_hosts_from_env() -> BTreeSet<String> {
-    [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ]
-    .iter()
-    .filter_map(|var| std::env::var(var).ok())
-    .filter(|v| !v.is_empty())
-    .filter_map(|v| {
-        // reqwest accepts a proxy without a scheme, as http.
-        let with_scheme = if v.contains("://") { v } else { format!("http://{v}") };
-        url::Url::parse(&with_scheme)
-            .ok()?
-            .host_str()
-            .map(|h| h.to_ascii_lowercase())
+/// The hosts of the proxies reqwest takes from the environment, lower-cased; read once per
+/// process, on the first fetch (the environment does not change under a running host).
+pub fn proxy_hosts() -> &'static BTreeSet<String> {
+    static HOSTS: OnceLock<BTreeSet<String>> = OnceLock::new();
+    HOSTS.get_or_init(|| {
+        [
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ]
+        .iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .filter(|v| !v.is_empty())
+        .filter_map(|v| {
+            // reqwest accepts a proxy without a scheme, as http.
+            let with_scheme = if v.contains("://") { v } else { format!("http://{v}") };
+            url::Url::parse(&with_scheme)
+                .ok()?
+                .host_str()
+                .map(|h| h.to_ascii_lowercase())
+        })
+        .collect()
     })
-    .collect()
 }
 
 #[cfg(test)]

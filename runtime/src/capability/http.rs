@@ -89,8 +89,6 @@ pub struct HttpCapability {
     /// Declared ∩ granted; empty means no HTTP at all.
     origins: BTreeSet<Origin>,
     limits: HttpLimits,
-    /// The user's proxies (from the environment), whose names are resolved unvetted.
-    proxy_hosts: std::collections::BTreeSet<String>,
     client: OnceLock<Result<reqwest::Client, String>>,
 }
 
@@ -108,7 +106,6 @@ impl HttpCapability {
         HttpCapability {
             origins,
             limits,
-            proxy_hosts: address_policy::proxy_hosts_from_env(),
             client: OnceLock::new(),
         }
     }
@@ -203,7 +200,7 @@ impl HttpCapability {
                     // Redirects go back to the provider, whose next fetch is checked again.
                     .redirect(reqwest::redirect::Policy::none())
                     // reqwest honours HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY itself.
-                    .dns_resolver(address_policy::resolver(self.proxy_hosts.clone()))
+                    .dns_resolver(address_policy::resolver())
                     .connect_timeout(self.limits.connect_timeout)
                     .read_timeout(self.limits.total_timeout)
                     .use_rustls_tls()
@@ -229,7 +226,7 @@ impl HttpCapability {
 
     async fn send(&self, checked: Checked) -> Result<HttpResponse, FetchError> {
         // Through a proxy our resolver never sees the provider's host, so vet it first.
-        if !self.proxy_hosts.is_empty() {
+        if !address_policy::proxy_hosts().is_empty() {
             if let Some(url::Host::Domain(name)) = checked.url.host() {
                 address_policy::resolve_vetted(name)
                     .await
