@@ -12,7 +12,7 @@
 //!
 //! Usage: `credence-bench [ROUNDS]` (default 200; cold runs every 10th round).
 
-use credence_tests::{Home, Reply, TestServer, credence_exe, manifest};
+use credence_tests::{Home, Reply, TestServer, credence_exe};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -46,12 +46,8 @@ fn main() {
 
     let server = TestServer::start(|_| Reply::json(200, r#"{"access_token":"tok-bench","expires_in":86400}"#));
     let home = Home::new();
-    home.install("static-token", "static-token", &manifest("static-token", &[], &[]));
-    home.install(
-        "token-exchange",
-        "token-exchange",
-        &manifest("token-exchange", &[server.origin()], &[]),
-    );
+    // Signed providers, so every provider run pays for verification as a user's would.
+    home.install_signed(&[("static-token", &[], &[]), ("token-exchange", &[server.origin()], &[])]);
     home.write_config(&format!(
         r#"
 [[provider]]
@@ -68,11 +64,6 @@ settings = {{ token-url = "{o}/token", client-id = "c", client-secret = "s" }}
 "#,
         o = server.origin()
     ));
-    // Signed providers, so every provider run pays for verification as a user's would.
-    let key = home.keygen("bench");
-    home.trust(&key, "bench", "publisher", "static-token,token-exchange");
-    home.sign("static-token", &key, &[]);
-    home.sign("token-exchange", &key, &[]);
     let cmd = |url: &str| {
         let mut c = home.command();
         c.args(["get", url]);
