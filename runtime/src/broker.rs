@@ -50,7 +50,7 @@ pub struct Answer {
 impl Broker {
     pub fn new(paths: Paths, config: Config, trust: TrustMode) -> Self {
         Broker {
-            state: StateStore::new(paths.state.clone()),
+            state: StateStore::new(paths.state.clone(), config.store),
             cache: CompileCache::new(paths.compiled_dir()),
             audit: AuditLog::new(paths.trust_state.clone()),
             paths,

@@ -182,7 +182,10 @@ fn run(command: Command, trust: TrustMode) -> Result<ExitCode, String> {
                 .state()
                 .forget(provider.as_deref())
                 .map_err(|e| format!("cannot remove stored state: {e}"))?;
-            eprintln!("credence: removed stored state and credentials of {n} provider(s)");
+            eprintln!(
+                "credence: removed stored state and credentials of {n} provider(s) from {}",
+                broker.state().describe()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -306,6 +309,10 @@ fn providers(broker: &Broker, json: bool) -> Result<ExitCode, String> {
                 out.push_str(&format!("  status:  refused: {}\n", r["error"].as_str().unwrap_or("")));
             }
         }
+        out.push_str(&format!(
+            "stored credentials and state: {}\n",
+            broker.state().describe()
+        ));
     }
     print!("{out}");
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,8 @@
 //! it is granted, its settings and limits. Nothing is served unless this file says so.
 //!
 //! ```toml
+//! store = "auto"                               # where secrets are kept: auto, os or file
+//!
 //! [[provider]]
 //! name = "corp-registry"                       # this instance's name (state is kept per name)
 //! component = "token-exchange.wasm"            # in providers/; default "<name>.wasm"
@@ -13,6 +15,7 @@
 //! memory-mib = 64
 //! ```
 
+use crate::os_store::StoreMode;
 use crate::request::parse_request_url;
 use credence_signing::manifest::valid_name;
 use credence_signing::{Limits, Origin};
@@ -23,6 +26,7 @@ use url::Url;
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
+    pub store: StoreMode,
     pub providers: Vec<ProviderConfig>,
 }
 
@@ -89,6 +93,8 @@ pub enum ConfigError {
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
+    store: StoreMode,
     #[serde(default)]
     provider: Vec<RawProvider>,
 }
@@ -164,7 +170,10 @@ impl Config {
                 limits: p.limits,
             });
         }
-        Ok(Config { providers })
+        Ok(Config {
+            store: raw.store,
+            providers,
+        })
     }
 
     /// The providers that serve `url`, in config order.

@@ -1,17 +1,22 @@
 //! What credence keeps between one-shot runs, per provider instance: the provider's opaque
 //! state (e.g. a refresh token) and credentials whose cache policy allows keeping them.
 //!
-//! Stored as 0600 files in 0700 directories under the XDG state dir:
+//! Secrets go to the OS credential store when there is one (`store = "auto"`, see
+//! [`crate::os_store`]), else to 0600 files in 0700 directories under the XDG state dir:
 //! `state/<provider>/state.bin` and `state/<provider>/credentials/<key>.json`, where the
 //! key is a sha-256 of the URL, the operation and the provider's configuration, so a
-//! changed config never answers from an old entry. A provider's state is only ever given
-//! back to the same provider instance, and never logged.
+//! changed config never answers from an old entry. An entry kept in the OS store leaves
+//! an empty marker (`state.in-os-store`, `credentials/<key>.in-os-store`) in its place,
+//! so `credence forget` knows what to delete there. A provider's state is only ever
+//! given back to the same provider instance, and never logged.
 
-use crate::private_dir::{is_private_file, write_private_file};
+use crate::os_store::{OsStore, StoreMode};
+use crate::private_dir::{ensure_private_dir, is_private_file, write_private_file};
 use crate::request::{CachePolicy, Credential};
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A stored credential is not used in its last minute: the tool still has to use it.
@@ -19,7 +24,12 @@ const EXPIRY_MARGIN_SECS: u64 = 60;
 
 pub struct StateStore {
     dir: PathBuf,
+    mode: StoreMode,
+    /// Opened on first use: a request answered without a stored secret never asks for it.
+    os: OnceLock<Option<OsStore>>,
 }
+
+const MARKER: &str = ".in-os-store";
 
 #[derive(Serialize, Deserialize)]
 struct StoredCredential {
@@ -35,13 +45,89 @@ pub fn now_unix() -> u64 {
 }
 
 impl StateStore {
-    pub fn new(dir: PathBuf) -> Self {
-        StateStore { dir }
+    pub fn new(dir: PathBuf, mode: StoreMode) -> Self {
+        StateStore {
+            dir,
+            mode,
+            os: OnceLock::new(),
+        }
     }
 
     fn provider_dir(&self, provider: &str) -> PathBuf {
         // Provider names are checked to be [a-z0-9-] when the config is read.
         self.dir.join(provider)
+    }
+
+    fn os(&self) -> Option<&OsStore> {
+        if self.mode == StoreMode::File {
+            return None;
+        }
+        self.any_os()
+    }
+
+    /// The OS store whatever the mode: entries made under another mode are still deleted.
+    fn any_os(&self) -> Option<&OsStore> {
+        self.os.get_or_init(|| OsStore::open(&self.dir)).as_ref()
+    }
+
+    /// Where secrets go, for `credence providers` and the README's promise.
+    pub fn describe(&self) -> String {
+        match (self.mode, self.os()) {
+            (StoreMode::File, _) => format!("0600 files under {} (store = \"file\")", self.dir.display()),
+            (_, Some(_)) => OsStore::describe().to_owned(),
+            (StoreMode::Auto, None) => format!("0600 files under {} (no OS credential store here)", self.dir.display()),
+            (StoreMode::Os, None) => "nowhere: store = \"os\" and this machine has no OS credential store".to_owned(),
+        }
+    }
+
+    /// Reads one secret: from the OS store, then (unless `store = "os"`) from its file.
+    fn read_secret(&self, os_name: &str, dir: &Path, file: &str) -> Option<Vec<u8>> {
+        if let Some(os) = self.os() {
+            match os.get(os_name) {
+                Ok(Some(bytes)) => return Some(bytes),
+                Ok(None) => {}
+                Err(e) => tracing::debug!("{e}"),
+            }
+        }
+        if self.mode == StoreMode::Os {
+            return None;
+        }
+        self.read_private(&dir.join(file))
+    }
+
+    /// Keeps one secret in the OS store (leaving a marker) or, when there is none or it
+    /// refuses and the mode allows, in a 0600 file. Returns whether it was kept.
+    fn write_secret(&self, os_name: &str, dir: &Path, file: &str, marker: &str, bytes: &[u8]) -> io::Result<bool> {
+        if let Some(os) = self.os() {
+            match os.set(os_name, bytes) {
+                Ok(()) => {
+                    write_marker(dir, marker)?;
+                    let _ = std::fs::remove_file(dir.join(file));
+                    return Ok(true);
+                }
+                Err(e) if self.mode == StoreMode::Os => {
+                    tracing::warn!("not kept (store = \"os\"): {e}");
+                    return Ok(false);
+                }
+                Err(e) => tracing::debug!("{e}; keeping it in a file instead"),
+            }
+        } else if self.mode == StoreMode::Os {
+            return Ok(false);
+        }
+        write_private_file(dir, file, bytes)?;
+        Ok(true)
+    }
+
+    fn delete_secret(&self, os_name: &str, dir: &Path, file: &str, marker: &str) {
+        let marked = dir.join(marker).exists();
+        let os = if marked { self.any_os() } else { self.os() };
+        if let Some(os) = os {
+            if let Err(e) = os.delete(os_name) {
+                tracing::warn!("{e}");
+            }
+        }
+        let _ = std::fs::remove_file(dir.join(marker));
+        let _ = std::fs::remove_file(dir.join(file));
     }
 
     fn read_private(&self, path: &PathBuf) -> Option<Vec<u8>> {
@@ -56,32 +142,44 @@ impl StateStore {
     }
 
     pub fn provider_state(&self, provider: &str) -> Option<Vec<u8>> {
-        self.read_private(&self.provider_dir(provider).join("state.bin"))
+        self.read_secret(&state_name(provider), &self.provider_dir(provider), "state.bin")
     }
 
     pub fn set_provider_state(&self, provider: &str, state: &[u8]) -> io::Result<()> {
-        write_private_file(&self.provider_dir(provider), "state.bin", state)
+        let dir = self.provider_dir(provider);
+        if state.is_empty() {
+            // Nothing to keep (and the OS stores refuse empty secrets).
+            self.delete_secret(&state_name(provider), &dir, "state.bin", &format!("state{MARKER}"));
+            return Ok(());
+        }
+        self.write_secret(
+            &state_name(provider),
+            &dir,
+            "state.bin",
+            &format!("state{MARKER}"),
+            state,
+        )
+        .map(|_| ())
     }
 
     /// A stored credential that is still valid.
     pub fn cached_credential(&self, provider: &str, key: &str) -> Option<Credential> {
-        let path = self
-            .provider_dir(provider)
-            .join("credentials")
-            .join(format!("{key}.json"));
-        let bytes = self.read_private(&path)?;
-        let stored: StoredCredential = serde_json::from_slice(&bytes).ok()?;
-        let valid = stored.version == 1
-            && stored.credential.cache == CachePolicy::UntilExpiry
-            && stored
-                .credential
-                .expires_at
-                .is_some_and(|t| t > now_unix() + EXPIRY_MARGIN_SECS);
+        let dir = self.provider_dir(provider).join("credentials");
+        let bytes = self.read_secret(&credential_name(provider, key), &dir, &format!("{key}.json"))?;
+        let stored: Option<StoredCredential> = serde_json::from_slice(&bytes).ok();
+        let valid = stored.as_ref().is_some_and(|stored| {
+            stored.version == 1
+                && stored.credential.cache == CachePolicy::UntilExpiry
+                && stored
+                    .credential
+                    .expires_at
+                    .is_some_and(|t| t > now_unix() + EXPIRY_MARGIN_SECS)
+        });
         if !valid {
-            let _ = std::fs::remove_file(&path);
+            self.evict(provider, key);
             return None;
         }
-        Some(stored.credential)
+        stored.map(|s| s.credential)
     }
 
     /// Keeps a credential across runs if its policy allows: only `until-expiry` with an
@@ -90,16 +188,17 @@ impl StateStore {
         if credential.cache != CachePolicy::UntilExpiry || credential.expires_at.is_none() {
             return Ok(false);
         }
-        let json = serde_json::to_vec(&StoredCredential {
+        let json = zeroize::Zeroizing::new(serde_json::to_vec(&StoredCredential {
             version: 1,
             credential: credential.clone(),
-        })?;
-        write_private_file(
+        })?);
+        self.write_secret(
+            &credential_name(provider, key),
             &self.provider_dir(provider).join("credentials"),
             &format!("{key}.json"),
+            &format!("{key}{MARKER}"),
             &json,
-        )?;
-        Ok(true)
+        )
     }
 
     /// Remembers that the tool's server refused the credential for `key` (git `erase`,
@@ -114,11 +213,30 @@ impl StateStore {
     }
 
     pub fn evict(&self, provider: &str, key: &str) {
-        let _ = std::fs::remove_file(
-            self.provider_dir(provider)
-                .join("credentials")
-                .join(format!("{key}.json")),
+        self.delete_secret(
+            &credential_name(provider, key),
+            &self.provider_dir(provider).join("credentials"),
+            &format!("{key}.json"),
+            &format!("{key}{MARKER}"),
         );
+    }
+
+    /// Deletes the OS-store entries that `dir`'s markers name.
+    fn forget_os_entries(&self, dir: &Path) {
+        let Some(provider) = dir.file_name().and_then(|n| n.to_str()) else {
+            return;
+        };
+        self.delete_secret(&state_name(provider), dir, "state.bin", &format!("state{MARKER}"));
+        let credentials = dir.join("credentials");
+        let Ok(entries) = std::fs::read_dir(&credentials) else {
+            return;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name();
+            if let Some(key) = name.to_str().and_then(|n| n.strip_suffix(MARKER)) {
+                self.evict(provider, key);
+            }
+        }
     }
 
     /// Removes the state and stored credentials of one provider, or of all. Returns how
@@ -134,6 +252,7 @@ impl StateStore {
         };
         let mut removed = 0;
         for dir in dirs {
+            self.forget_os_entries(&dir);
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -142,6 +261,24 @@ impl StateStore {
         }
         Ok(removed)
     }
+}
+
+fn state_name(provider: &str) -> String {
+    format!("{provider}/state")
+}
+
+fn credential_name(provider: &str, key: &str) -> String {
+    format!("{provider}/credential/{key}")
+}
+
+/// An empty file saying "the secret for this is in the OS store".
+fn write_marker(dir: &Path, name: &str) -> io::Result<()> {
+    ensure_private_dir(dir)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(dir.join(name)).map(|_| ())
 }
 
 #[cfg(test)]
@@ -162,7 +299,7 @@ mod tests {
     #[test]
     fn only_unexpired_until_expiry_credentials_are_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path().to_owned());
+        let store = StateStore::new(dir.path().to_owned(), StoreMode::File);
         let later = now_unix() + 3600;
         assert!(
             !store
@@ -188,9 +325,53 @@ mod tests {
     }
 
     #[test]
+    fn store_os_without_an_os_store_keeps_nothing_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().to_owned(), StoreMode::Os);
+        store.os.set(None).ok().expect("not opened yet");
+        let later = now_unix() + 3600;
+        assert!(
+            !store
+                .cache_credential("p", "k", &cred(Some(later), CachePolicy::UntilExpiry))
+                .unwrap()
+        );
+        store.set_provider_state("p", b"refresh").unwrap();
+        assert!(store.cached_credential("p", "k").is_none());
+        assert!(store.provider_state("p").is_none());
+        assert!(!dir.path().join("p").exists(), "nothing written");
+        assert!(store.describe().starts_with("nowhere"));
+    }
+
+    #[test]
+    fn auto_without_an_os_store_falls_back_to_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().to_owned(), StoreMode::Auto);
+        store.os.set(None).ok().expect("not opened yet");
+        store.set_provider_state("p", b"refresh").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("p/state.bin")).unwrap(), b"refresh");
+        assert_eq!(store.provider_state("p").as_deref(), Some(&b"refresh"[..]));
+    }
+
+    #[test]
+    fn a_secret_kept_on_one_thread_is_found_on_another() {
+        // The NuGet plugin answers each request on a thread of its own.
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(StateStore::new(dir.path().to_owned(), StoreMode::Auto));
+        let writer = store.clone();
+        std::thread::spawn(move || writer.set_provider_state("p", b"refresh").unwrap())
+            .join()
+            .unwrap();
+        let reader = store.clone();
+        let seen = std::thread::spawn(move || reader.provider_state("p")).join().unwrap();
+        assert_eq!(seen.as_deref(), Some(&b"refresh"[..]), "kept in {}", store.describe());
+        assert_eq!(store.provider_state("p").as_deref(), Some(&b"refresh"[..]));
+        store.forget(None).unwrap();
+    }
+
+    #[test]
     fn forget_clears_state_and_credentials() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path().to_owned());
+        let store = StateStore::new(dir.path().to_owned(), StoreMode::File);
         store.set_provider_state("a", b"refresh").unwrap();
         store.set_provider_state("b", b"refresh").unwrap();
         assert_eq!(store.forget(Some("a")).unwrap(), 1);

@@ -45,6 +45,27 @@ impl Default for Home {
     }
 }
 
+/// Secrets this home kept in the OS credential store outlive its temporary directory, and
+/// on Linux count against the user's small kernel key quota: `credence forget` removes them.
+impl Drop for Home {
+    fn drop(&mut self) {
+        if has_os_store_marker(&self.state()) {
+            let _ = self.command().arg("forget").stderr(Stdio::null()).status();
+        }
+    }
+}
+
+fn has_os_store_marker(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
+        let path = e.path();
+        if path.is_dir() {
+            has_os_store_marker(&path)
+        } else {
+            path.to_string_lossy().ends_with(".in-os-store")
+        }
+    })
+}
+
 impl Home {
     pub fn new() -> Home {
         let dir = tempfile::tempdir().expect("temp dir");

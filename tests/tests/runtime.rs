@@ -209,6 +209,8 @@ fn provider_state_carries_a_refresh_token_between_runs() {
     // asks the provider, which then uses the refresh token it kept in its state.
     let server = token_server(10);
     let home = exchange_home(&server, "cs");
+    let config = std::fs::read_to_string(home.home().join("config.toml")).unwrap();
+    home.write_config(&format!("store = \"file\"\n{config}"));
     let url = "https://feed.example/";
     assert_eq!(
         home.run(&[UNSIGNED, "get", url, "--json"]).json()["secret"],
@@ -231,6 +233,108 @@ fn provider_state_carries_a_refresh_token_between_runs() {
     }
     home.run(&["logout"]);
     assert!(!state_file.exists());
+}
+
+/// Whether this Linux machine lets us use the kernel keyring (a container's seccomp
+/// profile may forbid it): decides which of the two behaviours the next test expects.
+#[cfg(target_os = "linux")]
+fn kernel_keyring_usable() -> bool {
+    // SAFETY: keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, create=0) reads an id.
+    unsafe { libc::syscall(libc::SYS_keyctl, 0, -3, 0) >= 0 }
+}
+
+/// Every file under `dir`, with its bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn secrets_go_to_the_kernel_keyring_never_to_disk_and_forget_removes_them() {
+    let server = token_server(3600);
+    let home = exchange_home(&server, "cs");
+    let url = "https://feed.example/v3/index.json";
+    let listing = home.run(&[UNSIGNED, "providers"]).stdout;
+    if !kernel_keyring_usable() {
+        assert!(
+            listing.contains("stored credentials and state: 0600 files"),
+            "{listing}"
+        );
+        return;
+    }
+    assert!(
+        listing.contains("stored credentials and state: the Linux kernel keyring"),
+        "{listing}"
+    );
+    assert_eq!(home.run(&[UNSIGNED, "get", url, "--json"]).json()["source"], "provider");
+    let stored = home.run(&[UNSIGNED, "get", url, "--json"]);
+    assert_eq!(stored.json()["source"], "stored", "{stored:#?}");
+    assert_eq!(stored.json()["secret"], "tok-exchanged");
+    assert_eq!(server.hits(), 1);
+
+    // Neither the token nor the refresh token the provider kept is on disk anywhere.
+    let state_dir = home.state().join("credence");
+    let files = files_under(&state_dir);
+    for (path, bytes) in &files {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.contains("tok-exchanged") && !text.contains("rt-1"),
+            "{} holds a secret",
+            path.display()
+        );
+    }
+    let markers: Vec<_> = files
+        .iter()
+        .filter(|(p, _)| p.to_string_lossy().ends_with(".in-os-store"))
+        .collect();
+    assert_eq!(markers.len(), 2, "a state and a credential marker: {files:#?}");
+    // The kernel lists them (descriptions only) in this user's keys.
+    let keys = || std::fs::read_to_string("/proc/keys").unwrap();
+    let service = {
+        use sha2::Digest;
+        let state = home.state().join("credence/state");
+        format!(
+            "credence {}",
+            &hex::encode(sha2::Sha256::digest(state.as_os_str().as_encoded_bytes()))[..16]
+        )
+    };
+    let listed = keys();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("keyring-rs:feed/state@") && l.contains(&service)),
+        "{listed}"
+    );
+
+    let forget = home.run(&["forget"]);
+    assert_eq!(forget.code, Some(0), "{forget:#?}");
+    // The kernel collects invalidated keys a moment later; until then they are flagged `i`.
+    let after = keys();
+    let live: Vec<_> = after
+        .lines()
+        .filter(|l| l.contains(&service))
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|flags| !flags.contains('i')))
+        .collect();
+    assert!(
+        live.is_empty(),
+        "forget leaves nothing of this home in the keyring: {live:#?}"
+    );
+    assert!(files_under(&state_dir.join("state")).is_empty());
+    assert_eq!(home.run(&[UNSIGNED, "get", url, "--json"]).json()["source"], "provider");
+    assert_eq!(server.hits(), 2);
+    assert!(
+        server.seen()[1].body.contains("grant_type=client_credentials"),
+        "the refresh token was forgotten too"
+    );
 }
 
 #[test]
