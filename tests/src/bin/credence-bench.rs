@@ -32,6 +32,48 @@ fn time(cmd: &mut Command) -> Duration {
     elapsed
 }
 
+/// Runs each hot path once under `wrapper` (a profiler command line), with the server still
+/// up, and `CREDENCE_BENCH_CASE` set to its index: `tests/link-order.sh` reads what each one
+/// executed. Stored first, as it matters most.
+fn profile_each_path(home: &Home, wrapper: &str) {
+    let mut words = wrapper.split_whitespace();
+    let program = words.next().expect("CREDENCE_BENCH_PROFILE names a program");
+    let paths: [(&[&str], &str); 5] = [
+        (&["get", "https://feed.example/"], ""),
+        (&["get", "https://registry.example/"], ""),
+        (&["git", "get"], "protocol=https\nhost=registry.example\n\n"),
+        (&["docker", "get"], "registry.example"),
+        // The HTTP client: a retry sends the token exchange to the server again.
+        (&["get", "https://feed.example/", "--retry"], ""),
+    ];
+    for (case, (args, stdin)) in paths.iter().enumerate() {
+        // Once plainly first, so the profiled run finds every cache warm (the cold case
+        // emptied the compiled-component cache) and never compiles.
+        let mut warm = home.command();
+        warm.args(*args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = warm.spawn().expect("spawn credence");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait().unwrap();
+
+        let mut cmd = home.command_for(std::path::Path::new(program));
+        cmd.args(words.clone())
+            .arg(credence_exe())
+            .args(*args)
+            .env("CREDENCE_BENCH_CASE", case.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn the profiler");
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{args:?} under {program}: {status}");
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -113,6 +155,9 @@ settings = {{ token-url = "{o}/token", client-id = "c", client-secret = "s" }}
         credence_exe().display(),
         std::fs::metadata(credence_exe()).map(|m| m.len()).unwrap_or(0)
     );
+    if let Some(wrapper) = std::env::var_os("CREDENCE_BENCH_PROFILE") {
+        profile_each_path(&home, &wrapper.to_string_lossy());
+    }
     if std::env::var_os("CREDENCE_BENCH_KEEP_HOME").is_some() {
         // For profiling one case by hand afterwards (the stored case needs no server).
         println!("home kept: {}", home.dir.path().display());
