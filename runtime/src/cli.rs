@@ -96,7 +96,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    init_logging();
+    crate::logging::init();
     let trust = if cli.allow_unsigned {
         eprintln!(
             "credence: warning: --allow-unsigned runs providers nobody signed; use it only while developing a provider"
@@ -110,28 +110,6 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Err(message) => {
             eprintln!("credence: error: {message}");
             ExitCode::from(2)
-        }
-    }
-}
-
-pub(crate) fn init_logging() {
-    // EnvFilter compiles a regex to parse its directives (about 0.7 ms): on every fetch of
-    // every tool that is most of credence's own start-up, so pay it only when asked for.
-    match std::env::var("CREDENCE_LOG") {
-        Ok(directives) if !directives.is_empty() => {
-            let filter = tracing_subscriber::EnvFilter::new(directives);
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_target(false)
-                .try_init();
-        }
-        _ => {
-            let _ = tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::WARN)
-                .with_writer(std::io::stderr)
-                .with_target(false)
-                .try_init();
         }
     }
 }

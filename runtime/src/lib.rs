@@ -11,6 +11,7 @@ pub mod component_info;
 pub mod config;
 pub mod front;
 pub mod loader;
+pub mod logging;
 pub mod os_store;
 pub mod paths;
 mod private_dir;

@@ -152,6 +152,31 @@ fn the_same_secret_has_the_same_fingerprint_and_a_git_erase_is_audited_as_reject
     assert_eq!(records(&home, &[]).last().unwrap()["outcome"], "rejected");
 }
 
+#[test]
+fn an_audit_trail_that_cannot_be_written_is_a_warning_on_stderr_not_a_failed_fetch() {
+    let (home, _, _) = world();
+    // The state dir is a file: nothing under it can be created.
+    let blocked = home.dir.path().join("blocked");
+    std::fs::write(&blocked, b"").unwrap();
+    let run = home.run_with(
+        &["get", "https://registry.example/"],
+        &[("XDG_STATE_HOME", blocked.to_str().unwrap())],
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(
+        run.stdout,
+        format!("{STATIC_TOKEN}\n"),
+        "stdout is the protocol's alone"
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("credence: warning: cannot write the audit trail")),
+        "{}",
+        run.stderr
+    );
+}
+
 /// Every secret the scenarios use, in every form it could leak in.
 fn secrets() -> Vec<String> {
     let mut v: Vec<String> = [CLIENT_SECRET, ACCESS_TOKEN, REFRESH_TOKEN, STATIC_TOKEN]

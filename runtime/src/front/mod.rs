@@ -60,7 +60,7 @@ pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
 
 /// The broker for a front end: signed providers only, logging set up as for the CLI.
 pub fn open_broker() -> Result<Broker, String> {
-    crate::cli::init_logging();
+    crate::logging::init();
     crate::cli::open(TrustMode::RequireSigned)
 }
 
