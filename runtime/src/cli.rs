@@ -161,7 +161,7 @@ fn run(command: Command, trust: TrustMode) -> Result<ExitCode, String> {
                 .forget(provider.as_deref())
                 .map_err(|e| format!("cannot remove stored state: {e}"))?;
             eprintln!(
-                "credence: removed stored state and credentials of {n} provider(s) from {}",
+                "credence: removed stored state and credentials of {n} provider(s) (secrets are kept in {})",
                 broker.state().describe()
             );
             Ok(ExitCode::SUCCESS)

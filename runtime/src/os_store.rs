@@ -37,6 +37,11 @@ impl OsStore {
     /// The OS store for the state kept in `state_dir`, if this machine has one that
     /// answers (a container whose seccomp profile forbids keyctl has none).
     pub fn open(state_dir: &Path) -> Option<OsStore> {
+        // Elsewhere the keyring crate would fall back to its in-memory mock, which keeps
+        // nothing: files are the honest answer there.
+        if !cfg!(any(target_os = "linux", target_os = "macos", target_os = "windows")) {
+            return None;
+        }
         let digest = Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
         let store = OsStore {
             service: format!("credence {}", &hex::encode(digest)[..16]),
@@ -77,10 +82,35 @@ impl OsStore {
         }
     }
 
-    pub fn set(&self, name: &str, bytes: &[u8]) -> Result<(), OsStoreError> {
+    /// Keeps `bytes` under `name`. With `expires_at` (Unix seconds), the kernel keyring
+    /// deletes the entry itself then, so an expired token does not linger in memory.
+    pub fn set(&self, name: &str, bytes: &[u8], expires_at: Option<u64>) -> Result<(), OsStoreError> {
         self.entry(name)?
             .set_secret(bytes)
-            .map_err(|e| OsStoreError(e.to_string()))
+            .map_err(|e| OsStoreError(e.to_string()))?;
+        #[cfg(target_os = "linux")]
+        if let Some(at) = expires_at {
+            self.expire(name, at);
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = expires_at;
+        Ok(())
+    }
+
+    /// Sets the kernel's timeout on the key the keyring crate just wrote. Best effort: the
+    /// host checks expiry itself on every read anyway.
+    #[cfg(target_os = "linux")]
+    fn expire(&self, name: &str, expires_at: u64) {
+        use linux_keyutils::{KeyRing, KeyRingIdentifier};
+        let seconds = expires_at.saturating_sub(crate::state_store::now_unix()).max(1);
+        // The description the keyring crate gives its keyutils entries.
+        let description = format!("keyring-rs:{name}@{}", self.service);
+        let set = KeyRing::from_special_id(KeyRingIdentifier::Session, false)
+            .and_then(|ring| ring.search(&description))
+            .and_then(|key| key.set_timeout(usize::try_from(seconds).unwrap_or(usize::MAX)));
+        if let Err(e) = set {
+            tracing::debug!("cannot set the kernel keyring timeout of a stored credential: {e}");
+        }
     }
 
     /// Deletes the entry if there is one.
@@ -104,29 +134,14 @@ impl OsStore {
 /// that vanish with the process.
 #[cfg(target_os = "linux")]
 fn join_persistent_keyring() -> Result<(), OsStoreError> {
+    use linux_keyutils::{KeyRing, KeyRingIdentifier};
     use std::cell::Cell;
-    const KEYCTL_GET_PERSISTENT: libc::c_long = 22;
-    const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
     thread_local!(static JOINED: Cell<bool> = const { Cell::new(false) });
     if JOINED.get() {
         return Ok(());
     }
-    // SAFETY: keyctl(KEYCTL_GET_PERSISTENT, own uid, session keyring) takes no pointers; it
-    // links the caller's persistent keyring into its session keyring and returns its id.
-    let id = unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_GET_PERSISTENT,
-            -1 as libc::c_long,
-            KEY_SPEC_SESSION_KEYRING,
-        )
-    };
-    if id < 0 {
-        return Err(OsStoreError(format!(
-            "no persistent kernel keyring: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
+    KeyRing::get_persistent(KeyRingIdentifier::Session)
+        .map_err(|e| OsStoreError(format!("no persistent kernel keyring: {e}")))?;
     JOINED.set(true);
     Ok(())
 }

@@ -97,9 +97,17 @@ impl StateStore {
 
     /// Keeps one secret in the OS store (leaving a marker) or, when there is none or it
     /// refuses and the mode allows, in a 0600 file. Returns whether it was kept.
-    fn write_secret(&self, os_name: &str, dir: &Path, file: &str, marker: &str, bytes: &[u8]) -> io::Result<bool> {
+    fn write_secret(
+        &self,
+        os_name: &str,
+        dir: &Path,
+        file: &str,
+        marker: &str,
+        bytes: &[u8],
+        expires_at: Option<u64>,
+    ) -> io::Result<bool> {
         if let Some(os) = self.os() {
-            match os.set(os_name, bytes) {
+            match os.set(os_name, bytes, expires_at) {
                 Ok(()) => {
                     write_marker(dir, marker)?;
                     let _ = std::fs::remove_file(dir.join(file));
@@ -158,6 +166,7 @@ impl StateStore {
             "state.bin",
             &format!("state{MARKER}"),
             state,
+            None,
         )
         .map(|_| ())
     }
@@ -198,6 +207,7 @@ impl StateStore {
             &format!("{key}.json"),
             &format!("{key}{MARKER}"),
             &json,
+            credential.expires_at,
         )
     }
 

@@ -308,11 +308,19 @@ fn secrets_go_to_the_kernel_keyring_never_to_disk_and_forget_removes_them() {
         )
     };
     let listed = keys();
-    assert!(
+    let timeout_of = |what: &str| {
         listed
             .lines()
-            .any(|l| l.contains("keyring-rs:feed/state@") && l.contains(&service)),
-        "{listed}"
+            .find(|l| l.contains(&format!("keyring-rs:feed/{what}")) && l.contains(&service))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {what} key in {listed}"))
+    };
+    // The state is kept until forgotten; the credential only until it expires (an hour).
+    assert_eq!(timeout_of("state@"), "perm");
+    let credential_timeout = timeout_of("credential/");
+    assert!(
+        ["59m", "60m", "1h"].contains(&credential_timeout.as_str()),
+        "the kernel drops the credential when it expires: timeout {credential_timeout}"
     );
 
     let forget = home.run(&["forget"]);
