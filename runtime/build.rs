@@ -22,12 +22,17 @@ fn main() {
     // (made by `tests/link-order.sh` from the benchmark's calls) lists the functions that
     // the stored, warm and HTTP paths run, so the linker puts them side by side. Only for
     // release builds with rust-lld, the default linker of this target since Rust 1.90
-    // (another linker may not know the flag: CREDENCE_LINK_ORDER=0 turns it off). Names
+    // (skipped when another linker is configured; CREDENCE_LINK_ORDER=0 turns it off). Names
     // that no longer exist after a dependency update are skipped silently: the order then
     // only helps less, and the benchmark shows it.
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
     let wanted = std::env::var_os("CREDENCE_LINK_ORDER").is_none_or(|v| v != "0");
-    if target == "x86_64-unknown-linux-gnu" && release && wanted {
+    // A linker chosen in cargo's config or the rustflags may be one without the flag.
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let default_linker =
+        std::env::var_os("RUSTC_LINKER").is_none() && !flags.contains("linker") && !flags.contains("fuse-ld");
+    if target == "x86_64-unknown-linux-gnu" && release && wanted && default_linker {
         let order = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("link-order.txt");
         if order.is_file() {
             println!(

@@ -19,8 +19,8 @@ CREDENCE_BENCH_PROFILE="valgrind --tool=callgrind --demangle=no --compress-strin
   target/release/credence-bench 1 >/dev/null
 
 # Every function of ours that ran, in order of cases, each once.
-for f in $(ls "$out"/cg.* | sort -t. -k2 -n); do
-  grep -E '^c?fn=' "$f" | cut -d= -f2-
+for f in $(cd "$out" && ls cg.* | sort -t. -k2 -n); do
+  grep -E '^c?fn=' "$out/$f" | cut -d= -f2-
 done | awk 'NR == FNR { ours[$0] = 1; next } ($0 in ours) && !seen[$0]++' "$out/symbols" - >runtime/link-order.txt
 
 echo "runtime/link-order.txt: $(wc -l <runtime/link-order.txt) functions"

@@ -1,7 +1,8 @@
 //! The operating system's credential store, through the `keyring` crate: the login
 //! Keychain on macOS, the Credential Manager on Windows, and on Linux the kernel's key
 //! retention service (the user's persistent keyring: in kernel memory, never on disk,
-//! kept across logins but not across a reboot).
+//! kept across logins for `persistent_keyring_expiry` after its last use, 3 days by
+//! default, but not across a reboot).
 //!
 //! Entries are named per credence state directory, so two homes (or two test runs) never
 //! read each other's secrets. The store cannot list its entries, so callers keep a marker
@@ -42,6 +43,8 @@ impl OsStore {
         if !cfg!(any(target_os = "linux", target_os = "macos", target_os = "windows")) {
             return None;
         }
+        // The canonical path, so a symlink or `//` in XDG_STATE_HOME names the same entries.
+        let state_dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
         let digest = Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
         let store = OsStore {
             service: format!("credence {}", &hex::encode(digest)[..16]),
@@ -102,7 +105,11 @@ impl OsStore {
     #[cfg(target_os = "linux")]
     fn expire(&self, name: &str, expires_at: u64) {
         use linux_keyutils::{KeyRing, KeyRingIdentifier};
-        let seconds = expires_at.saturating_sub(crate::state_store::now_unix()).max(1);
+        // The kernel takes the timeout as 32-bit seconds; a provider's far-future expiry
+        // must not wrap around to a short (or, at 0, no) timeout.
+        let seconds = expires_at
+            .saturating_sub(crate::state_store::now_unix())
+            .clamp(1, u64::from(u32::MAX));
         // The description the keyring crate gives its keyutils entries.
         let description = format!("keyring-rs:{name}@{}", self.service);
         let set = KeyRing::from_special_id(KeyRingIdentifier::Session, false)

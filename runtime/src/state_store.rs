@@ -65,9 +65,16 @@ impl StateStore {
         self.any_os()
     }
 
-    /// The OS store whatever the mode: entries made under another mode are still deleted.
+    /// The OS store whatever the mode: entries made under another mode are still read
+    /// and deleted. The state dir is made first, so the entries' names (derived from its
+    /// canonical path) are the same in every run.
     fn any_os(&self) -> Option<&OsStore> {
-        self.os.get_or_init(|| OsStore::open(&self.dir)).as_ref()
+        self.os
+            .get_or_init(|| {
+                let _ = ensure_private_dir(&self.dir);
+                OsStore::open(&self.dir)
+            })
+            .as_ref()
     }
 
     /// Where secrets go, for `credence providers` and the README's promise.
@@ -80,23 +87,32 @@ impl StateStore {
         }
     }
 
-    /// Reads one secret: from the OS store, then (unless `store = "os"`) from its file.
-    fn read_secret(&self, os_name: &str, dir: &Path, file: &str) -> Option<Vec<u8>> {
-        if let Some(os) = self.os() {
-            match os.get(os_name) {
-                Ok(Some(bytes)) => return Some(bytes),
-                Ok(None) => {}
-                Err(e) => tracing::debug!("{e}"),
+    /// Reads one secret. The OS store is asked only where this home's marker says the
+    /// secret went there, so an entry outliving a deleted state dir is never served. Else
+    /// the file; with `store = "os"` a file left by an earlier mode is read once and deleted.
+    fn read_secret(&self, os_name: &str, dir: &Path, file: &str, marker: &str) -> Option<Vec<u8>> {
+        if dir.join(marker).exists() {
+            if let Some(os) = self.any_os() {
+                match os.get(os_name) {
+                    Ok(Some(bytes)) => return Some(bytes),
+                    // The kernel dropped an expired credential by itself.
+                    Ok(None) => {
+                        let _ = std::fs::remove_file(dir.join(marker));
+                    }
+                    Err(e) => tracing::debug!("{e}"),
+                }
             }
         }
-        if self.mode == StoreMode::Os {
-            return None;
+        let bytes = self.read_private(&dir.join(file));
+        if self.mode == StoreMode::Os && bytes.is_some() {
+            let _ = std::fs::remove_file(dir.join(file));
         }
-        self.read_private(&dir.join(file))
+        bytes
     }
 
-    /// Keeps one secret in the OS store (leaving a marker) or, when there is none or it
-    /// refuses and the mode allows, in a 0600 file. Returns whether it was kept.
+    /// Keeps one secret in the OS store or, when there is none or it refuses and the mode
+    /// allows, in a 0600 file. Returns whether it was kept. Whatever happens, the value it
+    /// replaces is never served again.
     fn write_secret(
         &self,
         os_name: &str,
@@ -107,35 +123,56 @@ impl StateStore {
         expires_at: Option<u64>,
     ) -> io::Result<bool> {
         if let Some(os) = self.os() {
+            // Marker first, so `forget` finds the entry even if this run dies after `set`.
+            write_marker(dir, marker)?;
             match os.set(os_name, bytes, expires_at) {
                 Ok(()) => {
-                    write_marker(dir, marker)?;
                     let _ = std::fs::remove_file(dir.join(file));
                     return Ok(true);
                 }
-                Err(e) if self.mode == StoreMode::Os => {
-                    tracing::warn!("not kept (store = \"os\"): {e}");
-                    return Ok(false);
+                Err(e) => {
+                    // A refused update (over the kernel's key quota or size, Windows' blob
+                    // limit) leaves the old entry: delete it rather than serve it.
+                    self.delete_secret(os_name, dir, file, marker)?;
+                    if self.mode == StoreMode::Os {
+                        tracing::warn!("not kept (store = \"os\"): {e}");
+                        return Ok(false);
+                    }
+                    tracing::debug!("{e}; keeping it in a file instead");
                 }
-                Err(e) => tracing::debug!("{e}; keeping it in a file instead"),
             }
         } else if self.mode == StoreMode::Os {
+            tracing::warn!("not kept: store = \"os\" and this machine has no OS credential store");
             return Ok(false);
         }
         write_private_file(dir, file, bytes)?;
+        // An entry an earlier mode left in the OS store must not shadow this file.
+        self.delete_os_entry(os_name, dir, marker)?;
         Ok(true)
     }
 
-    fn delete_secret(&self, os_name: &str, dir: &Path, file: &str, marker: &str) {
-        let marked = dir.join(marker).exists();
-        let os = if marked { self.any_os() } else { self.os() };
-        if let Some(os) = os {
-            if let Err(e) = os.delete(os_name) {
-                tracing::warn!("{e}");
-            }
-        }
-        let _ = std::fs::remove_file(dir.join(marker));
+    /// Deletes one secret: its file and, where its marker says so, its OS-store entry.
+    fn delete_secret(&self, os_name: &str, dir: &Path, file: &str, marker: &str) -> io::Result<()> {
         let _ = std::fs::remove_file(dir.join(file));
+        self.delete_os_entry(os_name, dir, marker)
+    }
+
+    /// Deletes the OS-store entry the marker names, then the marker. The marker stays if
+    /// the entry could not be deleted, so a later `forget` can try again, and the caller
+    /// hears of it.
+    fn delete_os_entry(&self, os_name: &str, dir: &Path, marker: &str) -> io::Result<()> {
+        if !dir.join(marker).exists() {
+            return Ok(());
+        }
+        let os = self.any_os().ok_or_else(|| {
+            io::Error::other(format!(
+                "{} says a secret is in the OS credential store, which does not answer here; it was not deleted",
+                dir.join(marker).display()
+            ))
+        })?;
+        os.delete(os_name).map_err(io::Error::other)?;
+        let _ = std::fs::remove_file(dir.join(marker));
+        Ok(())
     }
 
     fn read_private(&self, path: &PathBuf) -> Option<Vec<u8>> {
@@ -150,15 +187,19 @@ impl StateStore {
     }
 
     pub fn provider_state(&self, provider: &str) -> Option<Vec<u8>> {
-        self.read_secret(&state_name(provider), &self.provider_dir(provider), "state.bin")
+        self.read_secret(
+            &state_name(provider),
+            &self.provider_dir(provider),
+            "state.bin",
+            &format!("state{MARKER}"),
+        )
     }
 
     pub fn set_provider_state(&self, provider: &str, state: &[u8]) -> io::Result<()> {
         let dir = self.provider_dir(provider);
         if state.is_empty() {
             // Nothing to keep (and the OS stores refuse empty secrets).
-            self.delete_secret(&state_name(provider), &dir, "state.bin", &format!("state{MARKER}"));
-            return Ok(());
+            return self.delete_secret(&state_name(provider), &dir, "state.bin", &format!("state{MARKER}"));
         }
         self.write_secret(
             &state_name(provider),
@@ -174,7 +215,12 @@ impl StateStore {
     /// A stored credential that is still valid.
     pub fn cached_credential(&self, provider: &str, key: &str) -> Option<Credential> {
         let dir = self.provider_dir(provider).join("credentials");
-        let bytes = self.read_secret(&credential_name(provider, key), &dir, &format!("{key}.json"))?;
+        let bytes = self.read_secret(
+            &credential_name(provider, key),
+            &dir,
+            &format!("{key}.json"),
+            &format!("{key}{MARKER}"),
+        )?;
         let stored: Option<StoredCredential> = serde_json::from_slice(&bytes).ok();
         let valid = stored.as_ref().is_some_and(|stored| {
             stored.version == 1
@@ -222,31 +268,39 @@ impl StateStore {
         std::fs::remove_file(self.provider_dir(provider).join("rejected").join(key)).is_ok()
     }
 
+    /// Drops a stored credential (a retry, an expired or unreadable entry). Failing to
+    /// delete an OS-store entry is logged: its marker stays for `forget`.
     pub fn evict(&self, provider: &str, key: &str) {
+        if let Err(e) = self.delete_credential(provider, key) {
+            tracing::warn!("cannot delete a stored credential of {provider}: {e}");
+        }
+    }
+
+    fn delete_credential(&self, provider: &str, key: &str) -> io::Result<()> {
         self.delete_secret(
             &credential_name(provider, key),
             &self.provider_dir(provider).join("credentials"),
             &format!("{key}.json"),
             &format!("{key}{MARKER}"),
-        );
+        )
     }
 
-    /// Deletes the OS-store entries that `dir`'s markers name.
-    fn forget_os_entries(&self, dir: &Path) {
+    /// Deletes the OS-store entries that `dir`'s markers name; the first failure stops it.
+    fn forget_os_entries(&self, dir: &Path) -> io::Result<()> {
         let Some(provider) = dir.file_name().and_then(|n| n.to_str()) else {
-            return;
+            return Ok(());
         };
-        self.delete_secret(&state_name(provider), dir, "state.bin", &format!("state{MARKER}"));
-        let credentials = dir.join("credentials");
-        let Ok(entries) = std::fs::read_dir(&credentials) else {
-            return;
+        self.delete_secret(&state_name(provider), dir, "state.bin", &format!("state{MARKER}"))?;
+        let Ok(entries) = std::fs::read_dir(dir.join("credentials")) else {
+            return Ok(());
         };
         for entry in entries.filter_map(|e| e.ok()) {
             let name = entry.file_name();
             if let Some(key) = name.to_str().and_then(|n| n.strip_suffix(MARKER)) {
-                self.evict(provider, key);
+                self.delete_credential(provider, key)?;
             }
         }
+        Ok(())
     }
 
     /// Removes the state and stored credentials of one provider, or of all. Returns how
@@ -262,7 +316,9 @@ impl StateStore {
         };
         let mut removed = 0;
         for dir in dirs {
-            self.forget_os_entries(&dir);
+            // A secret the OS store would not delete keeps its directory and marker, and
+            // `forget` fails saying so, rather than claiming it is gone.
+            self.forget_os_entries(&dir)?;
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -375,7 +431,55 @@ mod tests {
         let seen = std::thread::spawn(move || reader.provider_state("p")).join().unwrap();
         assert_eq!(seen.as_deref(), Some(&b"refresh"[..]), "kept in {}", store.describe());
         assert_eq!(store.provider_state("p").as_deref(), Some(&b"refresh"[..]));
+        let in_os_store = !store.describe().starts_with("0600 files");
+        assert_eq!(dir.path().join("p/state.in-os-store").exists(), in_os_store);
+        assert_eq!(dir.path().join("p/state.bin").exists(), !in_os_store);
         store.forget(None).unwrap();
+    }
+
+    #[test]
+    fn an_update_the_os_store_refuses_never_leaves_the_old_value_to_be_served() {
+        // Linux "user" keys hold at most 32,767 bytes: the kernel refuses this update.
+        let big = vec![b'x'; 40_000];
+        let dir = tempfile::tempdir().unwrap();
+        let auto = StateStore::new(dir.path().to_owned(), StoreMode::Auto);
+        auto.set_provider_state("p", b"old refresh token").unwrap();
+        auto.set_provider_state("p", &big).unwrap();
+        assert_eq!(
+            auto.provider_state("p").as_deref(),
+            Some(&big[..]),
+            "auto keeps it in a file"
+        );
+        assert!(!dir.path().join("p/state.in-os-store").exists());
+        auto.forget(None).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let os = StateStore::new(dir.path().to_owned(), StoreMode::Os);
+        os.set_provider_state("p", b"old refresh token").unwrap();
+        os.set_provider_state("p", &big).unwrap();
+        let now = os.provider_state("p");
+        assert_ne!(
+            now.as_deref(),
+            Some(&b"old refresh token"[..]),
+            "the replaced value is gone"
+        );
+        assert!(!dir.path().join("p/state.bin").exists(), "store = os writes no file");
+        os.forget(None).unwrap();
+    }
+
+    #[test]
+    fn forget_fails_rather_than_claim_an_os_entry_it_could_not_delete_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        // A marker from a run that had an OS store; this one has none.
+        write_marker(&dir.path().join("p"), &format!("state{MARKER}")).unwrap();
+        let store = StateStore::new(dir.path().to_owned(), StoreMode::Auto);
+        store.os.set(None).ok().expect("not opened yet");
+        let err = store.forget(None).unwrap_err();
+        assert!(err.to_string().contains("was not deleted"), "{err}");
+        assert!(
+            dir.path().join("p/state.in-os-store").exists(),
+            "kept for a later forget"
+        );
     }
 
     #[test]

@@ -239,8 +239,9 @@ fn provider_state_carries_a_refresh_token_between_runs() {
 /// profile may forbid it): decides which of the two behaviours the next test expects.
 #[cfg(target_os = "linux")]
 fn kernel_keyring_usable() -> bool {
-    // SAFETY: keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, create=0) reads an id.
-    unsafe { libc::syscall(libc::SYS_keyctl, 0, -3, 0) >= 0 }
+    // SAFETY: keyctl(KEYCTL_GET_PERSISTENT, own uid, KEY_SPEC_SESSION_KEYRING) takes no
+    // pointers; it is the call credence's OS store needs to work.
+    unsafe { libc::syscall(libc::SYS_keyctl, 22, -1, -3) >= 0 }
 }
 
 /// Every file under `dir`, with its bytes.
@@ -301,7 +302,7 @@ fn secrets_go_to_the_kernel_keyring_never_to_disk_and_forget_removes_them() {
     let keys = || std::fs::read_to_string("/proc/keys").unwrap();
     let service = {
         use sha2::Digest;
-        let state = home.state().join("credence/state");
+        let state = std::fs::canonicalize(home.state().join("credence/state")).unwrap();
         format!(
             "credence {}",
             &hex::encode(sha2::Sha256::digest(state.as_os_str().as_encoded_bytes()))[..16]
