@@ -71,7 +71,9 @@ impl StateStore {
     fn any_os(&self) -> Option<&OsStore> {
         self.os
             .get_or_init(|| {
-                let _ = ensure_private_dir(&self.dir);
+                if !self.dir.is_dir() {
+                    let _ = ensure_private_dir(&self.dir);
+                }
                 OsStore::open(&self.dir)
             })
             .as_ref()
