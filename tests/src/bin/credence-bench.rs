@@ -46,31 +46,24 @@ fn profile_each_path(home: &Home, wrapper: &str) {
         // The HTTP client: a retry sends the token exchange to the server again.
         (&["get", "https://feed.example/", "--retry"], ""),
     ];
+    let credence = credence_exe();
     for (case, (args, stdin)) in paths.iter().enumerate() {
         // Once plainly first, so the profiled run finds every cache warm (the cold case
         // emptied the compiled-component cache) and never compiles.
-        let mut warm = home.command();
-        warm.args(*args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = warm.spawn().expect("spawn credence");
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait().unwrap();
-
-        let mut cmd = home.command_for(std::path::Path::new(program));
-        cmd.args(words.clone())
-            .arg(credence_exe())
-            .args(*args)
-            .env("CREDENCE_BENCH_CASE", case.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("spawn the profiler");
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let status = child.wait().unwrap();
-        assert!(status.success(), "{args:?} under {program}: {status}");
+        home.run_stdin(args, stdin.as_bytes(), &[]);
+        let wrapped: Vec<&str> = words
+            .clone()
+            .chain([credence.to_str().expect("a UTF-8 path")])
+            .chain(args.iter().copied())
+            .collect();
+        let case = case.to_string();
+        let run = home.run_program(
+            std::path::Path::new(program),
+            &wrapped,
+            stdin.as_bytes(),
+            &[("CREDENCE_BENCH_CASE", &case)],
+        );
+        assert_eq!(run.code, Some(0), "{args:?} under {program}: {run:#?}");
     }
 }
 
