@@ -58,6 +58,24 @@ impl StateStore {
         self.dir.join(provider)
     }
 
+    fn state_slot(&self, provider: &str) -> Slot {
+        Slot {
+            os_name: format!("{provider}/state"),
+            dir: self.provider_dir(provider),
+            file: "state.bin".into(),
+            marker: format!("state{MARKER}"),
+        }
+    }
+
+    fn credential_slot(&self, provider: &str, key: &str) -> Slot {
+        Slot {
+            os_name: format!("{provider}/credential/{key}"),
+            dir: self.provider_dir(provider).join("credentials"),
+            file: format!("{key}.json"),
+            marker: format!("{key}{MARKER}"),
+        }
+    }
+
     fn os(&self) -> Option<&OsStore> {
         if self.mode == StoreMode::File {
             return None;
@@ -92,22 +110,22 @@ impl StateStore {
     /// Reads one secret. The OS store is asked only where this home's marker says the
     /// secret went there, so an entry outliving a deleted state dir is never served. Else
     /// the file; with `store = "os"` a file left by an earlier mode is read once and deleted.
-    fn read_secret(&self, os_name: &str, dir: &Path, file: &str, marker: &str) -> Option<Vec<u8>> {
-        if dir.join(marker).exists() {
+    fn read_secret(&self, slot: &Slot) -> Option<Vec<u8>> {
+        if slot.marker().exists() {
             if let Some(os) = self.any_os() {
-                match os.get(os_name) {
+                match os.get(&slot.os_name) {
                     Ok(Some(bytes)) => return Some(bytes),
                     // The kernel dropped an expired credential by itself.
                     Ok(None) => {
-                        let _ = std::fs::remove_file(dir.join(marker));
+                        let _ = std::fs::remove_file(slot.marker());
                     }
                     Err(e) => tracing::debug!("{e}"),
                 }
             }
         }
-        let bytes = self.read_private(&dir.join(file));
+        let bytes = self.read_private(&slot.file());
         if self.mode == StoreMode::Os && bytes.is_some() {
-            let _ = std::fs::remove_file(dir.join(file));
+            let _ = std::fs::remove_file(slot.file());
         }
         bytes
     }
@@ -115,27 +133,19 @@ impl StateStore {
     /// Keeps one secret in the OS store or, when there is none or it refuses and the mode
     /// allows, in a 0600 file. Returns whether it was kept. Whatever happens, the value it
     /// replaces is never served again.
-    fn write_secret(
-        &self,
-        os_name: &str,
-        dir: &Path,
-        file: &str,
-        marker: &str,
-        bytes: &[u8],
-        expires_at: Option<u64>,
-    ) -> io::Result<bool> {
+    fn write_secret(&self, slot: &Slot, bytes: &[u8], expires_at: Option<u64>) -> io::Result<bool> {
         if let Some(os) = self.os() {
             // Marker first, so `forget` finds the entry even if this run dies after `set`.
-            write_marker(dir, marker)?;
-            match os.set(os_name, bytes, expires_at) {
+            write_marker(&slot.marker())?;
+            match os.set(&slot.os_name, bytes, expires_at) {
                 Ok(()) => {
-                    let _ = std::fs::remove_file(dir.join(file));
+                    let _ = std::fs::remove_file(slot.file());
                     return Ok(true);
                 }
                 Err(e) => {
                     // A refused update (over the kernel's key quota or size, Windows' blob
                     // limit) leaves the old entry: delete it rather than serve it.
-                    self.delete_secret(os_name, dir, file, marker)?;
+                    self.delete_secret(slot)?;
                     if self.mode == StoreMode::Os {
                         tracing::warn!("not kept (store = \"os\"): {e}");
                         return Ok(false);
@@ -147,33 +157,34 @@ impl StateStore {
             tracing::warn!("not kept: store = \"os\" and this machine has no OS credential store");
             return Ok(false);
         }
-        write_private_file(dir, file, bytes)?;
+        write_private_file(&slot.dir, &slot.file, bytes)?;
         // An entry an earlier mode left in the OS store must not shadow this file.
-        self.delete_os_entry(os_name, dir, marker)?;
+        self.delete_os_entry(slot)?;
         Ok(true)
     }
 
     /// Deletes one secret: its file and, where its marker says so, its OS-store entry.
-    fn delete_secret(&self, os_name: &str, dir: &Path, file: &str, marker: &str) -> io::Result<()> {
-        let _ = std::fs::remove_file(dir.join(file));
-        self.delete_os_entry(os_name, dir, marker)
+    fn delete_secret(&self, slot: &Slot) -> io::Result<()> {
+        let _ = std::fs::remove_file(slot.file());
+        self.delete_os_entry(slot)
     }
 
     /// Deletes the OS-store entry the marker names, then the marker. The marker stays if
     /// the entry could not be deleted, so a later `forget` can try again, and the caller
     /// hears of it.
-    fn delete_os_entry(&self, os_name: &str, dir: &Path, marker: &str) -> io::Result<()> {
-        if !dir.join(marker).exists() {
+    fn delete_os_entry(&self, slot: &Slot) -> io::Result<()> {
+        let marker = slot.marker();
+        if !marker.exists() {
             return Ok(());
         }
         let os = self.any_os().ok_or_else(|| {
             io::Error::other(format!(
                 "{} says a secret is in the OS credential store, which does not answer here; it was not deleted",
-                dir.join(marker).display()
+                marker.display()
             ))
         })?;
-        os.delete(os_name).map_err(io::Error::other)?;
-        let _ = std::fs::remove_file(dir.join(marker));
+        os.delete(&slot.os_name).map_err(io::Error::other)?;
+        let _ = std::fs::remove_file(marker);
         Ok(())
     }
 
@@ -189,40 +200,21 @@ impl StateStore {
     }
 
     pub fn provider_state(&self, provider: &str) -> Option<Vec<u8>> {
-        self.read_secret(
-            &state_name(provider),
-            &self.provider_dir(provider),
-            "state.bin",
-            &format!("state{MARKER}"),
-        )
+        self.read_secret(&self.state_slot(provider))
     }
 
     pub fn set_provider_state(&self, provider: &str, state: &[u8]) -> io::Result<()> {
-        let dir = self.provider_dir(provider);
+        let slot = self.state_slot(provider);
         if state.is_empty() {
             // Nothing to keep (and the OS stores refuse empty secrets).
-            return self.delete_secret(&state_name(provider), &dir, "state.bin", &format!("state{MARKER}"));
+            return self.delete_secret(&slot);
         }
-        self.write_secret(
-            &state_name(provider),
-            &dir,
-            "state.bin",
-            &format!("state{MARKER}"),
-            state,
-            None,
-        )
-        .map(|_| ())
+        self.write_secret(&slot, state, None).map(|_| ())
     }
 
     /// A stored credential that is still valid.
     pub fn cached_credential(&self, provider: &str, key: &str) -> Option<Credential> {
-        let dir = self.provider_dir(provider).join("credentials");
-        let bytes = self.read_secret(
-            &credential_name(provider, key),
-            &dir,
-            &format!("{key}.json"),
-            &format!("{key}{MARKER}"),
-        )?;
+        let bytes = self.read_secret(&self.credential_slot(provider, key))?;
         let stored: Option<StoredCredential> = serde_json::from_slice(&bytes).ok();
         let valid = stored.as_ref().is_some_and(|stored| {
             stored.version == 1
@@ -249,14 +241,7 @@ impl StateStore {
             version: 1,
             credential: credential.clone(),
         })?);
-        self.write_secret(
-            &credential_name(provider, key),
-            &self.provider_dir(provider).join("credentials"),
-            &format!("{key}.json"),
-            &format!("{key}{MARKER}"),
-            &json,
-            credential.expires_at,
-        )
+        self.write_secret(&self.credential_slot(provider, key), &json, credential.expires_at)
     }
 
     /// Remembers that the tool's server refused the credential for `key` (git `erase`,
@@ -273,18 +258,9 @@ impl StateStore {
     /// Drops a stored credential (a retry, an expired or unreadable entry). Failing to
     /// delete an OS-store entry is logged: its marker stays for `forget`.
     pub fn evict(&self, provider: &str, key: &str) {
-        if let Err(e) = self.delete_credential(provider, key) {
+        if let Err(e) = self.delete_secret(&self.credential_slot(provider, key)) {
             tracing::warn!("cannot delete a stored credential of {provider}: {e}");
         }
-    }
-
-    fn delete_credential(&self, provider: &str, key: &str) -> io::Result<()> {
-        self.delete_secret(
-            &credential_name(provider, key),
-            &self.provider_dir(provider).join("credentials"),
-            &format!("{key}.json"),
-            &format!("{key}{MARKER}"),
-        )
     }
 
     /// Deletes the OS-store entries that `dir`'s markers name; the first failure stops it.
@@ -292,14 +268,14 @@ impl StateStore {
         let Some(provider) = dir.file_name().and_then(|n| n.to_str()) else {
             return Ok(());
         };
-        self.delete_secret(&state_name(provider), dir, "state.bin", &format!("state{MARKER}"))?;
+        self.delete_secret(&self.state_slot(provider))?;
         let Ok(entries) = std::fs::read_dir(dir.join("credentials")) else {
             return Ok(());
         };
         for entry in entries.filter_map(|e| e.ok()) {
             let name = entry.file_name();
             if let Some(key) = name.to_str().and_then(|n| n.strip_suffix(MARKER)) {
-                self.delete_credential(provider, key)?;
+                self.delete_secret(&self.credential_slot(provider, key))?;
             }
         }
         Ok(())
@@ -331,22 +307,35 @@ impl StateStore {
     }
 }
 
-fn state_name(provider: &str) -> String {
-    format!("{provider}/state")
+/// Where one secret lives: its OS-store entry name, or its file in `dir`, and the marker
+/// in `dir` that says which.
+struct Slot {
+    os_name: String,
+    dir: PathBuf,
+    file: String,
+    marker: String,
 }
 
-fn credential_name(provider: &str, key: &str) -> String {
-    format!("{provider}/credential/{key}")
+impl Slot {
+    fn file(&self) -> PathBuf {
+        self.dir.join(&self.file)
+    }
+
+    fn marker(&self) -> PathBuf {
+        self.dir.join(&self.marker)
+    }
 }
 
 /// An empty file saying "the secret for this is in the OS store".
-fn write_marker(dir: &Path, name: &str) -> io::Result<()> {
-    ensure_private_dir(dir)?;
+fn write_marker(path: &Path) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        ensure_private_dir(dir)?;
+    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(dir.join(name)).map(|_| ())
+    options.open(path).map(|_| ())
 }
 
 #[cfg(test)]
@@ -473,7 +462,7 @@ mod tests {
     fn forget_fails_rather_than_claim_an_os_entry_it_could_not_delete_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         // A marker from a run that had an OS store; this one has none.
-        write_marker(&dir.path().join("p"), &format!("state{MARKER}")).unwrap();
+        write_marker(&dir.path().join(format!("p/state{MARKER}"))).unwrap();
         let store = StateStore::new(dir.path().to_owned(), StoreMode::Auto);
         store.os.set(None).ok().expect("not opened yet");
         let err = store.forget(None).unwrap_err();
