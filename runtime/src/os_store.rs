@@ -46,18 +46,16 @@ impl OsStore {
         // The canonical path, so a symlink or `//` in XDG_STATE_HOME names the same entries.
         let state_dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
         let digest = Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
-        let store = OsStore {
-            service: format!("credence {}", &hex::encode(digest)[..16]),
-        };
-        // On Linux this reaches the persistent keyring, so it fails where the kernel store
-        // is unusable; elsewhere failures show on first use.
-        match store.entry("probe") {
-            Ok(_) => Some(store),
-            Err(e) => {
-                tracing::debug!("no OS credential store here; using files: {e}");
-                None
-            }
+        // On Linux, joining the persistent keyring (which every entry needs first anyway)
+        // fails where the kernel store is unusable; elsewhere failures show on first use.
+        #[cfg(target_os = "linux")]
+        if let Err(e) = join_persistent_keyring() {
+            tracing::debug!("no OS credential store here; using files: {e}");
+            return None;
         }
+        Some(OsStore {
+            service: format!("credence {}", &hex::encode(digest)[..16]),
+        })
     }
 
     /// What `credence` tells the user about where secrets go.
