@@ -9,6 +9,7 @@ use crate::compile_cache::CompileCache;
 use crate::config::{Config, ProviderConfig};
 use crate::loader::{LoadedProvider, Loader, Trust, TrustMode};
 use crate::paths::Paths;
+use crate::producer::Producer;
 use crate::request::{CachePolicy, Credential, CredentialRequest, Protocol, Refusal};
 use crate::sandbox::limits::LimitHit;
 use crate::sandbox::new_engine;
@@ -16,7 +17,6 @@ use crate::sandbox::run::{self as wit, ProviderCall, ProviderRunError, run_provi
 use crate::secret::Secret;
 use crate::sequence_store::SequenceStore;
 use crate::state_store::StateStore;
-use credence_signing::TrustStore;
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
 use wasmtime::Engine;
@@ -51,7 +51,7 @@ impl Broker {
     pub fn new(paths: Paths, config: Config, trust: TrustMode) -> Self {
         Broker {
             state: StateStore::new(paths.state.clone(), config.store),
-            cache: CompileCache::new(paths.compiled_dir()),
+            cache: CompileCache::new(paths.compiled_dir(), paths.trust_state.clone()),
             audit: AuditLog::new(paths.trust_state.clone()),
             paths,
             config,
@@ -94,11 +94,14 @@ impl Broker {
         if let Some(t) = self.trust.get() {
             return Ok(t);
         }
-        let store = load_trust_store(&self.paths.trust_file()).map_err(Refusal::Failed)?;
+        let mut store = crate::trust_file::load(&self.paths.trust_file()).map_err(Refusal::Failed)?;
+        if let Some(floor) = migrate_old_floor(&self.paths) {
+            store.floor = floor;
+        }
         let trust = Trust {
             mode: self.trust_mode,
+            sequences: SequenceStore::new(self.paths.home.clone(), store.floor.clone()),
             store,
-            sequences: SequenceStore::new(self.paths.trust_state.clone()),
         };
         Ok(self.trust.get_or_init(|| trust))
     }
@@ -119,6 +122,46 @@ impl Broker {
             trust: self.trust()?,
         };
         loader.load(provider).map_err(|e| Refusal::Failed(e.to_string()))
+    }
+
+    /// Whether the provider that made a stored credential would still pass the gate for
+    /// this instance (see `producer`): the trust store is read, the component is not hashed.
+    fn still_admitted(&self, provider: &ProviderConfig, producer: &Producer) -> Result<(), String> {
+        let trust = self.trust().map_err(|e| e.to_string())?;
+        let component = self.paths.providers_dir().join(&provider.component);
+        producer.still_admitted(
+            provider,
+            (&component, &crate::loader::statement_path(&component)),
+            trust.mode,
+            &trust.store,
+            trust.sequences.highest(&producer.provider),
+            crate::state_store::now_unix(),
+        )
+    }
+
+    /// Deletes every stored credential whose producer would no longer pass the gate under
+    /// `store` (after `credence trust revoke` or `remove`). Returns how many went.
+    pub fn drop_invalidated_credentials(&self, store: &credence_signing::TrustStore) -> usize {
+        let Ok(trust) = self.trust() else { return 0 };
+        let now = crate::state_store::now_unix();
+        let mut dropped = 0;
+        for provider in &self.config.providers {
+            let component = self.paths.providers_dir().join(&provider.component);
+            let statement = crate::loader::statement_path(&component);
+            dropped += self.state.retain_credentials(&provider.name, |producer| {
+                producer
+                    .still_admitted(
+                        provider,
+                        (&component, &statement),
+                        trust.mode,
+                        store,
+                        store.floor(&producer.provider).max(trust.sequences.highest(&producer.provider)),
+                        now,
+                    )
+                    .is_ok()
+            });
+        }
+        dropped
     }
 
     /// The tool's server refused the credential for this request: forget any stored one
@@ -228,14 +271,25 @@ impl Broker {
             let request = &request;
             if request.is_retry {
                 self.state.evict(&provider.name, &key);
-            } else if let Some(credential) = self.state.cached_credential(&provider.name, &key) {
-                tracing::debug!(provider = %provider.name, "answered from a stored credential");
-                attempt.verdict = "stored".into();
-                return Ok(Answer {
-                    credential,
-                    provider: provider.name.clone(),
-                    source: Source::Stored,
-                });
+            } else if let Some((credential, producer)) = self.state.cached_credential(&provider.name, &key) {
+                match self.still_admitted(provider, &producer) {
+                    Ok(()) => {
+                        tracing::debug!(provider = %provider.name, "answered from a stored credential");
+                        attempt.verdict = "stored".into();
+                        attempt.provider = Some(producer.provider.clone());
+                        attempt.sha256 = Some(producer.component_sha256.clone());
+                        return Ok(Answer {
+                            credential,
+                            provider: provider.name.clone(),
+                            source: Source::Stored,
+                        });
+                    }
+                    Err(why) => {
+                        // Whatever changed, the provider goes through the whole gate again.
+                        tracing::debug!(provider = %provider.name, "not serving the stored credential: {why}");
+                        self.state.evict(&provider.name, &key);
+                    }
+                }
             }
 
             let loaded = match self.load(provider) {
@@ -270,7 +324,8 @@ impl Broker {
             );
             match outcome {
                 Ok(credential) => {
-                    if let Err(e) = self.state.cache_credential(&provider.name, &key, &credential) {
+                    let producer = Producer::of(&loaded);
+                    if let Err(e) = self.state.cache_credential(&provider.name, &key, &credential, &producer) {
                         tracing::warn!(provider = %provider.name, "cannot store the credential for later runs: {e}");
                     }
                     return Ok(Answer {
@@ -413,12 +468,33 @@ impl Broker {
     }
 }
 
-/// A missing trust store is an empty one: then no signed provider runs either.
-pub fn load_trust_store(path: &std::path::Path) -> Result<TrustStore, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => TrustStore::parse(&text).map_err(|e| format!("{} is not a valid trust store: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TrustStore::default()),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+/// Before the floor moved into trust.toml it was `sequences.json` in the state dir: fold its
+/// entries in once (never lowering one), then delete it. Returns the merged floor.
+fn migrate_old_floor(paths: &Paths) -> Option<std::collections::BTreeMap<String, u64>> {
+    let old = paths.trust_state.join("sequences.json");
+    if !crate::private_dir::is_private_file(&old).unwrap_or(false) || !paths.trust_file().exists() {
+        return None;
+    }
+    let bytes = crate::trusted_file::read_file(&old, 1 << 20, crate::trusted_file::Writers::UserOnly).ok()?;
+    let entries: std::collections::BTreeMap<String, u64> = serde_json::from_slice(&bytes).ok()?;
+    let merged = crate::trust_file::update(&paths.home, |store| {
+        for (name, seq) in entries {
+            if credence_signing::manifest::valid_name(&name) {
+                let f = store.floor.entry(name).or_insert(0);
+                *f = (*f).max(seq);
+            }
+        }
+        Ok(store.floor.clone())
+    });
+    match merged {
+        Ok(floor) => {
+            let _ = std::fs::remove_file(&old);
+            Some(floor)
+        }
+        Err(e) => {
+            tracing::warn!("cannot move the rollback floor from {} into trust.toml: {e}", old.display());
+            None
+        }
     }
 }
 
@@ -455,13 +531,23 @@ pub fn shown_url(url: &url::Url) -> String {
     u.to_string()
 }
 
-/// Key for a stored credential: the URL, the operation and the provider's configuration.
+/// Key for a stored credential: the provider's configuration, the URL, the tool's protocol
+/// and the operation. A credential made for one tool is shaped for it (cargo's token, git's
+/// user and password, a registry's Basic pair for docker) and a scope granted for one
+/// operation (read) is not one for another (publish): neither crosses over.
 fn credential_key(provider: &ProviderConfig, request: &CredentialRequest) -> String {
     let mut h = Sha256::new();
+    let protocol = serde_json::to_value(request.protocol)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
     for part in [
-        b"credence credential v1".as_slice(),
+        b"credence credential v2".as_slice(),
         provider.name.as_bytes(),
         provider.component.as_bytes(),
+        provider.provider.as_bytes(),
+        provider.publisher.as_deref().unwrap_or("").as_bytes(),
+        protocol.as_bytes(),
     ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);

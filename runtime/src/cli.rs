@@ -1,6 +1,8 @@
 //! The `credence` command line. Exit codes: 0 success; 1 no credential for the URL (no
-//! provider serves it, or none has one); 2 usage or configuration error; 3 a provider
-//! refused or failed, or hit a limit; 4 a credential needs interaction the caller forbade.
+//! provider serves it, or none has one), and for `verify` and `inspect` a component the
+//! gate refuses; 2 usage or configuration error; 3 a provider refused or failed, or hit a
+//! limit, and for `providers` one or more configured providers refused at load; 4 a
+//! credential needs interaction the caller forbade.
 
 use crate::broker::{Broker, Source};
 use crate::config::Config;
@@ -254,6 +256,7 @@ fn providers(broker: &Broker, json: bool) -> Result<ExitCode, String> {
         }
         rows.push(row);
     }
+    let refused = rows.iter().any(|r| r["status"] == "refused");
     let mut out = String::new();
     if json {
         out = format!("{}\n", serde_json::Value::Array(rows));
@@ -293,7 +296,7 @@ fn providers(broker: &Broker, json: bool) -> Result<ExitCode, String> {
         ));
     }
     print!("{out}");
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(if refused { 3 } else { 0 }))
 }
 
 fn parse_since(text: &str) -> Result<u64, String> {

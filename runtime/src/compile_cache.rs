@@ -1,20 +1,38 @@
-//! The precompiled-component cache: compile once, then map the native code on every run.
+//! The precompiled-component cache: compile once, then load the native code on every run.
 //!
-//! Loading a precompiled component runs whatever native code is in the file, so an entry
-//! is only loaded if this host wrote it: a regular file owned by this user, not writable by
-//! anyone else, in a 0700 directory, named by the sha-256 of the verified component bytes
-//! and of the engine's compatibility hash (wasmtime version and every setting that changes
-//! the code). Any failure to load deletes the entry and compiles again.
+//! Loading a precompiled component runs whatever native code is in the file, and a file
+//! name proves nothing (one provider's entry copied over another's name would run the wrong
+//! code under the right name). So every entry carries a tag: keyed BLAKE3, under a random
+//! per-installation key kept 0600 in the private state dir, over the verified component's
+//! digest, the engine's compatibility hash and the compiled bytes. The tag is checked before
+//! anything is deserialised; an entry without a valid tag for *this* digest and engine is
+//! deleted and compiled again.
+//!
+//! The directory must be 0700 and this user's, and each entry a regular 0600 file of this
+//! user. Anything else means someone else may have written there: its entries are discarded
+//! (never "fixed and used"), and a directory this user does not own is not used at all.
 
-use crate::private_dir::{ensure_private_dir, is_private_file, write_private_file};
+use crate::private_dir::{installation_key, is_private_file, write_private_file};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// The first bytes of every entry, then the 32-byte tag, then the compiled component.
+const MAGIC: &[u8; 16] = b"credence-cwasm-2";
+const HEADER: usize = MAGIC.len() + 32;
+/// Compiled code is a few times the component's size; far more than that is not ours.
+const MAX_ENTRY_BYTES: u64 = 512 << 20;
+
 pub struct CompileCache {
     dir: PathBuf,
+    /// Where the tag key lives: the private state dir, not the cache, which is often
+    /// shared, backed up or synced with less care.
+    key_dir: PathBuf,
+    key: OnceLock<Option<[u8; 32]>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,18 +52,62 @@ impl Hasher for Sha256Hasher {
     }
 }
 
+/// Why an entry was not loaded; each is logged once and the entry compiled again.
+#[derive(Debug)]
+enum Miss {
+    Absent,
+    /// Not a regular private file of this user (planted, or loosened).
+    NotPrivate,
+    /// The tag does not match this component digest and engine: copied, edited or truncated.
+    BadTag,
+    Unusable(String),
+}
+
 impl CompileCache {
-    pub fn new(dir: PathBuf) -> Self {
-        CompileCache { dir }
+    pub fn new(dir: PathBuf, key_dir: PathBuf) -> Self {
+        CompileCache {
+            dir,
+            key_dir,
+            key: OnceLock::new(),
+        }
+    }
+
+    fn engine_hash(engine: &Engine) -> [u8; 32] {
+        let mut hasher = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        hasher.0.finalize().into()
     }
 
     pub fn entry_path(&self, engine: &Engine, component_digest: &[u8; 32]) -> PathBuf {
-        let mut hasher = Sha256Hasher(Sha256::new());
-        hasher.write(b"credence precompiled component v1\0");
-        hasher.write(component_digest);
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let key = hex::encode(hasher.0.finalize());
-        self.dir.join(format!("{key}.cwasm"))
+        let mut h = Sha256::new();
+        h.update(b"credence precompiled component v2\0");
+        h.update(component_digest);
+        h.update(Self::engine_hash(engine));
+        self.dir.join(format!("{}.cwasm", hex::encode(h.finalize())))
+    }
+
+    fn key(&self) -> Option<&[u8; 32]> {
+        self.key
+            .get_or_init(|| match installation_key(&self.key_dir, "cache.key") {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot read or create the cache key in {}: {e}; compiling without the cache",
+                        self.key_dir.display()
+                    );
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    fn tag(key: &[u8; 32], digest: &[u8; 32], engine_hash: &[u8; 32], compiled: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(key);
+        h.update(b"credence cwasm tag v2\0");
+        h.update(digest);
+        h.update(engine_hash);
+        h.update(compiled);
+        *h.finalize().as_bytes()
     }
 
     /// `bytes` must be the component whose sha-256 is `digest`, already verified by the
@@ -57,21 +119,43 @@ impl CompileCache {
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let path = self.entry_path(engine, digest);
-        if let Some(component) = self.try_load(engine, &path) {
-            tracing::debug!(path = %path.display(), "loaded precompiled component from cache");
-            return Ok((component, CacheOutcome::Hit));
+        let engine_hash = Self::engine_hash(engine);
+        let usable_dir = self.key().is_some() && self.check_dir();
+        if usable_dir {
+            match self.try_load(engine, &path, digest, &engine_hash) {
+                Ok(component) => {
+                    tracing::debug!(path = %path.display(), "loaded precompiled component from cache");
+                    return Ok((component, CacheOutcome::Hit));
+                }
+                Err(Miss::Absent) => {}
+                Err(miss) => {
+                    match &miss {
+                        Miss::NotPrivate => tracing::warn!(path = %path.display(), "ignoring a cache entry this host did not write (owner, mode or type is wrong); recompiling"),
+                        Miss::BadTag => tracing::warn!(path = %path.display(), "ignoring a cache entry whose tag does not match this component and engine (copied or changed); recompiling"),
+                        Miss::Unusable(e) => tracing::debug!(path = %path.display(), error = %e, "cache entry unusable; recompiling"),
+                        Miss::Absent => {}
+                    }
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
         }
         let compiled = engine.precompile_component(bytes)?;
-        // A cache that cannot be written only costs speed.
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        match write_private_file(&self.dir, name, &compiled) {
-            Ok(()) => {
-                tracing::debug!(path = %path.display(), "compiled component and stored it in the cache")
+        if let (true, Some(key)) = (usable_dir, self.key()) {
+            let mut entry = Vec::with_capacity(HEADER + compiled.len());
+            entry.extend_from_slice(MAGIC);
+            entry.extend_from_slice(&Self::tag(key, digest, &engine_hash, &compiled));
+            entry.extend_from_slice(&compiled);
+            // A cache that cannot be written only costs speed.
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            match write_private_file(&self.dir, name, &entry) {
+                Ok(()) => {
+                    tracing::debug!(path = %path.display(), "compiled component and stored it in the cache")
+                }
+                Err(e) => tracing::warn!(
+                    "cannot write the compiled-component cache in {}: {e}",
+                    self.dir.display()
+                ),
             }
-            Err(e) => tracing::warn!(
-                "cannot write the compiled-component cache in {}: {e}",
-                self.dir.display()
-            ),
         }
         // SAFETY: these bytes were produced by `precompile_component` on this very engine
         // a moment ago and never left this process.
@@ -79,30 +163,81 @@ impl CompileCache {
         Ok((component, CacheOutcome::Compiled))
     }
 
-    fn try_load(&self, engine: &Engine, path: &Path) -> Option<Component> {
+    /// Whether the cache directory may be used: created 0700 if missing; if it is this
+    /// user's but others could write it, every entry in it is deleted (any of them may be
+    /// planted) before it is made private again; if it is not this user's (or not a
+    /// directory), it is not used.
+    fn check_dir(&self) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let meta = match std::fs::symlink_metadata(&self.dir) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return crate::private_dir::ensure_private_dir(&self.dir).is_ok();
+                }
+                Err(_) => return false,
+            };
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            if !meta.is_dir() || meta.uid() != me {
+                tracing::warn!(
+                    "not using the compiled-component cache {}: it is not a directory of yours; run `rm -rf {}`",
+                    self.dir.display(),
+                    self.dir.display()
+                );
+                return false;
+            }
+            if meta.mode() & 0o777 != 0o700 {
+                tracing::warn!(
+                    "the compiled-component cache {} was open to others (mode {:04o}); discarding its entries",
+                    self.dir.display(),
+                    meta.mode() & 0o7777
+                );
+                if let Ok(entries) = std::fs::read_dir(&self.dir) {
+                    for e in entries.flatten() {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+                return std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).is_ok();
+            }
+        }
+        true
+    }
+
+    fn try_load(
+        &self,
+        engine: &Engine,
+        path: &Path,
+        digest: &[u8; 32],
+        engine_hash: &[u8; 32],
+    ) -> Result<Component, Miss> {
         match is_private_file(path) {
             Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(path = %path.display(), "ignoring a cache entry this host did not write (owner, mode or type is wrong); recompiling");
-                let _ = std::fs::remove_file(path);
-                return None;
-            }
-            Err(_) => return None,
+            Ok(false) => return Err(Miss::NotPrivate),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Miss::Absent),
+            Err(e) => return Err(Miss::Unusable(e.to_string())),
         }
-        if ensure_private_dir(&self.dir).is_err() {
-            return None;
+        let key = self.key().ok_or(Miss::Absent)?;
+        let mut file = std::fs::File::open(path).map_err(|e| Miss::Unusable(e.to_string()))?;
+        let mut entry = Vec::new();
+        file.by_ref()
+            .take(MAX_ENTRY_BYTES + 1)
+            .read_to_end(&mut entry)
+            .map_err(|e| Miss::Unusable(e.to_string()))?;
+        if entry.len() < HEADER || entry.len() as u64 > MAX_ENTRY_BYTES || &entry[..MAGIC.len()] != MAGIC {
+            return Err(Miss::BadTag);
         }
-        // SAFETY: the file is a regular file in our private directory, owned by this user
-        // and writable by no one else, named by the digest of verified bytes and this
-        // engine's compatibility hash: only `load_or_compile` writes such files, and it
-        // replaces them by rename, never in place, so the mapping stays valid.
-        match unsafe { Component::deserialize_file(engine, path) } {
-            Ok(component) => Some(component),
-            Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "cache entry unusable; recompiling");
-                let _ = std::fs::remove_file(path);
-                None
-            }
+        let (head, compiled) = entry.split_at(HEADER);
+        let expected = Self::tag(key, digest, engine_hash, compiled);
+        // blake3::Hash compares in constant time.
+        if blake3::Hash::from_bytes(expected) != blake3::Hash::from_bytes(head[MAGIC.len()..].try_into().expect("32 bytes")) {
+            return Err(Miss::BadTag);
         }
+        // SAFETY: the bytes carry a valid tag under this installation's secret key for this
+        // component digest and engine: only `load_or_compile` of this installation, which
+        // just compiled them from verified bytes, can have produced it. They are in memory,
+        // so the file changing afterwards does not matter.
+        unsafe { Component::deserialize(engine, compiled) }.map_err(|e| Miss::Unusable(e.to_string()))
     }
 }

@@ -7,6 +7,8 @@
 //! [[provider]]
 //! name = "corp-registry"                       # this instance's name (state is kept per name)
 //! component = "token-exchange.wasm"            # in providers/; default "<name>.wasm"
+//! provider = "token-exchange"                  # the signed name it must be; default: the file stem
+//! publisher = "<32 hex key id>"                # optional: the key that must have signed it
 //! serves = ["https://registry.corp.example/"]  # URL prefixes: scheme, host, port exact; path prefix
 //! grant-origins = ["https://login.corp.example"]
 //! [provider.settings]
@@ -19,9 +21,13 @@ use crate::os_store::StoreMode;
 use crate::request::parse_request_url;
 use credence_signing::manifest::valid_name;
 use credence_signing::{Limits, Origin};
+use crate::trusted_file::{FileError, Writers, read_optional};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+
+/// Configs larger than this are refused unread.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 use url::Url;
 
 #[derive(Debug, Clone, Default)]
@@ -35,6 +41,12 @@ pub struct ProviderConfig {
     pub name: String,
     /// File name of the component inside `providers/`.
     pub component: String,
+    /// The signed provider name this instance runs. Its settings (a client secret) are
+    /// meant for that provider only, so a component signed under any other name, however
+    /// validly, is refused.
+    pub provider: String,
+    /// If set, the key id of the publisher that must have signed the component.
+    pub publisher: Option<String>,
     pub serves: Vec<ServePrefix>,
     pub granted_origins: BTreeSet<Origin>,
     pub settings: BTreeMap<String, String>,
@@ -84,8 +96,8 @@ impl std::fmt::Display for ServePrefix {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Read(FileError),
     #[error("{path} is not a valid credence config: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -104,6 +116,8 @@ struct RawConfig {
 struct RawProvider {
     name: String,
     component: Option<String>,
+    provider: Option<String>,
+    publisher: Option<String>,
     #[serde(default)]
     serves: Vec<String>,
     #[serde(default)]
@@ -115,19 +129,21 @@ struct RawProvider {
 }
 
 impl Config {
-    /// A missing file is an empty config: credence then serves nothing.
+    /// A missing file is an empty config: credence then serves nothing. The file decides
+    /// which code gets which secrets, so one that others could have written is refused.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text).map_err(|message| ConfigError::Invalid {
-                path: path.to_owned(),
-                message,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(source) => Err(ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            }),
-        }
+        let bytes = read_optional(path, MAX_CONFIG_BYTES, Writers::UserOnly).map_err(ConfigError::Read)?;
+        let Some(bytes) = bytes else {
+            return Ok(Config::default());
+        };
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: "the file is not UTF-8".into(),
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
     }
 
     pub fn parse(text: &str) -> Result<Config, String> {
@@ -151,6 +167,27 @@ impl Config {
                     p.name
                 ));
             }
+            let provider = match p.provider {
+                Some(name) if valid_name(&name) => name,
+                Some(name) => {
+                    return Err(format!(
+                        "provider {:?}: provider = {name:?} is not a provider name (a-z, 0-9, '-')",
+                        p.name
+                    ));
+                }
+                None => component.trim_end_matches(".wasm").to_owned(),
+            };
+            let publisher = p
+                .publisher
+                .map(|k| {
+                    credence_signing::trust::normalise_hex(&k, 32).ok_or_else(|| {
+                        format!(
+                            "provider {:?}: publisher = {k:?} is not a key id (32 hex digits; `credence trust list` shows them)",
+                            p.name
+                        )
+                    })
+                })
+                .transpose()?;
             let serves = p
                 .serves
                 .iter()
@@ -164,6 +201,8 @@ impl Config {
             providers.push(ProviderConfig {
                 name: p.name,
                 component,
+                provider,
+                publisher,
                 serves,
                 granted_origins,
                 settings: p.settings,

@@ -5,14 +5,17 @@
 //! verification ever reaches the compiler.
 
 use crate::compile_cache::{CacheOutcome, CompileCache};
-use crate::component_info::read_component_info;
+use crate::component_info::{ComponentInfo, read_component_info};
+use crate::producer::FileStamp;
+use crate::trusted_file::{FileError, Writers, read_file, read_optional};
 use crate::config::ProviderConfig;
-use crate::sandbox::imports::is_allowed_import;
+use crate::sandbox::imports::{is_allowed_import, is_provider_export};
 use crate::sandbox::limits::ProviderLimits;
 use crate::sandbox::{ImportError, check_component_type};
 use crate::sequence_store::SequenceStore;
 use crate::state_store::now_unix;
 use credence_signing::verify::{Input, Signer};
+use credence_signing::statement::MAX_STATEMENT_BYTES;
 use credence_signing::{Manifest, Origin, PromptKind, Refusal, TrustStore, verify};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -21,6 +24,8 @@ use wasmtime::component::Component;
 
 /// Components larger than this are refused before hashing or compiling.
 pub const MAX_COMPONENT_BYTES: u64 = 32 << 20;
+/// Manifests larger than this are refused unread.
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrustMode {
@@ -40,14 +45,8 @@ pub struct Trust {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("provider {provider}: cannot read {path}: {source}")]
-    Read {
-        provider: String,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("provider {provider}: {path} is {size} bytes; components are limited to {MAX_COMPONENT_BYTES} bytes")]
-    TooLarge { provider: String, path: PathBuf, size: u64 },
+    #[error("provider {provider}: {source}")]
+    File { provider: String, source: FileError },
     #[error("provider {provider}: manifest {path}: {message}")]
     Manifest {
         provider: String,
@@ -64,6 +63,25 @@ pub enum LoadError {
     Imports { provider: String, source: ImportError },
     #[error("provider {provider} is refused: {message}")]
     NotAComponent { provider: String, message: String },
+    #[error(
+        "provider {instance} is refused: the config expects provider {expected:?}, and {component} is provider {found:?}\n  hint: reinstall {expected} with `credence install`, or if {found} is meant to serve here set `provider = \"{found}\"` for {instance} in config.toml"
+    )]
+    WrongProvider {
+        instance: String,
+        component: String,
+        expected: String,
+        found: String,
+    },
+    #[error(
+        "provider {instance} is refused: the config pins publisher key {expected}, and {component} is signed by {}\n  hint: reinstall it from that publisher, or change `publisher` for {instance} in config.toml",
+        if found.is_empty() { "no publisher (unsigned)".to_owned() } else { found.join(", ") }
+    )]
+    WrongPublisher {
+        instance: String,
+        component: String,
+        expected: String,
+        found: Vec<String>,
+    },
     #[error("provider {provider}: the component does not compile: {message}")]
     Compile { provider: String, message: String },
 }
@@ -80,6 +98,13 @@ pub struct LoadedProvider {
     pub ceiling: Manifest,
     pub signers: Vec<Signer>,
     pub digest: [u8; 32],
+    /// `None` when unsigned (`--allow-unsigned`, no statement).
+    pub statement_digest: Option<[u8; 32]>,
+    pub publisher_key_id: Option<String>,
+    pub statement_expires_at: Option<u64>,
+    /// The files as they were when they passed the gate (see `producer`).
+    pub component_file: Option<FileStamp>,
+    pub statement_file: Option<FileStamp>,
     pub size: u64,
     pub component: Component,
     pub cache: CacheOutcome,
@@ -109,33 +134,33 @@ pub struct Vetted {
     pub ceiling: Manifest,
     pub signers: Vec<Signer>,
     pub digest: [u8; 32],
+    pub statement_digest: Option<[u8; 32]>,
+    /// The statement exactly as verified (what `install` copies).
+    pub statement_bytes: Option<Vec<u8>>,
+    pub publisher_key_id: Option<String>,
+    pub statement_expires_at: Option<u64>,
+    pub info: ComponentInfo,
 }
 
-/// Reads and verifies a component against its statement; checks its imports from the
-/// bytes. Compiles nothing.
-pub fn vet(provider: &str, path: &Path, trust: &Trust) -> Result<Vetted, LoadError> {
-    let bytes = read_bounded(provider, path)?;
-    let (ceiling, signers, digest) = match trust.mode {
-        TrustMode::RequireSigned => {
-            let spath = statement_path(path);
-            let statement = match std::fs::read(&spath) {
-                Ok(s) => s,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(LoadError::Unsigned {
-                        provider: provider.to_owned(),
-                        path: spath,
-                    });
-                }
-                Err(source) => {
-                    return Err(LoadError::Read {
-                        provider: provider.to_owned(),
-                        path: spath,
-                        source,
-                    });
-                }
-            };
-            // The sequence floor is per provider name, which only the statement tells; read
-            // it leniently here, the verifier checks everything strictly.
+/// Reads and verifies a component against its statement; checks its imports and its
+/// provider export from the bytes. Compiles nothing and records nothing: `credence
+/// verify` and `inspect` give exactly this verdict, and the loader raises the rollback
+/// floor only once the component has passed everything after it too.
+///
+/// A statement beside the component is always verified, also with `--allow-unsigned`
+/// (which only admits a component that has none), so unsigned code cannot stand in for a
+/// signed provider or skip its rollback floor.
+pub fn vet(provider: &str, path: &Path, spath: &Path, trust: &Trust, writers: Writers) -> Result<Vetted, LoadError> {
+    let file_err = |source| LoadError::File {
+        provider: provider.to_owned(),
+        source,
+    };
+    let bytes = read_file(path, MAX_COMPONENT_BYTES, writers).map_err(file_err)?;
+    let statement = read_optional(spath, MAX_STATEMENT_BYTES as u64, writers).map_err(file_err)?;
+    let vetted = match (statement, trust.mode) {
+        (Some(statement), _) => {
+            // The floor is per provider name, which only the statement tells; read it
+            // leniently here, the verifier checks everything strictly.
             let name = credence_signing::StatementFile::parse(&statement)
                 .map(|f| f.statement.provider.name)
                 .unwrap_or_default();
@@ -156,33 +181,60 @@ pub fn vet(provider: &str, path: &Path, trust: &Trust) -> Result<Vetted, LoadErr
                     "{warning}; running it because the policy says expired = \"warn\""
                 );
             }
-            if let Err(e) = trust
-                .sequences
-                .record(&verified.ceiling.name, verified.ceiling.sequence)
-            {
-                tracing::warn!("cannot record the provider's sequence number: {e}");
+            Vetted {
+                info: ComponentInfo::default(),
+                statement_bytes: Some(statement),
+                statement_digest: Some(verified.statement_digest),
+                publisher_key_id: Some(verified.file.statement.key_id.clone()),
+                statement_expires_at: verified.file.statement.expires_at,
+                ceiling: verified.ceiling,
+                signers: verified.signers,
+                digest: verified.component_sha256,
+                bytes,
             }
-            (verified.ceiling, verified.signers, verified.component_sha256)
         }
-        TrustMode::DangerousAllowUnsigned => {
-            tracing::debug!(provider, "loading an unsigned provider (--allow-unsigned)");
-            let mpath = manifest_path(path);
-            let text = std::fs::read_to_string(&mpath).map_err(|source| LoadError::Read {
+        (None, TrustMode::RequireSigned) => {
+            return Err(LoadError::Unsigned {
                 provider: provider.to_owned(),
-                path: mpath.clone(),
-                source,
-            })?;
+                path: spath.to_owned(),
+            });
+        }
+        (None, TrustMode::DangerousAllowUnsigned) => {
+            let mpath = manifest_path(path);
+            let text = read_file(&mpath, MAX_MANIFEST_BYTES, writers)
+                .map_err(file_err)
+                .and_then(|b| {
+                    String::from_utf8(b).map_err(|_| LoadError::Manifest {
+                        provider: provider.to_owned(),
+                        path: mpath.clone(),
+                        message: "not UTF-8".into(),
+                    })
+                })?;
             let manifest = Manifest::from_toml(&text).map_err(|e| LoadError::Manifest {
                 provider: provider.to_owned(),
                 path: mpath,
                 message: e.to_string(),
             })?;
+            tracing::warn!(
+                "provider {provider} runs UNSIGNED ({} has no statement; --allow-unsigned)",
+                path.display()
+            );
             let digest: [u8; 32] =
                 sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).into();
-            (manifest, Vec::new(), digest)
+            Vetted {
+                bytes,
+                ceiling: manifest,
+                signers: Vec::new(),
+                digest,
+                statement_digest: None,
+                statement_bytes: None,
+                publisher_key_id: None,
+                statement_expires_at: None,
+                info: ComponentInfo::default(),
+            }
         }
     };
-    let info = read_component_info(&bytes).map_err(|message| LoadError::NotAComponent {
+    let info = read_component_info(&vetted.bytes).map_err(|message| LoadError::NotAComponent {
         provider: provider.to_owned(),
         message,
     })?;
@@ -192,34 +244,54 @@ pub fn vet(provider: &str, path: &Path, trust: &Trust) -> Result<Vetted, LoadErr
             source: ImportError::Forbidden(forbidden.clone()),
         });
     }
-    Ok(Vetted {
-        bytes,
-        ceiling,
-        signers,
-        digest,
-    })
+    if !info.exports.iter().any(|e| is_provider_export(e)) {
+        return Err(LoadError::Imports {
+            provider: provider.to_owned(),
+            source: ImportError::MissingExport,
+        });
+    }
+    Ok(Vetted { info, ..vetted })
 }
 
 impl Loader<'_> {
-    pub fn load(&self, config: &ProviderConfig) -> Result<LoadedProvider, LoadError> {
-        let provider = config.name.clone();
-        let path = self.providers_dir.join(&config.component);
-        let started = std::time::Instant::now();
-        let vetted = vet(&provider, &path, self.trust)?;
-        let vetted_in = started.elapsed();
-
-        // Only verified bytes reach the compiler; the cache entry is named by their digest.
+    /// The gate's last steps for vetted bytes: compile (or map the cached compilation bound
+    /// to their digest), type-check the imports again, and only then, every check passed,
+    /// raise the rollback floor to this release.
+    pub fn admit(&self, provider: &str, vetted: &Vetted) -> Result<(Component, CacheOutcome), LoadError> {
         let (component, cache) = self
             .cache
             .load_or_compile(self.engine, &vetted.digest, &vetted.bytes)
             .map_err(|e| LoadError::Compile {
-                provider: provider.clone(),
+                provider: provider.to_owned(),
                 message: e.to_string(),
             })?;
         check_component_type(self.engine, &component).map_err(|source| LoadError::Imports {
-            provider: provider.clone(),
+            provider: provider.to_owned(),
             source,
         })?;
+        if vetted.statement_digest.is_some() {
+            if let Err(e) = self
+                .trust
+                .sequences
+                .record(&vetted.ceiling.name, vetted.ceiling.sequence)
+            {
+                tracing::warn!("cannot record the provider's sequence number: {e}");
+            }
+        }
+        Ok((component, cache))
+    }
+
+    pub fn load(&self, config: &ProviderConfig) -> Result<LoadedProvider, LoadError> {
+        let provider = config.name.clone();
+        let path = self.providers_dir.join(&config.component);
+        let started = std::time::Instant::now();
+        // Stamped before reading: a change while it is read then shows as a change later.
+        let component_file = FileStamp::of(&path);
+        let statement_file = FileStamp::of(&statement_path(&path));
+        let vetted = vet(&provider, &path, &statement_path(&path), self.trust, Writers::UserOnly)?;
+        check_pins(config, &vetted)?;
+        let vetted_in = started.elapsed();
+        let (component, cache) = self.admit(&provider, &vetted)?;
         tracing::debug!(
             provider = %provider,
             verify_us = vetted_in.as_micros() as u64,
@@ -241,6 +313,11 @@ impl Loader<'_> {
             ceiling,
             signers: vetted.signers,
             digest: vetted.digest,
+            statement_digest: vetted.statement_digest,
+            publisher_key_id: vetted.publisher_key_id,
+            statement_expires_at: vetted.statement_expires_at,
+            component_file,
+            statement_file,
             size: vetted.bytes.len() as u64,
             component,
             cache,
@@ -250,19 +327,26 @@ impl Loader<'_> {
     }
 }
 
-fn read_bounded(provider: &str, path: &Path) -> Result<Vec<u8>, LoadError> {
-    let read_err = |source| LoadError::Read {
-        provider: provider.to_owned(),
-        path: path.to_owned(),
-        source,
-    };
-    let size = std::fs::metadata(path).map_err(read_err)?.len();
-    if size > MAX_COMPONENT_BYTES {
-        return Err(LoadError::TooLarge {
-            provider: provider.to_owned(),
-            path: path.to_owned(),
-            size,
+/// The config names the provider an instance runs (and optionally its publisher): its
+/// settings are meant for that code only.
+pub fn check_pins(config: &ProviderConfig, vetted: &Vetted) -> Result<(), LoadError> {
+    if vetted.ceiling.name != config.provider {
+        return Err(LoadError::WrongProvider {
+            instance: config.name.clone(),
+            component: config.component.clone(),
+            expected: config.provider.clone(),
+            found: vetted.ceiling.name.clone(),
         });
     }
-    std::fs::read(path).map_err(read_err)
+    if let Some(expected) = &config.publisher {
+        if vetted.publisher_key_id.as_ref() != Some(expected) {
+            return Err(LoadError::WrongPublisher {
+                instance: config.name.clone(),
+                component: config.component.clone(),
+                expected: expected.clone(),
+                found: vetted.publisher_key_id.iter().cloned().collect(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -52,6 +52,33 @@ pub fn write_private_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()
     Ok(())
 }
 
+/// A random 32-byte key in `dir/name`, created on first use: kept 0600 by this user, and
+/// replaced by a new one if it is not (others may have read it), which only invalidates
+/// what it protected.
+pub fn installation_key(dir: &Path, name: &str) -> io::Result<[u8; 32]> {
+    let path = dir.join(name);
+    if is_private_file(&path).unwrap_or(false) {
+        if let Ok(key) = <[u8; 32]>::try_from(fs::read(&path)?.as_slice()) {
+            return Ok(key);
+        }
+    }
+    let _ = fs::remove_file(&path);
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| io::Error::other(format!("no randomness for a key: {e}")))?;
+    ensure_private_dir(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(&key)?;
+    tmp.as_file().sync_all()?;
+    // Two first runs at once must agree on one key: the first to link its file wins.
+    match tmp.persist_noclobber(&path) {
+        Ok(_) => Ok(key),
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists && is_private_file(&path).unwrap_or(false) => {
+            <[u8; 32]>::try_from(fs::read(&path)?.as_slice()).map_err(|_| io::Error::other(format!("{} is not a key", path.display())))
+        }
+        Err(e) => Err(e.error),
+    }
+}
+
 #[cfg(unix)]
 fn current_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.

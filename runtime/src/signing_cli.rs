@@ -4,13 +4,14 @@
 use crate::broker::Broker;
 use crate::component_info::read_component_info;
 use crate::loader::{Trust, TrustMode, statement_path, vet};
-use crate::private_dir::write_private_file;
-use crate::sandbox::imports::is_allowed_import;
+use crate::loader::{LoadError, MAX_COMPONENT_BYTES};
+use crate::sandbox::imports::{EXPORT, is_allowed_import, is_provider_export};
+use crate::trusted_file::{Writers, read_file};
 use crate::state_store::now_unix;
 use clap::{Args, Subcommand};
-use credence_signing::trust::ExpiredPolicy;
-use credence_signing::verify::{Input, SignatureCheck, check_signatures};
-use credence_signing::{Manifest, PublicKey, Role, SecretKey, Statement, StatementFile, TrustedKey, verify};
+use credence_signing::trust::{ExpiredPolicy, Required, normalise_hex};
+use credence_signing::verify::{SignatureCheck, check_signatures};
+use credence_signing::{Manifest, PublicKey, Role, SecretKey, Statement, StatementFile, TrustStore, TrustedKey};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -100,8 +101,10 @@ pub enum TrustCommand {
     Revoke { id: String },
     /// Set which signatures a provider needs, and what expired statements mean.
     Policy {
-        #[arg(long, value_delimiter = ',', value_parser = parse_role)]
-        require: Option<Vec<Role>>,
+        /// Signatures needed: `publisher,auditor` or counts such as `auditor=2` (distinct
+        /// trusted keys per role; a publisher is always required).
+        #[arg(long, value_parser = parse_require)]
+        require: Option<Required>,
         #[arg(long, value_parser = parse_expired)]
         expired: Option<ExpiredPolicy>,
     },
@@ -115,6 +118,25 @@ fn parse_role(s: &str) -> Result<Role, String> {
     }
 }
 
+fn parse_require(s: &str) -> Result<Required, String> {
+    let mut r = Required { publisher: 1, auditor: 0 };
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (role, n) = match part.split_once('=') {
+            Some((role, n)) => (role, n.parse::<u32>().map_err(|_| format!("{part:?}: the count must be a number"))?),
+            None => (part, 1),
+        };
+        match parse_role(role)? {
+            Role::Publisher if n == 1 => {}
+            Role::Publisher => return Err("a statement names one publisher: publisher=1".into()),
+            Role::Auditor => r.auditor += n,
+        }
+    }
+    if r.auditor > credence_signing::trust::MAX_REQUIRED {
+        return Err(format!("at most {} auditors", credence_signing::trust::MAX_REQUIRED));
+    }
+    Ok(r)
+}
+
 fn parse_expired(s: &str) -> Result<ExpiredPolicy, String> {
     match s {
         "refuse" => Ok(ExpiredPolicy::Refuse),
@@ -123,8 +145,30 @@ fn parse_expired(s: &str) -> Result<ExpiredPolicy, String> {
     }
 }
 
+/// The files these commands are handed (a download to check, a key, a statement) are
+/// judged by their content, so anyone may have written them; they are still only read if
+/// they are regular files, and with a bound.
 fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    read_file(path, MAX_COMPONENT_BYTES, Writers::Anyone).map_err(|e| e.to_string())
+}
+
+/// The trust settings with signatures required, whatever `--allow-unsigned` says: these
+/// commands judge signed components.
+fn strict(broker: &Broker) -> Result<Trust, String> {
+    let t = broker.trust().map_err(|e| e.to_string())?;
+    Ok(Trust {
+        mode: TrustMode::RequireSigned,
+        ..t.clone()
+    })
+}
+
+/// A gate refusal as these commands show it: the placeholder instance name dropped.
+fn without_candidate(e: &LoadError) -> String {
+    let text = e.to_string();
+    text.strip_prefix("provider candidate is refused: ")
+        .or_else(|| text.strip_prefix("provider candidate: "))
+        .unwrap_or(&text)
+        .to_owned()
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
@@ -164,19 +208,10 @@ pub fn run(command: SigningCommand, broker: Broker) -> Result<ExitCode, String> 
         }
         SigningCommand::Verify { component, statement } => {
             let statement = statement.unwrap_or_else(|| statement_path(&component));
-            let trust = broker.trust().map_err(|e| e.to_string())?;
-            let bytes = read(&component)?;
-            let sbytes = read(&statement)?;
-            let name = StatementFile::parse(&sbytes)
-                .map(|f| f.statement.provider.name)
-                .unwrap_or_default();
-            match verify(Input {
-                component: &bytes,
-                statement: &sbytes,
-                trust: &trust.store,
-                highest_sequence: trust.sequences.highest(&name),
-                now: now_unix(),
-            }) {
+            let trust = strict(&broker)?;
+            // Exactly the gate's verdict (signatures, policy, floor, imports, export), with
+            // the files judged by their content wherever they are.
+            match vet("candidate", &component, &statement, &trust, Writers::Anyone) {
                 Ok(v) => {
                     let signers: Vec<String> = v
                         .signers
@@ -190,16 +225,11 @@ pub fn run(command: SigningCommand, broker: Broker) -> Result<ExitCode, String> 
                         v.ceiling.sequence,
                         signers.join(", ")
                     );
-                    if let Some(w) = v.expired_warning {
-                        println!("warning: {w}");
-                    }
                     Ok(ExitCode::SUCCESS)
                 }
+                Err(LoadError::File { source, .. }) => Err(source.to_string()),
                 Err(refusal) => {
-                    println!("refused: {refusal}");
-                    if let Some(h) = refusal.hint() {
-                        println!("  hint: {h}");
-                    }
+                    println!("refused: {}", without_candidate(&refusal));
                     Ok(ExitCode::from(1))
                 }
             }
@@ -217,7 +247,16 @@ pub fn run(command: SigningCommand, broker: Broker) -> Result<ExitCode, String> 
 fn sign(args: SignArgs) -> Result<ExitCode, String> {
     let key = SecretKey::read(&args.key).map_err(|e| e.to_string())?;
     let bytes = read(&args.component)?;
-    read_component_info(&bytes)?;
+    let info = read_component_info(&bytes)?;
+    if !info.exports.iter().any(|e| is_provider_export(e)) {
+        eprintln!(
+            "credence: WARNING: {} exports no {}@{}.x, so no credence host will run it (exports: {}); is this the provider you meant to sign?",
+            args.component.display(),
+            EXPORT.0,
+            EXPORT.1,
+            if info.exports.is_empty() { "none".to_owned() } else { info.exports.join(", ") }
+        );
+    }
     let mpath = args
         .manifest
         .unwrap_or_else(|| crate::loader::manifest_path(&args.component));
@@ -262,18 +301,15 @@ fn inspect(broker: &Broker, component: &Path, statement: Option<PathBuf>, json: 
     let spath = statement.unwrap_or_else(|| statement_path(component));
     let bytes = read(component)?;
     let sbytes = read(&spath)?;
-    let trust = broker.trust().map_err(|e| e.to_string())?;
-    let info = read_component_info(&bytes)?;
+    let trust = strict(broker)?;
     let file = StatementFile::parse(&sbytes).map_err(|e| format!("{}: {e}", spath.display()))?;
     let st = &file.statement;
     let checks = check_signatures(&file, &trust.store, now_unix());
-    let verdict = verify(Input {
-        component: &bytes,
-        statement: &sbytes,
-        trust: &trust.store,
-        highest_sequence: trust.sequences.highest(&st.provider.name),
-        now: now_unix(),
-    });
+    // The gate's own verdict: a digest mismatch is reported before anything read from
+    // bytes that are not the signed ones, and forbidden imports refuse.
+    let verdict = vet("candidate", component, &spath, &trust, Writers::Anyone);
+    // Bytes that no longer parse still get their digest shown; their imports cannot be.
+    let info = read_component_info(&bytes);
     let actual = hex::encode(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
         &bytes,
     )));
@@ -289,11 +325,20 @@ fn inspect(broker: &Broker, component: &Path, statement: Option<PathBuf>, json: 
             serde_json::json!({ "key_id": s.key_id, "trusted": trusted, "role": role, "name": name, "check": c.to_string() })
         })
         .collect();
-    let forbidden: Vec<&String> = info.imports.iter().filter(|i| !is_allowed_import(i)).collect();
+    let (imports, exports, parse_error) = match &info {
+        Ok(i) => (i.imports.clone(), i.exports.clone(), None),
+        Err(e) => (Vec::new(), Vec::new(), Some(e.clone())),
+    };
+    let forbidden: Vec<&String> = imports.iter().filter(|i| !is_allowed_import(i)).collect();
+    let verdict_text = match &verdict {
+        Ok(_) => "trusted".to_owned(),
+        Err(e) => format!("refused: {}", without_candidate(e).lines().next().unwrap_or_default()),
+    };
     let value = serde_json::json!({
         "component": component.display().to_string(),
         "size": bytes.len(),
         "sha256": actual,
+        "digest_matches": actual == st.component.sha256 && bytes.len() as u64 == st.component.size,
         "statement": spath.display().to_string(),
         "statement_digest": hex::encode(st.digest()),
         "provider": st.provider.name,
@@ -304,14 +349,16 @@ fn inspect(broker: &Broker, component: &Path, statement: Option<PathBuf>, json: 
         "publisher_key_id": st.key_id,
         "signatures": sigs,
         "capabilities": st.capabilities,
-        "imports": info.imports,
+        "imports": imports,
         "forbidden_imports": forbidden,
-        "exports": info.exports,
-        "verdict": match &verdict { Ok(_) => "trusted".to_owned(), Err(r) => format!("refused: {r}") },
+        "exports": exports,
+        "parse_error": parse_error,
+        "verdict": verdict_text,
     });
+    let code = ExitCode::from(if verdict.is_ok() { 0 } else { 1 });
     if json {
         println!("{value}");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     let c = &st.capabilities;
     let none = |v: &[String]| if v.is_empty() { "none".to_owned() } else { v.join(", ") };
@@ -362,8 +409,12 @@ fn inspect(broker: &Broker, component: &Path, statement: Option<PathBuf>, json: 
         limit(c.limits.wall_ms, "ms")
     ));
     out.push_str(&format!("  world    {}\n", c.world));
-    out.push_str("imports (read from the component)\n");
-    for i in &info.imports {
+    if let Some(e) = &parse_error {
+        out.push_str(&format!("imports    unreadable: {e}\n"));
+    } else {
+        out.push_str("imports (read from the component)\n");
+    }
+    for i in &imports {
         out.push_str(&format!(
             "  {i}{}\n",
             if is_allowed_import(i) {
@@ -374,22 +425,31 @@ fn inspect(broker: &Broker, component: &Path, statement: Option<PathBuf>, json: 
         ));
     }
     out.push_str("exports\n");
-    for e in &info.exports {
+    for e in &exports {
         out.push_str(&format!("  {e}\n"));
     }
-    out.push_str(&format!("verdict    {}\n", value["verdict"].as_str().unwrap_or("")));
+    out.push_str(&format!("verdict    {verdict_text}\n"));
     print!("{out}");
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
-fn save_trust(broker: &Broker, trust: &Trust) -> Result<(), String> {
-    let path = broker.paths().trust_file();
-    write_private_file(&broker.paths().home, "trust.toml", trust.store.to_toml().as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+/// Changes the trust store under its lock (from a fresh read, so a floor recorded
+/// meanwhile is kept), then deletes the stored credentials the new store no longer admits.
+fn change_trust(broker: &Broker, change: impl FnOnce(&mut TrustStore) -> Result<(), String>) -> Result<(), String> {
+    let home = &broker.paths().home;
+    let store = crate::trust_file::update(home, |store| {
+        change(store)?;
+        // Checked as it will be read back: a change never writes a store that fails closed.
+        TrustStore::parse(&store.to_toml())
+    })?;
+    let dropped = broker.drop_invalidated_credentials(&store);
+    if dropped > 0 {
+        eprintln!("credence: deleted {dropped} stored credential(s) made by providers the trust store no longer admits");
+    }
+    Ok(())
 }
 
 fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, String> {
-    let mut trust = broker.trust().map_err(|e| e.to_string())?.clone();
     match command {
         TrustCommand::Add {
             key,
@@ -405,36 +465,39 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
             };
             let public = PublicKey::parse(&line).map_err(|e| e.to_string())?;
             let id = public.key_id();
-            if trust.store.find(&id).is_some() {
-                return Err(format!(
-                    "key {id} is already trusted; `credence trust remove {id}` first to change it"
-                ));
-            }
-            trust.store.key.push(TrustedKey {
-                name,
-                role,
-                public_key: public.to_string(),
-                providers,
-                not_after,
-            });
-            save_trust(broker, &trust)?;
+            change_trust(broker, |store| {
+                if store.find(&id).is_some() {
+                    return Err(format!(
+                        "key {id} is already trusted; `credence trust remove {id}` first to change it"
+                    ));
+                }
+                store.key.push(TrustedKey {
+                    name,
+                    role,
+                    public_key: public.to_string(),
+                    providers,
+                    not_after,
+                });
+                Ok(())
+            })?;
             eprintln!("credence: trusted key {id} as {role}");
         }
         TrustCommand::List { json } => {
+            let trust = broker.trust().map_err(|e| e.to_string())?;
             let rows: Vec<serde_json::Value> = trust
                 .store
                 .key
                 .iter()
                 .map(|k| {
-                    let id = k.key().map(|p| p.key_id().0).unwrap_or_default();
-                    serde_json::json!({ "key_id": id, "name": k.name, "role": k.role, "providers": k.providers, "not_after": k.not_after,
-                        "revoked": trust.store.revoked.keys.contains(&id) })
+                    let id = k.key().map(|p| p.key_id()).unwrap_or(credence_signing::KeyId(String::new()));
+                    serde_json::json!({ "key_id": id.0, "name": k.name, "role": k.role, "providers": k.providers, "not_after": k.not_after,
+                        "revoked": trust.store.key_revoked(&id) })
                 })
                 .collect();
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({ "keys": rows, "revoked": trust.store.revoked, "policy": trust.store.policy })
+                    serde_json::json!({ "keys": rows, "revoked": trust.store.revoked, "policy": trust.store.policy, "floor": trust.store.floor })
                 );
             } else {
                 for r in &rows {
@@ -450,46 +513,55 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
                         if r["revoked"] == true { "  REVOKED" } else { "" }
                     );
                 }
-                let req: Vec<String> = trust.store.policy.require.iter().map(|r| r.to_string()).collect();
                 println!(
                     "policy: require {}; expired statements: {:?}",
-                    req.join(" + "),
-                    trust.store.policy.expired
+                    trust.store.policy.require, trust.store.policy.expired
                 );
+                if !trust.store.floor.is_empty() {
+                    let floors: Vec<String> = trust.store.floor.iter().map(|(n, s)| format!("{n} {s}")).collect();
+                    println!("rollback floor (lowest sequence accepted): {}", floors.join(", "));
+                }
             }
             return Ok(ExitCode::SUCCESS);
         }
         TrustCommand::Remove { key_id } => {
-            let before = trust.store.key.len();
-            trust
-                .store
-                .key
-                .retain(|k| k.key().map(|p| p.key_id().0 != key_id).unwrap_or(true));
-            if trust.store.key.len() == before {
-                return Err(format!("no trusted key {key_id}; `credence trust list` shows them"));
-            }
-            save_trust(broker, &trust)?;
+            let key_id = normalise_hex(&key_id, 32)
+                .ok_or_else(|| format!("{key_id:?} is not a key id (32 hex digits); `credence trust list` shows them"))?;
+            change_trust(broker, |store| {
+                let before = store.key.len();
+                store
+                    .key
+                    .retain(|k| k.key().map(|p| p.key_id().0 != key_id).unwrap_or(true));
+                if store.key.len() == before {
+                    return Err(format!("no trusted key {key_id}; `credence trust list` shows them"));
+                }
+                Ok(())
+            })?;
+            eprintln!("credence: no longer trusting key {key_id}");
         }
         TrustCommand::Revoke { id } => {
-            let hexy = id.bytes().all(|b| b.is_ascii_hexdigit());
-            match (id.len(), hexy) {
-                (32, true) => trust.store.revoked.keys.push(id.to_ascii_lowercase()),
-                (64, true) => trust.store.revoked.statements.push(id.to_ascii_lowercase()),
-                _ => return Err("give a key id (32 hex digits) or a statement digest (64 hex digits)".into()),
-            }
-            save_trust(broker, &trust)?;
+            change_trust(broker, |store| {
+                if let Some(key) = normalise_hex(&id, 32) {
+                    store.revoked.keys.push(key);
+                } else if let Some(digest) = normalise_hex(&id, 64) {
+                    store.revoked.statements.push(digest);
+                } else {
+                    return Err("give a key id (32 hex digits) or a statement digest (64 hex digits)".into());
+                }
+                Ok(())
+            })?;
+            eprintln!("credence: revoked {}", id.to_ascii_lowercase());
         }
         TrustCommand::Policy { require, expired } => {
-            if let Some(r) = require {
-                if !r.contains(&Role::Publisher) {
-                    return Err("the policy must require a publisher signature".into());
+            change_trust(broker, |store| {
+                if let Some(r) = require {
+                    store.policy.require = r;
                 }
-                trust.store.policy.require = r;
-            }
-            if let Some(e) = expired {
-                trust.store.policy.expired = e;
-            }
-            save_trust(broker, &trust)?;
+                if let Some(e) = expired {
+                    store.policy.expired = e;
+                }
+                Ok(())
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -497,32 +569,47 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
 
 fn install(broker: &Broker, component: &Path, statement: Option<PathBuf>) -> Result<ExitCode, String> {
     let spath = statement.unwrap_or_else(|| statement_path(component));
-    let t = broker.trust().map_err(|e| e.to_string())?;
-    let strict = Trust {
-        mode: TrustMode::RequireSigned,
-        ..t.clone()
+    let trust = strict(broker)?;
+    let vetted = vet("candidate", component, &spath, &trust, Writers::Anyone).map_err(|e| without_candidate(&e))?;
+    let name = vetted.ceiling.name.clone();
+    // Compile and type-check before anything is copied: the whole gate passes first, and
+    // only then is the floor raised (by `admit`).
+    let loader = crate::loader::Loader {
+        providers_dir: &broker.paths().providers_dir(),
+        engine: broker.engine().map_err(|e| e.to_string())?,
+        cache: broker.compile_cache(),
+        trust: &trust,
     };
-    // Vet from a staging copy that has the statement beside it, exactly as it will be loaded.
-    let staging = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let staged = staging.path().join("candidate.wasm");
-    std::fs::copy(component, &staged).map_err(|e| format!("cannot read {}: {e}", component.display()))?;
-    std::fs::copy(&spath, statement_path(&staged)).map_err(|e| format!("cannot read {}: {e}", spath.display()))?;
-    let vetted = vet("candidate", &staged, &strict).map_err(|e| e.to_string())?;
-    let name = &vetted.ceiling.name;
+    loader.admit(&name, &vetted).map_err(|e| e.to_string())?;
     let providers = broker.paths().providers_dir();
-    std::fs::create_dir_all(&providers).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&providers).map_err(|e| format!("cannot create {}: {e}", providers.display()))?;
     let target = providers.join(format!("{name}.wasm"));
-    std::fs::copy(&staged, &target).map_err(|e| e.to_string())?;
-    std::fs::copy(statement_path(&staged), statement_path(&target)).map_err(|e| e.to_string())?;
-    let engine = broker.engine().map_err(|e| e.to_string())?;
-    broker
-        .compile_cache()
-        .load_or_compile(engine, &vetted.digest, &vetted.bytes)
-        .map_err(|e| format!("cannot precompile: {e}"))?;
+    // The bytes that were verified, not the files again (they may have changed since).
+    let statement_bytes = vetted.statement_bytes.as_deref().expect("signed");
+    write_file_atomically(&providers, &format!("{name}.statement.json"), statement_bytes)?;
+    write_file_atomically(&providers, &format!("{name}.wasm"), &vetted.bytes)?;
     eprintln!(
-        "credence: installed {name} {} as {}\n  next: add it to config.toml:\n    [[provider]]\n    name = \"{name}\"\n    component = \"{name}.wasm\"\n    serves = [\"https://...\"]",
+        "credence: installed {name} {} as {}\n  next: add it to config.toml:\n    [[provider]]\n    name = \"{name}\"\n    provider = \"{name}\"\n    serves = [\"https://...\"]",
         vetted.ceiling.version,
         target.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Replaces `dir/name` by rename (0644: providers are not secret), so a running credence
+/// never reads half a component.
+fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", dir.join(name).display());
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(fail)?;
+    tmp.write_all(bytes).map_err(fail)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(fail)?;
+    }
+    tmp.persist(dir.join(name)).map_err(|e| fail(e.error))?;
+    Ok(())
 }

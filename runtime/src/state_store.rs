@@ -12,6 +12,7 @@
 
 use crate::os_store::{OsStore, StoreMode};
 use crate::private_dir::{ensure_private_dir, is_private_file, write_private_file};
+use crate::producer::Producer;
 use crate::request::{CachePolicy, Credential};
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -31,10 +32,15 @@ pub struct StateStore {
 
 const MARKER: &str = ".in-os-store";
 
+/// Version 2 added the producer; a version-1 entry (no producer) is never served.
+const STORED_VERSION: u32 = 2;
+
 #[derive(Serialize, Deserialize)]
 struct StoredCredential {
     version: u32,
     credential: Credential,
+    /// Who made it: it is served only while that provider would still pass the gate.
+    producer: Producer,
 }
 
 pub fn now_unix() -> u64 {
@@ -212,12 +218,13 @@ impl StateStore {
         self.write_secret(&slot, state, None).map(|_| ())
     }
 
-    /// A stored credential that is still valid.
-    pub fn cached_credential(&self, provider: &str, key: &str) -> Option<Credential> {
+    /// A stored credential that has not expired, with its producer (which the caller must
+    /// check against the gate before serving it).
+    pub fn cached_credential(&self, provider: &str, key: &str) -> Option<(Credential, Producer)> {
         let bytes = self.read_secret(&self.credential_slot(provider, key))?;
         let stored: Option<StoredCredential> = serde_json::from_slice(&bytes).ok();
         let valid = stored.as_ref().is_some_and(|stored| {
-            stored.version == 1
+            stored.version == STORED_VERSION
                 && stored.credential.cache == CachePolicy::UntilExpiry
                 && stored
                     .credential
@@ -228,18 +235,61 @@ impl StateStore {
             self.evict(provider, key);
             return None;
         }
-        stored.map(|s| s.credential)
+        stored.map(|s| (s.credential, s.producer))
+    }
+
+    /// Keys of the credentials stored for `provider` (files and OS-store markers).
+    fn credential_keys(&self, provider: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.provider_dir(provider).join("credentials")) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(MARKER)
+                    .or_else(|| name.strip_suffix(".json"))
+                    .map(str::to_owned)
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Deletes each stored credential of `provider` whose producer `keep` refuses (or that
+    /// cannot be read); returns how many were deleted.
+    pub fn retain_credentials(&self, provider: &str, keep: impl Fn(&Producer) -> bool) -> usize {
+        let mut dropped = 0;
+        for key in self.credential_keys(provider) {
+            let kept = self
+                .read_secret(&self.credential_slot(provider, &key))
+                .and_then(|b| serde_json::from_slice::<StoredCredential>(&b).ok())
+                .is_some_and(|s| s.version == STORED_VERSION && keep(&s.producer));
+            if !kept {
+                self.evict(provider, &key);
+                dropped += 1;
+            }
+        }
+        dropped
     }
 
     /// Keeps a credential across runs if its policy allows: only `until-expiry` with an
     /// expiry. `session` credentials live as long as the process that asked (the agent).
-    pub fn cache_credential(&self, provider: &str, key: &str, credential: &Credential) -> io::Result<bool> {
+    pub fn cache_credential(
+        &self,
+        provider: &str,
+        key: &str,
+        credential: &Credential,
+        producer: &Producer,
+    ) -> io::Result<bool> {
         if credential.cache != CachePolicy::UntilExpiry || credential.expires_at.is_none() {
             return Ok(false);
         }
         let json = zeroize::Zeroizing::new(serde_json::to_vec(&StoredCredential {
-            version: 1,
+            version: STORED_VERSION,
             credential: credential.clone(),
+            producer: producer.clone(),
         })?);
         self.write_secret(&self.credential_slot(provider, key), &json, credential.expires_at)
     }
@@ -353,6 +403,20 @@ mod tests {
         }
     }
 
+    fn producer() -> Producer {
+        Producer {
+            provider: "p".into(),
+            sequence: 1,
+            component_sha256: "00".repeat(32),
+            statement_sha256: None,
+            publisher_key_id: None,
+            signer_key_ids: vec![],
+            statement_expires_at: None,
+            component_file: None,
+            statement_file: None,
+        }
+    }
+
     #[test]
     fn only_unexpired_until_expiry_credentials_are_kept() {
         let dir = tempfile::tempdir().unwrap();
@@ -360,22 +424,22 @@ mod tests {
         let later = now_unix() + 3600;
         assert!(
             !store
-                .cache_credential("p", "k1", &cred(Some(later), CachePolicy::Session))
+                .cache_credential("p", "k1", &cred(Some(later), CachePolicy::Session), &producer())
                 .unwrap()
         );
         assert!(
             !store
-                .cache_credential("p", "k2", &cred(None, CachePolicy::UntilExpiry))
+                .cache_credential("p", "k2", &cred(None, CachePolicy::UntilExpiry), &producer())
                 .unwrap()
         );
         assert!(
             store
-                .cache_credential("p", "k3", &cred(Some(later), CachePolicy::UntilExpiry))
+                .cache_credential("p", "k3", &cred(Some(later), CachePolicy::UntilExpiry), &producer())
                 .unwrap()
         );
-        assert_eq!(store.cached_credential("p", "k3").unwrap().secret.expose(), "s3cret");
+        assert_eq!(store.cached_credential("p", "k3").unwrap().0.secret.expose(), "s3cret");
         store
-            .cache_credential("p", "k4", &cred(Some(now_unix() + 30), CachePolicy::UntilExpiry))
+            .cache_credential("p", "k4", &cred(Some(now_unix() + 30), CachePolicy::UntilExpiry), &producer())
             .unwrap();
         assert!(store.cached_credential("p", "k4").is_none(), "inside the expiry margin");
         assert!(store.cached_credential("q", "k3").is_none(), "another provider's entry");
@@ -389,7 +453,7 @@ mod tests {
         let later = now_unix() + 3600;
         assert!(
             !store
-                .cache_credential("p", "k", &cred(Some(later), CachePolicy::UntilExpiry))
+                .cache_credential("p", "k", &cred(Some(later), CachePolicy::UntilExpiry), &producer())
                 .unwrap()
         );
         store.set_provider_state("p", b"refresh").unwrap();

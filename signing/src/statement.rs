@@ -167,8 +167,8 @@ impl Statement {
         {
             return Err("component.sha256 is not 64 lower-case hex digits".into());
         }
-        if self.key_id.len() != 32 || !self.key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("key_id is not 32 hex digits".into());
+        if !is_lower_hex(&self.key_id, 32) {
+            return Err("key_id is not 32 lower-case hex digits".into());
         }
         let origins = c
             .origins
@@ -235,10 +235,30 @@ impl StatementFile {
                 bytes.len()
             ));
         }
-        let file: StatementFile = serde_json::from_slice(bytes).map_err(|e| format!("not a statement file: {e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a statement file: {e}"))?;
+        let file: StatementFile =
+            serde_json::from_value(value.clone()).map_err(|e| format!("not a statement file: {e}"))?;
+        // serde also reads a struct from a positional array; the format is objects only, so
+        // whatever does not read back as the value credence writes is refused.
+        if serde_json::to_value(&file).ok().as_ref() != Some(&value) {
+            return Err(
+                "the statement is not in credence's format (every record must be a JSON object with named fields, as `credence sign` writes it)"
+                    .into(),
+            );
+        }
         file.statement.ceiling()?;
         if file.signatures.len() > 16 {
             return Err("more than 16 signatures".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &file.signatures {
+            if !is_lower_hex(&s.key_id, 32) {
+                return Err(format!("signature key_id {:?} is not 32 lower-case hex digits", s.key_id));
+            }
+            if !seen.insert(s.key_id.as_str()) {
+                return Err(format!("key {} signed twice; each key signs once", s.key_id));
+            }
         }
         Ok(file)
     }
@@ -256,6 +276,10 @@ impl StatementFile {
         self.signatures.retain(|s| s.key_id != key_id);
         self.signatures.push(SignatureEntry { key_id, signature });
     }
+}
+
+fn is_lower_hex(s: &str, digits: usize) -> bool {
+    s.len() == digits && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 pub fn decode_signature(text: &str) -> Option<Vec<u8>> {

@@ -11,16 +11,23 @@
 //! not-after = 1924992000             # optional, Unix seconds
 //!
 //! [revoked]
-//! keys = ["<key id>"]
+//! keys = ["<key id>"]                # 32 hex digits, any case (kept in lower case)
 //! statements = ["<statement digest, 64 hex>"]
 //!
 //! [policy]
-//! require = ["publisher", "auditor"] # default ["publisher"]
+//! require = { publisher = 1, auditor = 2 }  # distinct trusted keys per role; default publisher = 1
 //! expired = "refuse"                 # or "warn"
+//!
+//! [floor]                            # written by credence: the highest sequence accepted
+//! token-exchange = 3                 # per provider name (the rollback floor)
 //! ```
+//!
+//! The rollback floor lives here, with the keys it protects: deleting or corrupting it
+//! means deleting or corrupting the trust store, which fails closed (nothing runs).
 
 use crate::keys::{KeyId, PublicKey};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -70,6 +77,9 @@ impl TrustedKey {
     }
 }
 
+/// Revoked key ids and statement digests, normalised to lower-case hex when read: hex is
+/// case-insensitive, and an entry that would never match anything is refused rather than
+/// silently revoking nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Revocations {
@@ -79,26 +89,87 @@ pub struct Revocations {
     pub statements: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Policy {
-    #[serde(default = "publisher_only")]
-    pub require: Vec<Role>,
-    #[serde(default)]
-    pub expired: ExpiredPolicy,
+/// `s` as lower-case hex if it is exactly `digits` hex digits.
+pub fn normalise_hex(s: &str, digits: usize) -> Option<String> {
+    (s.len() == digits && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
 }
 
-fn publisher_only() -> Vec<Role> {
-    vec![Role::Publisher]
+/// How many distinct trusted keys of each role a statement needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Required {
+    pub publisher: u32,
+    pub auditor: u32,
 }
 
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            require: publisher_only(),
-            expired: ExpiredPolicy::Refuse,
+impl Required {
+    pub fn of(&self, role: Role) -> u32 {
+        match role {
+            Role::Publisher => self.publisher,
+            Role::Auditor => self.auditor,
         }
     }
+}
+
+impl Default for Required {
+    fn default() -> Self {
+        Required { publisher: 1, auditor: 0 }
+    }
+}
+
+impl std::fmt::Display for Required {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} publisher", self.publisher)?;
+        if self.auditor > 0 {
+            write!(f, " + {} distinct auditor{}", self.auditor, if self.auditor == 1 { "" } else { "s" })?;
+        }
+        Ok(())
+    }
+}
+
+/// `require` is written as a table (`{ publisher = 1, auditor = 2 }`); the older list form
+/// (`["publisher", "auditor", "auditor"]`) still reads, each entry counting once, so a
+/// repeated role means what its writer meant: that many distinct keys.
+impl<'de> Deserialize<'de> for Required {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            List(Vec<Role>),
+            Table(Table),
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+        struct Table {
+            #[serde(default)]
+            publisher: u32,
+            #[serde(default)]
+            auditor: u32,
+        }
+        match Form::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "policy.require must be a table such as { publisher = 1, auditor = 2 } (or a list of roles)",
+            )
+        })? {
+            Form::List(roles) => Ok(Required {
+                publisher: roles.iter().filter(|r| **r == Role::Publisher).count() as u32,
+                auditor: roles.iter().filter(|r| **r == Role::Auditor).count() as u32,
+            }),
+            Form::Table(t) => Ok(Required {
+                publisher: t.publisher,
+                auditor: t.auditor,
+            }),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub require: Required,
+    #[serde(default)]
+    pub expired: ExpiredPolicy,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,11 +181,17 @@ pub struct TrustStore {
     pub revoked: Revocations,
     #[serde(default)]
     pub policy: Policy,
+    /// The rollback floor: the highest statement sequence accepted per provider name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub floor: BTreeMap<String, u64>,
 }
+
+/// The most distinct signatures a policy may ask for (a statement carries at most 16).
+pub const MAX_REQUIRED: u32 = 15;
 
 impl TrustStore {
     pub fn parse(text: &str) -> Result<TrustStore, String> {
-        let store: TrustStore = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        let mut store: TrustStore = toml::from_str(text).map_err(|e| e.message().trim_end().to_owned())?;
         for k in &store.key {
             k.key()?;
             if k.providers.is_empty() {
@@ -124,8 +201,40 @@ impl TrustStore {
                 ));
             }
         }
-        if !store.policy.require.contains(&Role::Publisher) {
-            return Err("policy.require must include \"publisher\"".into());
+        let mut ids = std::collections::BTreeSet::new();
+        for k in &store.key {
+            let id = k.key().expect("checked").key_id();
+            if !ids.insert(id.clone()) {
+                return Err(format!("key {id} is listed twice; a key has one role and one list of providers"));
+            }
+        }
+        let required = store.policy.require;
+        if required.publisher != 1 {
+            return Err(format!(
+                "policy.require.publisher is {}; a statement names exactly one publisher, so it must be 1",
+                required.publisher
+            ));
+        }
+        if required.auditor > MAX_REQUIRED {
+            return Err(format!(
+                "policy.require.auditor is {}; at most {MAX_REQUIRED} auditors can countersign a statement",
+                required.auditor
+            ));
+        }
+        for (list, digits, what) in [
+            (&mut store.revoked.keys, 32, "revoked.keys: a key id is 32 hex digits"),
+            (&mut store.revoked.statements, 64, "revoked.statements: a statement digest is 64 hex digits"),
+        ] {
+            for entry in list.iter_mut() {
+                *entry = normalise_hex(entry, digits).ok_or_else(|| format!("{what}, not {entry:?}"))?;
+            }
+            list.sort();
+            list.dedup();
+        }
+        for name in store.floor.keys() {
+            if !crate::manifest::valid_name(name) {
+                return Err(format!("floor: {name:?} is not a provider name"));
+            }
         }
         Ok(store)
     }
@@ -139,10 +248,15 @@ impl TrustStore {
     }
 
     pub fn key_revoked(&self, id: &KeyId) -> bool {
-        self.revoked.keys.iter().any(|k| k == &id.0)
+        self.revoked.keys.iter().any(|k| k.eq_ignore_ascii_case(&id.0))
     }
 
     pub fn statement_revoked(&self, digest_hex: &str) -> bool {
-        self.revoked.statements.iter().any(|d| d == digest_hex)
+        self.revoked.statements.iter().any(|d| d.eq_ignore_ascii_case(digest_hex))
+    }
+
+    /// The highest sequence accepted so far for provider `name`.
+    pub fn floor(&self, name: &str) -> Option<u64> {
+        self.floor.get(name).copied()
     }
 }

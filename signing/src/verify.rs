@@ -150,31 +150,111 @@ pub fn check_signatures(file: &StatementFile, trust: &TrustStore, now: u64) -> V
             if !valid {
                 return SignatureCheck::BadSignature(id);
             }
-            let name = key.name.clone();
-            if trust.key_revoked(&id) {
-                return SignatureCheck::RevokedKey { key_id: id, name };
-            }
-            if let Some(not_after) = key.not_after.filter(|t| *t < now) {
-                return SignatureCheck::KeyExpired {
-                    key_id: id,
-                    name,
-                    not_after,
-                };
-            }
-            if !key.may_sign_for(provider) {
-                return SignatureCheck::NotAllowedFor {
-                    key_id: id,
-                    name,
-                    provider: provider.clone(),
-                };
-            }
-            SignatureCheck::Trusted(Signer {
-                key_id: id,
-                name,
-                role: key.role,
-            })
+            check_key(trust, &id, provider, now)
         })
         .collect()
+}
+
+/// What the trust store says today of a key whose signature is valid: trusted (with its
+/// role), revoked, expired, or not allowed for `provider`. Also used on the stored-credential
+/// path, where the signature was verified when the credential was made.
+pub fn check_key(trust: &TrustStore, id: &KeyId, provider: &str, now: u64) -> SignatureCheck {
+    let Some(key) = trust.find(id) else {
+        return SignatureCheck::UnknownKey(id.clone());
+    };
+    let name = key.name.clone();
+    if trust.key_revoked(id) {
+        return SignatureCheck::RevokedKey { key_id: id.clone(), name };
+    }
+    if let Some(not_after) = key.not_after.filter(|t| *t < now) {
+        return SignatureCheck::KeyExpired {
+            key_id: id.clone(),
+            name,
+            not_after,
+        };
+    }
+    if !key.may_sign_for(provider) {
+        return SignatureCheck::NotAllowedFor {
+            key_id: id.clone(),
+            name,
+            provider: provider.to_owned(),
+        };
+    }
+    SignatureCheck::Trusted(Signer {
+        key_id: id.clone(),
+        name,
+        role: key.role,
+    })
+}
+
+/// Applies the policy to checked signatures: the key the statement names must be a trusted
+/// publisher, and `require.auditor` *distinct* trusted auditor keys other than it must have
+/// signed. A key counts once however often it appears. Returns the signers that satisfy it.
+pub fn apply_policy(
+    checks: &[(&str, SignatureCheck)],
+    publisher_key_id: &str,
+    policy: &crate::trust::Policy,
+) -> Result<Vec<Signer>, Refusal> {
+    let mut signers = Vec::new();
+    // The publisher: only the signature of the key the statement names counts.
+    let named: Vec<&SignatureCheck> = checks
+        .iter()
+        .filter(|(id, _)| id.eq_ignore_ascii_case(publisher_key_id))
+        .map(|(_, c)| c)
+        .collect();
+    match named.iter().find(|c| matches!(c, SignatureCheck::Trusted(_))) {
+        Some(SignatureCheck::Trusted(s)) if s.role == Role::Publisher => signers.push(s.clone()),
+        Some(SignatureCheck::Trusted(s)) => {
+            return Err(Refusal::MissingSignature {
+                role: Role::Publisher,
+                reason: format!(
+                    "the key the statement names, {} ({}), is trusted as {}, not as publisher",
+                    s.key_id, s.name, s.role
+                ),
+            });
+        }
+        _ => {
+            let reason = named
+                .first()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| format!("the statement is not signed by the key it names ({publisher_key_id})"));
+            return Err(Refusal::MissingSignature {
+                role: Role::Publisher,
+                reason,
+            });
+        }
+    }
+    let needed = policy.require.auditor as usize;
+    if needed > 0 {
+        let mut auditors: Vec<Signer> = Vec::new();
+        for (_, c) in checks {
+            if let SignatureCheck::Trusted(s) = c {
+                if s.role == Role::Auditor && !auditors.iter().any(|a| a.key_id == s.key_id) {
+                    auditors.push(s.clone());
+                }
+            }
+        }
+        if auditors.len() < needed {
+            let untrusted = checks
+                .iter()
+                .filter(|(id, _)| !id.eq_ignore_ascii_case(publisher_key_id))
+                .find(|(_, c)| !matches!(c, SignatureCheck::Trusted(_)))
+                .map(|(_, c)| format!("; {c}"))
+                .unwrap_or_default();
+            let reason = match (needed, auditors.len()) {
+                (1, 0) => format!("no auditor has countersigned the statement{untrusted}"),
+                (n, have) => format!(
+                    "the policy requires {n} distinct trusted auditors and {have} countersigned{untrusted}"
+                ),
+            };
+            return Err(Refusal::MissingSignature {
+                role: Role::Auditor,
+                reason,
+            });
+        }
+        signers.extend(auditors);
+    }
+    Ok(signers)
 }
 
 pub fn verify(input: Input<'_>) -> Result<Verified, Refusal> {
@@ -200,39 +280,13 @@ pub fn verify(input: Input<'_>) -> Result<Verified, Refusal> {
     }
 
     let checks = check_signatures(&file, input.trust, input.now);
-    let mut signers = Vec::new();
-    for role in [Role::Publisher, Role::Auditor] {
-        if !input.trust.policy.require.contains(&role) {
-            continue;
-        }
-        // The publisher is the key the statement names; auditors are any trusted auditor.
-        let candidates: Vec<(&SignatureCheck, &str)> = checks
-            .iter()
-            .zip(&file.signatures)
-            .filter(|(_, e)| role == Role::Auditor || e.key_id == statement.key_id)
-            .map(|(c, e)| (c, e.key_id.as_str()))
-            .collect();
-        let found = candidates.iter().find_map(|(c, _)| match c {
-            SignatureCheck::Trusted(s) if s.role == role => Some(s.clone()),
-            _ => None,
-        });
-        match found {
-            Some(s) => signers.push(s),
-            None => {
-                let reason = candidates
-                    .iter()
-                    .find(|(c, _)| !matches!(c, SignatureCheck::Trusted(_)))
-                    .map(|(c, _)| c.to_string())
-                    .unwrap_or_else(|| match role {
-                        Role::Publisher => {
-                            format!("the statement is not signed by the key it names ({})", statement.key_id)
-                        }
-                        Role::Auditor => "no auditor has countersigned the statement".into(),
-                    });
-                return Err(Refusal::MissingSignature { role, reason });
-            }
-        }
-    }
+    let paired: Vec<(&str, SignatureCheck)> = file
+        .signatures
+        .iter()
+        .map(|e| e.key_id.as_str())
+        .zip(checks)
+        .collect();
+    let signers = apply_policy(&paired, &statement.key_id, &input.trust.policy)?;
 
     let mut expired_warning = None;
     if let Some(expires_at) = statement.expires_at.filter(|t| *t <= input.now) {

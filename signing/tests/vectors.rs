@@ -58,9 +58,10 @@ fn store() -> TrustStore {
         }],
         revoked: Default::default(),
         policy: Policy {
-            require: vec![Role::Publisher],
+            require: Default::default(),
             expired: ExpiredPolicy::Refuse,
         },
+        floor: Default::default(),
     }
 }
 

@@ -95,7 +95,7 @@ fn a_corrupt_entry_is_deleted_and_recompiled() {
     std::fs::write(&entry, b"\x7fELF not really a compiled component").unwrap();
     let run = get(&home);
     assert!(
-        run.stderr.contains("cache entry unusable; recompiling"),
+        run.stderr.contains("ignoring a cache entry whose tag does not match"),
         "{}",
         run.stderr
     );

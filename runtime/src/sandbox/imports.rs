@@ -62,6 +62,12 @@ pub fn is_allowed_import(name: &str) -> bool {
 }
 
 /// All imports and exports of the component, checked against the allowlist.
+/// Whether an export name is the provider interface this host calls.
+pub fn is_provider_export(name: &str) -> bool {
+    let (iface, version) = split(name);
+    iface == EXPORT.0 && version == Some(EXPORT.1)
+}
+
 pub fn check_component_type(engine: &Engine, component: &Component) -> Result<(), ImportError> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
@@ -69,10 +75,7 @@ pub fn check_component_type(engine: &Engine, component: &Component) -> Result<()
             return Err(ImportError::Forbidden(name.to_owned()));
         }
     }
-    let exported = ty.exports(engine).any(|(name, _)| {
-        let (iface, version) = split(name);
-        iface == EXPORT.0 && version == Some(EXPORT.1)
-    });
+    let exported = ty.exports(engine).any(|(name, _)| is_provider_export(name));
     if !exported {
         return Err(ImportError::MissingExport);
     }

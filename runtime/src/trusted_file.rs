@@ -1,0 +1,270 @@
+//! Reading the files credence takes decisions from: the config, the trust store, components
+//! and their statements and manifests.
+//!
+//! Two rules, both checked on the open file descriptor so nothing can be swapped in between:
+//! - every such file is a regular file read with a bound: it is opened without blocking (a
+//!   FIFO would otherwise hang the open) and `/dev/zero` or a device is refused, not read;
+//! - a file that decides what runs (and every directory above it) is owned by this user or
+//!   root and writable by no one else, as ssh demands of `authorized_keys`: otherwise another
+//!   local user could have written it. A group- or world-writable directory with the sticky
+//!   bit (`/tmp`) is accepted above it, since nobody else can rename or replace entries there.
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{} is not a regular file ({kind}); credence reads only regular files there", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{} is {size} bytes; the limit for this file is {limit} bytes", path.display())]
+    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    #[error(
+        "{} is writable by {who} (mode {mode:04o}), so another user could change what credence trusts\n  hint: run `chmod go-w {}`",
+        path.display(),
+        path.display()
+    )]
+    Writable {
+        path: PathBuf,
+        who: &'static str,
+        mode: u32,
+    },
+    #[error(
+        "{} belongs to uid {owner}, not to you (uid {me}) or root, so that user decides what credence trusts\n  hint: run `sudo chown {me} {}` if it is yours",
+        path.display(),
+        path.display()
+    )]
+    Owner { path: PathBuf, owner: u32, me: u32 },
+}
+
+impl FileError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FileError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// Who may have written a file credence trusts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Writers {
+    /// Anyone: the content is checked on its own (a component `credence verify` is shown).
+    Anyone,
+    /// Only this user or root, for the file and every directory above it.
+    UserOnly,
+}
+
+/// Reads `path` whole: a regular file of at most `limit` bytes.
+pub fn read_file(path: &Path, limit: u64, writers: Writers) -> Result<Vec<u8>, FileError> {
+    let io_err = |source| FileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = open_nonblocking(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular {
+            path: path.to_owned(),
+            kind: kind(&meta),
+        });
+    }
+    if writers == Writers::UserOnly {
+        check_writers(path, &meta)?;
+        if let Some(parent) = path.parent() {
+            check_dir_chain(parent)?;
+        }
+    }
+    if meta.len() > limit {
+        return Err(FileError::TooLarge {
+            path: path.to_owned(),
+            size: meta.len(),
+            limit,
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The size can change after fstat: the bound holds whatever the file does.
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io_err)?;
+    if bytes.len() as u64 > limit {
+        return Err(FileError::TooLarge {
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Like [`read_file`], but a missing file is `None`.
+pub fn read_optional(path: &Path, limit: u64, writers: Writers) -> Result<Option<Vec<u8>>, FileError> {
+    match read_file(path, limit, writers) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks that `dir` and every directory above it could only have been changed by this
+/// user or root (sticky shared directories such as `/tmp` allowed).
+pub fn check_dir_chain(dir: &Path) -> Result<(), FileError> {
+    #[cfg(unix)]
+    {
+        let absolute = if dir.is_absolute() {
+            dir.to_owned()
+        } else {
+            std::env::current_dir()
+                .map_err(|source| FileError::Io {
+                    path: dir.to_owned(),
+                    source,
+                })?
+                .join(dir)
+        };
+        let mut first = true;
+        for d in absolute.ancestors() {
+            let meta = match std::fs::metadata(d) {
+                Ok(m) => m,
+                // The directory itself may not exist yet (no config): nothing in it is read.
+                Err(e) if first && e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(source) => {
+                    return Err(FileError::Io {
+                        path: d.to_owned(),
+                        source,
+                    });
+                }
+            };
+            first = false;
+            use std::os::unix::fs::MetadataExt;
+            let sticky = meta.mode() & 0o1000 != 0;
+            if sticky && d != absolute {
+                // Entries of a sticky directory can be renamed only by their owner, which
+                // the checks below this one already established.
+                check_owner(d, &meta)?;
+                continue;
+            }
+            check_writers(d, &meta)?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+fn check_writers(path: &Path, meta: &Metadata) -> Result<(), FileError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        check_owner(path, meta)?;
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(FileError::Writable {
+                path: path.to_owned(),
+                who: if mode & 0o002 != 0 { "everyone" } else { "its group" },
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, meta);
+    Ok(())
+}
+
+#[cfg(unix)]
+fn check_owner(path: &Path, meta: &Metadata) -> Result<(), FileError> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(FileError::Owner {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    Ok(())
+}
+
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+        // It has no effect on reads of regular files, the only ones read further.
+        options.custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC);
+    }
+    options.open(path)
+}
+
+fn kind(meta: &Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if meta.is_dir() { "a directory" } else { "not a file" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_blocking_and_a_device_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("statement.json");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = read_file(&fifo, 1024, Writers::Anyone).unwrap_err();
+        assert!(err.to_string().contains("a FIFO"), "{err}");
+        let link = dir.path().join("x.wasm");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let err = read_file(&link, 1024, Writers::Anyone).unwrap_err();
+        assert!(err.to_string().contains("a device"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn loose_files_and_directories_are_refused_with_the_chmod_that_fixes_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("trust.toml");
+        std::fs::write(&file, "x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(read_file(&file, 10, Writers::UserOnly).unwrap(), b"x");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = read_file(&file, 10, Writers::UserOnly).unwrap_err().to_string();
+        assert!(err.contains("writable by everyone") && err.contains("chmod go-w"), "{err}");
+        assert_eq!(read_file(&file, 10, Writers::Anyone).unwrap(), b"x");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).unwrap();
+        let err = read_file(&file, 10, Writers::UserOnly).unwrap_err().to_string();
+        assert!(err.contains("writable by its group"), "{err}");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = read_file(&file, 10, Writers::UserOnly).unwrap_err().to_string();
+        assert!(err.contains("writable by everyone"), "the directory holding the file is itself checked: {err}");
+    }
+
+    #[test]
+    fn reads_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.wasm");
+        std::fs::write(&file, vec![0u8; 100]).unwrap();
+        assert!(matches!(
+            read_file(&file, 99, Writers::Anyone),
+            Err(FileError::TooLarge { size: 100, .. })
+        ));
+        assert_eq!(read_file(&file, 100, Writers::Anyone).unwrap().len(), 100);
+    }
+}
