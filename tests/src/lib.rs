@@ -37,6 +37,8 @@ pub fn credence_exe() -> PathBuf {
 /// A throwaway `$CREDENCE_HOME`, cache and state dir.
 pub struct Home {
     pub dir: tempfile::TempDir,
+    /// The credence binary this home runs (this build's, or a baseline's in the benchmark).
+    exe: PathBuf,
 }
 
 impl Default for Home {
@@ -68,9 +70,14 @@ fn has_os_store_marker(dir: &std::path::Path) -> bool {
 
 impl Home {
     pub fn new() -> Home {
+        Home::with_exe(credence_exe())
+    }
+
+    /// A home whose every run uses `exe` instead of this build's binary.
+    pub fn with_exe(exe: PathBuf) -> Home {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("home/providers")).unwrap();
-        Home { dir }
+        Home { dir, exe }
     }
     pub fn home(&self) -> PathBuf {
         self.dir.path().join("home")
@@ -94,7 +101,7 @@ impl Home {
     }
 
     pub fn command(&self) -> Command {
-        self.command_for(&credence_exe())
+        self.command_for(&self.exe)
     }
 
     /// `program` with this home's environment and nothing else of the test's.
@@ -121,7 +128,7 @@ impl Home {
 
     /// Runs `credence <args>` with `stdin` as its input, as a tool would.
     pub fn run_stdin(&self, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
-        self.run_program(&credence_exe(), args, stdin, env)
+        self.run_program(&self.exe, args, stdin, env)
     }
 
     /// Runs `program` (credence, or a symlink to it under a tool's name) in this home.

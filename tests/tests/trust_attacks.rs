@@ -486,36 +486,34 @@ fn two_required_auditors_are_not_satisfied_by_one_auditor_or_a_repeated_signatur
         assert_eq!(run.code, Some(0), "{run:#?}");
     };
     countersign(&auditor);
-    let policy = home.run(&["trust", "policy", "--require", "publisher,auditor=2"]);
-    assert_eq!(policy.code, Some(0), "{policy:#?}");
+    // The policy as a user writes it: the list form, one auditor role per required auditor.
+    let trust = home.home().join("trust.toml");
+    let mut table: toml::Table = std::fs::read_to_string(&trust).unwrap().parse().unwrap();
+    table.insert(
+        "policy".into(),
+        toml::toml! { require = ["publisher", "auditor", "auditor"] }.into(),
+    );
+    std::fs::write(&trust, table.to_string()).unwrap();
     let one = "the policy requires 2 distinct trusted auditors and 1 countersigned";
     assert_refused(&get(&home), 3, one);
+    let shown = home.run(&["trust", "list"]);
+    assert!(shown.stdout.contains("require 1 publisher + 2 distinct auditors"), "{}", shown.stdout);
 
     // The same auditor's signature listed twice.
-    let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&statement).unwrap()).unwrap();
+    let original = std::fs::read(&statement).unwrap();
+    let mut file: serde_json::Value = serde_json::from_slice(&original).unwrap();
     let sigs = file["signatures"].as_array_mut().unwrap();
     let dup = sigs[1].clone();
     sigs.push(dup);
-    let original = std::fs::read(&statement).unwrap();
     std::fs::write(&statement, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
     assert_refused(&get(&home), 3, "signed twice");
     std::fs::write(&statement, &original).unwrap();
 
-    // The list form with a repeated role means two, as its writer meant.
-    let trust = home.home().join("trust.toml");
-    let text = std::fs::read_to_string(&trust).unwrap();
-    let start = text.find("[policy.require]").expect("table form written");
-    let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
-    let list = format!(
-        "{}{}",
-        &text[..start],
-        &text[end..]
-    )
-    .replace("[policy]\n", "[policy]\nrequire = [\"publisher\", \"auditor\", \"auditor\"]\n");
-    std::fs::write(&trust, &list).unwrap();
+    // The table form says the same, and the CLI writes it.
+    let policy = home.run(&["trust", "policy", "--require", "publisher,auditor=2"]);
+    assert_eq!(policy.code, Some(0), "{policy:#?}");
+    assert!(std::fs::read_to_string(&trust).unwrap().contains("auditor = 2"));
     assert_refused(&get(&home), 3, one);
-    let shown = home.run(&["trust", "list"]);
-    assert!(shown.stdout.contains("require 1 publisher + 2 distinct auditors"), "{}", shown.stdout);
 
     let second = home.keygen("auditor2");
     home.trust(&second, "Second auditor", "auditor", "static-token");

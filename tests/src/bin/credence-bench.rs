@@ -11,6 +11,8 @@
 //! answers, no provider runs).
 //!
 //! Usage: `credence-bench [ROUNDS]` (default 200; cold runs every 10th round).
+//! `CREDENCE_BENCH_BASELINE=/path/to/other/credence` adds `warm` and `stored` of that binary
+//! (e.g. a build of the previous commit), each in a home of its own, to the same rounds.
 
 use credence_tests::{Home, Reply, TestServer, credence_exe};
 use std::process::{Command, Stdio};
@@ -71,16 +73,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn main() {
-    let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200);
-    let floor_exe = credence_exe().with_file_name(format!("credence-floor{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        floor_exe.is_file(),
-        "build the floor first: cargo build -p credence-tests --bin credence-floor"
-    );
-
-    let server = TestServer::start(|_| Reply::json(200, r#"{"access_token":"tok-bench","expires_in":86400}"#));
-    let home = Home::new();
+/// A home with the bench's two providers, set up and primed by its own binary.
+fn bench_home(exe: std::path::PathBuf, server: &TestServer) -> Home {
+    let home = Home::with_exe(exe);
     // Signed providers, so every provider run pays for verification as a user's would.
     home.install_signed(&[("static-token", &[], &[]), ("token-exchange", &[server.origin()], &[])]);
     home.write_config(&format!(
@@ -99,28 +94,57 @@ settings = {{ token-url = "{o}/token", client-id = "c", client-secret = "s" }}
 "#,
         o = server.origin()
     ));
-    let cmd = |url: &str| {
-        let mut c = home.command();
-        c.args(["get", url]);
-        c
-    };
     // Prime: the warm cache entry and the stored credential.
-    time(&mut cmd("https://registry.example/"));
-    time(&mut cmd("https://feed.example/"));
+    time(&mut get(&home, "https://registry.example/"));
+    time(&mut get(&home, "https://feed.example/"));
+    home
+}
+
+fn get(home: &Home, url: &str) -> Command {
+    let mut c = home.command();
+    c.args(["get", url]);
+    c
+}
+
+fn main() {
+    let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200);
+    let floor_exe = credence_exe().with_file_name(format!("credence-floor{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        floor_exe.is_file(),
+        "build the floor first: cargo build -p credence-tests --bin credence-floor"
+    );
+
+    let server = TestServer::start(|_| Reply::json(200, r#"{"access_token":"tok-bench","expires_in":86400}"#));
+    let home = bench_home(credence_exe(), &server);
+    let baseline = std::env::var_os("CREDENCE_BENCH_BASELINE").map(|p| bench_home(p.into(), &server));
+    let primed_hits = server.hits();
     let compiled = home.cache().join("credence/cwasm");
 
-    let names = ["floor", "cold", "warm", "stored"];
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
-    for round in 0..rounds {
-        samples[0].push(time(&mut Command::new(&floor_exe)));
-        if round % 10 == 0 {
-            let _ = std::fs::remove_dir_all(&compiled);
-            samples[1].push(time(&mut cmd("https://registry.example/")));
-        }
-        samples[2].push(time(&mut cmd("https://registry.example/")));
-        samples[3].push(time(&mut cmd("https://feed.example/")));
+    let mut names = vec!["floor", "cold", "warm", "stored"];
+    if baseline.is_some() {
+        names.extend(["warm (baseline)", "stored (baseline)"]);
     }
-    assert_eq!(server.hits(), 1, "the stored case must not call the provider");
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); names.len()];
+    let mut rng = fastrand::Rng::new();
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..names.len()).filter(|&i| i != 1 || round % 10 == 0).collect();
+        rng.shuffle(&mut order);
+        for case in order {
+            let elapsed = match case {
+                0 => time(&mut Command::new(&floor_exe)),
+                1 => {
+                    let _ = std::fs::remove_dir_all(&compiled);
+                    time(&mut get(&home, "https://registry.example/"))
+                }
+                2 => time(&mut get(&home, "https://registry.example/")),
+                3 => time(&mut get(&home, "https://feed.example/")),
+                4 => time(&mut get(baseline.as_ref().expect("baseline"), "https://registry.example/")),
+                _ => time(&mut get(baseline.as_ref().expect("baseline"), "https://feed.example/")),
+            };
+            samples[case].push(elapsed);
+        }
+    }
+    assert_eq!(server.hits(), primed_hits, "the stored cases must not call the provider");
 
     let medians: Vec<Duration> = samples
         .iter_mut()
@@ -141,6 +165,13 @@ settings = {{ token-url = "{o}/token", client-id = "c", client-secret = "s" }}
             ms(percentile(s, 0.1)),
             ms(percentile(s, 0.9)),
             medians[i].as_secs_f64() / medians[0].as_secs_f64()
+        );
+    }
+    if baseline.is_some() {
+        println!(
+            "\nthis build minus baseline (medians): warm {:+.3} ms, stored {:+.3} ms",
+            ms(medians[2]) - ms(medians[4]),
+            ms(medians[3]) - ms(medians[5])
         );
     }
     println!(
