@@ -22,6 +22,11 @@ fuzz_target!(|data: &[u8]| {
             "{:?}",
             p.component
         );
+        // The pinned provider is a provider name; a pinned publisher a lower-case key id.
+        assert!(valid_name(&p.provider), "{:?}", p.provider);
+        if let Some(k) = &p.publisher {
+            assert!(k.len() == 32 && k.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{k:?}");
+        }
         for o in &p.granted_origins {
             assert_eq!(Origin::parse(&o.to_string()).as_ref(), Ok(o), "{o}");
         }

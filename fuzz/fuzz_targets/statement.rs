@@ -9,6 +9,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(file) = StatementFile::parse(data) else { return };
     let statement = &file.statement;
     assert!(file.signatures.len() <= 16);
+    // Only the shape credence writes is accepted: objects with named fields, each key once.
+    let value: serde_json::Value = serde_json::from_slice(data).expect("parse read it as JSON");
+    assert_eq!(serde_json::to_value(&file).unwrap(), value);
+    let mut ids: Vec<&str> = file.signatures.iter().map(|s| s.key_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), file.signatures.len(), "a key signed twice");
 
     let ceiling = statement.ceiling().expect("parse checked the ceiling");
     assert_eq!(ceiling.name, statement.provider.name);

@@ -2,13 +2,27 @@
 //! and `to_toml`, which `credence trust` writes back.
 #![no_main]
 
-use credence_signing::{Role, TrustStore};
+use credence_signing::TrustStore;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(store) = TrustStore::parse(text) else { return };
-    assert!(store.policy.require.contains(&Role::Publisher));
+    // One publisher, and never a threshold no statement could meet.
+    assert_eq!(store.policy.require.publisher, 1);
+    assert!(store.policy.require.auditor <= credence_signing::trust::MAX_REQUIRED);
+    // Revocations are normalised when read: lower-case hex of the right length, so a
+    // revocation always matches what it names.
+    for k in &store.revoked.keys {
+        assert!(k.len() == 32 && k.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{k:?}");
+        assert!(store.key_revoked(&credence_signing::KeyId(k.to_uppercase())));
+    }
+    for d in &store.revoked.statements {
+        assert!(d.len() == 64 && d.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{d:?}");
+    }
+    for name in store.floor.keys() {
+        assert!(credence_signing::manifest::valid_name(name), "{name:?}");
+    }
     for k in &store.key {
         let key = k.key().expect("parse checked every key");
         assert!(!k.providers.is_empty());
