@@ -14,9 +14,9 @@ use crate::sandbox::limits::ProviderLimits;
 use crate::sandbox::{ImportError, check_component_type};
 use crate::sequence_store::SequenceStore;
 use crate::state_store::now_unix;
-use credence_signing::verify::{Input, Signer};
+use credence_signing::verify::{Input, Signer, verify_parsed};
 use credence_signing::statement::MAX_STATEMENT_BYTES;
-use credence_signing::{Manifest, Origin, PromptKind, Refusal, TrustStore, verify};
+use credence_signing::{Manifest, Origin, PromptKind, Refusal, TrustStore};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
@@ -159,22 +159,25 @@ pub fn vet(provider: &str, path: &Path, spath: &Path, trust: &Trust, writers: Wr
     let statement = read_optional(spath, MAX_STATEMENT_BYTES as u64, writers).map_err(file_err)?;
     let vetted = match (statement, trust.mode) {
         (Some(statement), _) => {
-            // The floor is per provider name, which only the statement tells; read it
-            // leniently here, the verifier checks everything strictly.
-            let name = credence_signing::StatementFile::parse(&statement)
-                .map(|f| f.statement.provider.name)
-                .unwrap_or_default();
-            let verified = verify(Input {
-                component: &bytes,
-                statement: &statement,
-                trust: &trust.store,
-                highest_sequence: trust.sequences.highest(&name),
-                now: now_unix(),
-            })
-            .map_err(|refusal| LoadError::Untrusted {
+            let untrusted = |refusal| LoadError::Untrusted {
                 provider: provider.to_owned(),
                 refusal,
-            })?;
+            };
+            let file = credence_signing::StatementFile::parse(&statement)
+                .map_err(|e| untrusted(Refusal::Malformed(e)))?;
+            // The floor is per provider name, which only the statement tells.
+            let highest_sequence = trust.sequences.highest(&file.statement.provider.name);
+            let verified = verify_parsed(
+                file,
+                Input {
+                    component: &bytes,
+                    statement: &statement,
+                    trust: &trust.store,
+                    highest_sequence,
+                    now: now_unix(),
+                },
+            )
+            .map_err(untrusted)?;
             if let Some(warning) = &verified.expired_warning {
                 tracing::warn!(
                     provider,

@@ -35,6 +35,13 @@ impl fmt::Display for KeyId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublicKey(VerifyingKey);
 
+fn key_id_of_bytes(bytes: &[u8; 32]) -> KeyId {
+    let mut h = Sha256::new();
+    h.update(b"credence-key-id-v1\0");
+    h.update(bytes);
+    KeyId(hex::encode(&h.finalize()[..16]))
+}
+
 impl PublicKey {
     pub fn parse(text: &str) -> Result<PublicKey, KeyError> {
         let b64 = text.trim().strip_prefix(PUBLIC_PREFIX).ok_or(KeyError::BadPublicKey)?;
@@ -49,10 +56,16 @@ impl PublicKey {
     }
 
     pub fn key_id(&self) -> KeyId {
-        let mut h = Sha256::new();
-        h.update(b"credence-key-id-v1\0");
-        h.update(self.0.as_bytes());
-        KeyId(hex::encode(&h.finalize()[..16]))
+        key_id_of_bytes(self.0.as_bytes())
+    }
+
+    /// The key id of a public-key line without decoding the curve point (an ed25519 point
+    /// decompression costs more than the rest of a trust-store lookup): for finding a key,
+    /// whose validity `TrustStore::parse` has already checked.
+    pub fn key_id_of_line(text: &str) -> Option<KeyId> {
+        let b64 = text.trim().strip_prefix(PUBLIC_PREFIX)?;
+        let bytes: [u8; 32] = B64.decode(b64).ok()?.try_into().ok()?;
+        Some(key_id_of_bytes(&bytes))
     }
 
     /// Strict verification (rejects non-canonical and small-order encodings).
@@ -136,6 +149,8 @@ mod tests {
         assert_eq!(p.key_id().0.len(), 32);
         assert_ne!(p.key_id(), SecretKey::from_seed([8; 32]).public().key_id());
         assert!(PublicKey::parse("credence-ed25519-pub:AAAA").is_err());
+        assert_eq!(PublicKey::key_id_of_line(&line), Some(p.key_id()), "the cheap id is the same id");
+        assert_eq!(PublicKey::key_id_of_line("credence-ed25519-pub:AAAA"), None);
     }
 
     #[test]

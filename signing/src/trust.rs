@@ -69,6 +69,11 @@ impl TrustedKey {
         PublicKey::parse(&self.public_key).map_err(|e| format!("key {:?}: {e}", self.name))
     }
 
+    /// The key's id, derived from its public key (`None` if the line is not a key).
+    pub fn key_id(&self) -> Option<KeyId> {
+        PublicKey::key_id_of_line(&self.public_key)
+    }
+
     pub fn may_sign_for(&self, provider: &str) -> bool {
         self.providers.iter().any(|p| match p.strip_suffix('*') {
             Some(prefix) => provider.starts_with(prefix),
@@ -192,18 +197,15 @@ pub const MAX_REQUIRED: u32 = 15;
 impl TrustStore {
     pub fn parse(text: &str) -> Result<TrustStore, String> {
         let mut store: TrustStore = toml::from_str(text).map_err(|e| e.message().trim_end().to_owned())?;
+        let mut ids = std::collections::BTreeSet::new();
         for k in &store.key {
-            k.key()?;
+            let id = k.key()?.key_id();
             if k.providers.is_empty() {
                 return Err(format!(
                     "key {:?} may sign for no provider; list names in `providers`",
                     k.name
                 ));
             }
-        }
-        let mut ids = std::collections::BTreeSet::new();
-        for k in &store.key {
-            let id = k.key().expect("checked").key_id();
             if !ids.insert(id.clone()) {
                 return Err(format!("key {id} is listed twice; a key has one role and one list of providers"));
             }
@@ -244,7 +246,7 @@ impl TrustStore {
     }
 
     pub fn find(&self, id: &KeyId) -> Option<&TrustedKey> {
-        self.key.iter().find(|k| k.key().is_ok_and(|p| &p.key_id() == id))
+        self.key.iter().find(|k| k.key_id().as_ref() == Some(id))
     }
 
     pub fn key_revoked(&self, id: &KeyId) -> bool {

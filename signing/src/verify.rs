@@ -259,6 +259,12 @@ pub fn apply_policy(
 
 pub fn verify(input: Input<'_>) -> Result<Verified, Refusal> {
     let file = StatementFile::parse(input.statement).map_err(Refusal::Malformed)?;
+    verify_parsed(file, input)
+}
+
+/// [`verify`] of a statement file already parsed from `input.statement` (the caller needed
+/// its provider name first, to look up the rollback floor).
+pub fn verify_parsed(file: StatementFile, input: Input<'_>) -> Result<Verified, Refusal> {
     let statement = &file.statement;
     let ceiling = statement.ceiling().map_err(Refusal::Malformed)?;
 
