@@ -404,7 +404,17 @@ mod tests {
         assert_eq!(parse_since("1h30m", now), Ok(now - 5400));
         // An age reaching before 1970 is everything.
         assert_eq!(parse_since("7000000d", now), Ok(0));
-        for bad in ["5é", "999999999999999999d", "", "d", "-5d", "5x", "1y", "é", "99999999999999999999999"] {
+        for bad in [
+            "5é",
+            "999999999999999999d",
+            "",
+            "d",
+            "-5d",
+            "5x",
+            "1y",
+            "é",
+            "99999999999999999999999",
+        ] {
             let err = parse_since(bad, now).unwrap_err();
             assert!(err.starts_with("--since "), "{bad:?}: {err}");
         }

@@ -342,7 +342,9 @@ impl TlsFront {
             for tcp in listener.incoming().flatten() {
                 let config = config.clone();
                 std::thread::spawn(move || {
-                    let Ok(conn) = rustls::ServerConnection::new(config) else { return };
+                    let Ok(conn) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
                     let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
                     loop {
                         let mut head = Vec::new();
@@ -361,7 +363,9 @@ impl TlsFront {
                             .collect::<Vec<_>>()
                             .join("\r\n");
                         let head = head.trim_end().to_owned() + "\r\nConnection: close\r\n\r\n";
-                        let Ok(mut plain) = std::net::TcpStream::connect(("127.0.0.1", backend)) else { return };
+                        let Ok(mut plain) = std::net::TcpStream::connect(("127.0.0.1", backend)) else {
+                            return;
+                        };
                         let mut answer = Vec::new();
                         if plain.write_all(head.as_bytes()).is_err() || plain.read_to_end(&mut answer).is_err() {
                             return;

@@ -323,7 +323,11 @@ fn docker_logout_does_not_make_a_fixed_token_provider_refuse_the_next_get() {
     let get = |host: &str| w.run(&["docker", "get"], host);
     assert_eq!(get("registry.example").code, Some(0));
     // `docker logout registry.example` erases every spelling of the registry.
-    for spelling in ["registry.example", "http://registry.example", "https://registry.example"] {
+    for spelling in [
+        "registry.example",
+        "http://registry.example",
+        "https://registry.example",
+    ] {
         let erase = w.run(&["docker", "erase"], spelling);
         assert_eq!(erase.code, Some(0), "{erase:#?}");
     }
@@ -459,7 +463,11 @@ fn a_provider_expiry_of_u64_max_or_year_10000_reaches_each_tool_as_a_time_it_can
             );
             let answer: serde_json::Value = serde_json::from_str(cargo.stdout.lines().nth(1).unwrap()).unwrap();
             // cargo deserialises `expiration` as an i64.
-            assert_eq!(answer["Ok"]["expiration"].as_i64(), Some(253_402_300_799), "{claimed}: {answer}");
+            assert_eq!(
+                answer["Ok"]["expiration"].as_i64(),
+                Some(253_402_300_799),
+                "{claimed}: {answer}"
+            );
             let kubectl = home.run_with(
                 &["kubectl"],
                 &[(
@@ -697,7 +705,11 @@ fn setup_git_makes_git_send_the_path_a_served_prefix_needs() {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     assert_eq!(get("credential.https://git.example.usehttppath"), "true");
-    assert!(get("credential.helper").ends_with(" git"), "{}", get("credential.helper"));
+    assert!(
+        get("credential.helper").ends_with(" git"),
+        "{}",
+        get("credential.helper")
+    );
 }
 
 // ---------------------------------------------------------------- injection

@@ -224,7 +224,10 @@ fn real_cargo_with_a_fixed_token_is_not_refused_on_its_first_401_or_by_cargo_log
     assert!(ok, "cargo login failed:\n{stderr}");
     let (ok, stderr) = cargo(&home, &project, &["generate-lockfile"]);
     assert!(ok, "cargo after login failed:\n{stderr}");
-    assert!(!stderr.contains("st-fixed-token"), "no secrets on cargo's console: {stderr}");
+    assert!(
+        !stderr.contains("st-fixed-token"),
+        "no secrets on cargo's console: {stderr}"
+    );
 }
 
 fn git(dir: &Path, home: &Home, args: &[&str]) -> std::process::Output {
@@ -354,7 +357,8 @@ fn real_docker_logout_then_a_pull_style_get_still_answers_with_a_fixed_token() {
             .map(|(_, v)| v.as_str());
         if auth != Some(expected.as_str()) {
             let mut r = Reply::json(401, r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#);
-            r.headers.push(("WWW-Authenticate".into(), "Basic realm=\"test\"".into()));
+            r.headers
+                .push(("WWW-Authenticate".into(), "Basic realm=\"test\"".into()));
             return r;
         }
         match req.url.as_str() {

@@ -149,7 +149,11 @@ fn without_a_terminal(home: &Home, args: &[&str]) -> (Option<i32>, String, Vec<u
         }
     }
     let (out, _) = credence_tests::run_bounded(cmd, std::time::Duration::from_secs(60));
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), out.stdout)
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.stdout,
+    )
 }
 
 #[test]
@@ -158,7 +162,10 @@ fn a_prompt_without_a_terminal_fails_cleanly() {
     let home = hostile_home(&[], r#"attack = "prompt-anyway""#, "");
     let (code, stderr, stdout) = without_a_terminal(&home, &["get", "https://evil.example/"]);
     assert_eq!(code, Some(3), "{stderr}");
-    assert!(stderr.contains("prompt refused: PromptError::NotInteractive"), "{stderr}");
+    assert!(
+        stderr.contains("prompt refused: PromptError::NotInteractive"),
+        "{stderr}"
+    );
     assert!(stdout.is_empty());
 }
 

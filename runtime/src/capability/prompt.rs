@@ -71,7 +71,11 @@ impl Terminal for ControllingTerminal {
     /// The process has a controlling terminal: without one (a CI job, a daemon, a tool
     /// that started credence in a new session) `/dev/tty` does not open.
     fn can_prompt(&self) -> bool {
-        std::fs::OpenOptions::new().read(true).write(true).open(tty_path()).is_ok()
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(tty_path())
+            .is_ok()
     }
 }
 
@@ -233,7 +237,8 @@ mod tests {
 
     #[test]
     fn a_request_without_a_terminal_is_not_interactive() {
-        let mut request = crate::front::request("https://r.example/", crate::request::Protocol::Generic, "read").unwrap();
+        let mut request =
+            crate::front::request("https://r.example/", crate::request::Protocol::Generic, "read").unwrap();
         request.interactive = true;
         assert!(!interactive_only_with_a_terminal(&request, &NoTerminal).interactive);
         assert!(interactive_only_with_a_terminal(&request, &Recorder::default()).interactive);

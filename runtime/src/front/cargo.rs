@@ -268,7 +268,10 @@ mod tests {
         assert!(!parsed.request.is_retry, "the challenge comes on first use too");
         assert_eq!(
             parsed.request.challenge_headers[0],
-            ("WWW-Authenticate".to_owned(), "Cargo login_url=\"https://r.example/me\"".to_owned())
+            (
+                "WWW-Authenticate".to_owned(),
+                "Cargo login_url=\"https://r.example/me\"".to_owned()
+            )
         );
     }
 
@@ -286,7 +289,10 @@ mod tests {
         assert_eq!(answered, 0, "no part of the line is taken as a request");
         let text = String::from_utf8(output).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
-        assert!(text.starts_with(r#"{"Err":{"kind":"other","message":"a line is longer than"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"Err":{"kind":"other","message":"a line is longer than"#),
+            "{text}"
+        );
         assert_eq!(code, ExitCode::from(1));
     }
 
