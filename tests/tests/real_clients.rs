@@ -413,3 +413,45 @@ fn real_docker_logout_then_a_pull_style_get_still_answers_with_a_fixed_token() {
     assert!(!stderr.contains("refused"), "{stderr}");
     assert!(!stdout.contains("st-docker-token") && !stderr.contains("st-docker-token"));
 }
+
+#[test]
+fn real_kubectl_accepts_a_provider_expiry_of_u64_max() {
+    // The API server accepts the hostile provider's token; kubectl must first parse the
+    // `expirationTimestamp` credence wrote for an expiry of u64::MAX.
+    let api = TestServer::start(|req| {
+        let auth = req
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.as_str());
+        if auth != Some("Bearer far-future") {
+            return Reply::json(
+                401,
+                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":401}"#,
+            );
+        }
+        Reply::json(200, r#"{"major":"1","minor":"32","gitVersion":"v1.32.0"}"#)
+    });
+    // client-go runs exec plugins only for https servers.
+    let tls = credence_tests::TlsFront::start(&api);
+    let home = credence_tests::hostile_home(&[], r#"attack = "far-future-expiry""#, "");
+    let kubeconfig = home.dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {}\n      args: [kubectl, --server, \"https://evil.example/\"]\n      interactiveMode: Never\n",
+            tls.port,
+            credence_exe().display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = home.command_for(Path::new("kubectl"));
+    cmd.args(["--kubeconfig", kubeconfig.to_str().unwrap(), "get", "--raw", "/version"]);
+    let (out, _) = credence_tests::run_bounded(cmd, std::time::Duration::from_secs(60));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "kubectl failed: {stdout}{stderr}");
+    assert!(stdout.contains("v1.32.0"), "{stdout}");
+}
