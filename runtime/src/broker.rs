@@ -170,7 +170,8 @@ impl Broker {
             })
             .collect();
         if record.providers.is_empty() {
-            // docker erases every spelling of a registry (host, http://, https://).
+            // Nothing is kept for a URL no provider serves (a tool may log out of several
+            // spellings of one server), so there is nothing to forget or record.
             return Ok(0);
         }
         self.audit.append(&record);
