@@ -196,6 +196,39 @@ impl Broker {
         }
     }
 
+    /// The user logged out through the tool (docker `erase`, cargo `logout`, keyring
+    /// `del`): what is stored for the URL is forgotten and the record says so. Not a
+    /// rejection: the next request is a first one, not a retry, so a provider with a fixed
+    /// token answers it as before.
+    pub fn log_out(&self, request: &CredentialRequest) -> Result<usize, String> {
+        let mut record = self.record(request);
+        record.outcome = "logged-out".into();
+        record.providers = self
+            .config
+            .providers_for(&request.url)
+            .map(|p| Attempt {
+                instance: p.name.clone(),
+                verdict: "logged-out".into(),
+                ..Default::default()
+            })
+            .collect();
+        if record.providers.is_empty() {
+            // Nothing is kept for a URL no provider serves (a tool may log out of several
+            // spellings of one server), so there is nothing to forget or record.
+            return Ok(0);
+        }
+        self.audit.append(&record);
+        self.logout(&request.url)
+    }
+
+    /// Drops the credential stored for this request at each provider that serves its URL,
+    /// keeping their state, so the next request runs the provider (cargo `login`).
+    pub fn drop_stored(&self, request: &CredentialRequest) {
+        for provider in self.config.providers_for(&request.url) {
+            self.state.evict(&provider.name, &credential_key(provider, request));
+        }
+    }
+
     /// Forgets stored credentials and state of every provider that serves `url`.
     pub fn logout(&self, url: &url::Url) -> Result<usize, String> {
         let mut n = 0;
@@ -207,6 +240,7 @@ impl Broker {
 
     /// Answers a request and writes its audit record.
     pub fn get(&self, request: &CredentialRequest) -> Result<Answer, Refusal> {
+        let request = &crate::capability::prompt::interactive_only_with_a_terminal(request, &*(self.terminal)());
         let started = std::time::Instant::now();
         let mut record = self.record(request);
         let result = self.answer(request, &mut record);
@@ -458,7 +492,7 @@ impl Broker {
                 .into_iter()
                 .map(|(k, v)| (k, Secret::new(v)))
                 .collect(),
-            expires_at: credential.expires_at,
+            expires_at: crate::request::representable_expiry(credential.expires_at),
             cache: match credential.cache {
                 wit::CachePolicy::Never => CachePolicy::Never,
                 wit::CachePolicy::Session => CachePolicy::Session,

@@ -62,7 +62,7 @@ enum Command {
     Audit {
         #[arg(long)]
         json: bool,
-        /// Only records since this time: Unix seconds, or an age such as 30m, 12h, 7d.
+        /// Only records since this time: Unix seconds, an RFC 3339 time, or an age such as 30m, 12h, 7d.
         #[arg(long)]
         since: Option<String>,
         /// Only records that involve this provider (instance or signed name).
@@ -299,27 +299,35 @@ fn providers(broker: &Broker, json: bool) -> Result<ExitCode, String> {
     Ok(ExitCode::from(if refused { 3 } else { 0 }))
 }
 
-fn parse_since(text: &str) -> Result<u64, String> {
-    let now = crate::state_store::now_unix();
+/// `--since`: Unix seconds, an RFC 3339 time (`2026-11-23T10:00:00Z`), or an age before
+/// `now` in jiff's friendly duration format (`30m`, `12h`, `7d`, `1h30m`, `2 days`), where a
+/// day is 24 hours.
+fn parse_since(text: &str, now: u64) -> Result<u64, String> {
     if let Ok(t) = text.parse::<u64>() {
         return Ok(t);
     }
-    let (n, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("--since {text:?}: expected Unix seconds or an age like 30m, 12h, 7d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("--since {text:?}: the unit must be s, m, h or d")),
-    };
-    Ok(now.saturating_sub(secs))
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(u64::try_from(t.as_second()).unwrap_or(0));
+    }
+    let age = text
+        .parse::<jiff::Span>()
+        .map_err(|e| e.to_string())
+        .and_then(|span| {
+            span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|age| u64::try_from(age.as_secs()).map_err(|_| "an age cannot be negative".to_owned()));
+    match age {
+        Ok(secs) => Ok(now.saturating_sub(secs)),
+        Err(why) => Err(format!(
+            "--since {text:?} is not Unix seconds, an RFC 3339 time such as 2026-11-23T10:00:00Z, or an age such as 30m, 12h or 7d ({why})"
+        )),
+    }
 }
 
 fn audit(broker: &Broker, json: bool, since: Option<&str>, provider: Option<&str>) -> Result<ExitCode, String> {
-    let since = since.map(parse_since).transpose()?;
+    let now = crate::state_store::now_unix();
+    let since = since.map(|s| parse_since(s, now)).transpose()?;
     let records = broker
         .audit()
         .read()
@@ -381,4 +389,37 @@ fn audit(broker: &Broker, json: bool, since: Option<&str>, provider: Option<&str
     }
     print!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_unix_seconds_rfc3339_and_ages_and_refuses_the_rest_without_panicking() {
+        let now = 1_767_225_600; // 2026-01-01T00:00:00Z
+        assert_eq!(parse_since("1700000000", now), Ok(1_700_000_000));
+        assert_eq!(parse_since("2025-12-31T23:00:00Z", now), Ok(now - 3600));
+        assert_eq!(parse_since("2025-12-31T23:00:00+01:00", now), Ok(now - 7200));
+        assert_eq!(parse_since("30m", now), Ok(now - 1800));
+        assert_eq!(parse_since("12h", now), Ok(now - 43_200));
+        assert_eq!(parse_since("7d", now), Ok(now - 7 * 86_400));
+        assert_eq!(parse_since("1h30m", now), Ok(now - 5400));
+        // An age reaching before 1970 is everything.
+        assert_eq!(parse_since("7000000d", now), Ok(0));
+        for bad in [
+            "5é",
+            "999999999999999999d",
+            "",
+            "d",
+            "-5d",
+            "5x",
+            "1y",
+            "é",
+            "99999999999999999999999",
+        ] {
+            let err = parse_since(bad, now).unwrap_err();
+            assert!(err.starts_with("--since "), "{bad:?}: {err}");
+        }
+    }
 }

@@ -66,6 +66,19 @@ pub enum Refusal {
     Failed(String),
 }
 
+/// The latest expiry credence hands any tool: 9999-12-31T23:59:59Z, the last second a
+/// four-digit year can write. cargo reads `expiration` as an i64, git's
+/// `password_expiry_utc` is a time_t, and kubectl and Bazel parse RFC 3339 with a four-digit
+/// year; a provider's "never expires" as `u64::MAX`, or any date past year 9999, would make
+/// each of them fail, so every expiry is clamped to this once, where the broker takes the
+/// provider's answer.
+pub const LATEST_EXPIRY: u64 = 253_402_300_799;
+
+/// A provider's expiry as every tool can represent it (see [`LATEST_EXPIRY`]).
+pub fn representable_expiry(expires_at: Option<u64>) -> Option<u64> {
+    expires_at.map(|t| t.min(LATEST_EXPIRY))
+}
+
 fn with_detail(d: &str) -> String {
     if d.is_empty() { String::new() } else { format!(" ({d})") }
 }
@@ -107,6 +120,16 @@ mod tests {
         assert!(parse_request_url("https://registry.example/\r\nHost: evil").is_err());
         assert!(parse_request_url("https://registry.example/\0").is_err());
         assert!(parse_request_url("file:///etc/passwd").is_err());
+    }
+
+    #[test]
+    fn an_expiry_of_u64_max_or_past_year_9999_is_clamped_to_the_last_second_of_9999() {
+        assert_eq!(representable_expiry(Some(u64::MAX)), Some(LATEST_EXPIRY));
+        // 10000-01-01T00:00:00Z
+        assert_eq!(representable_expiry(Some(253_402_300_800)), Some(LATEST_EXPIRY));
+        assert_eq!(representable_expiry(Some(1_767_225_600)), Some(1_767_225_600));
+        assert_eq!(representable_expiry(None), None);
+        assert!(i64::try_from(LATEST_EXPIRY).is_ok(), "cargo reads an i64");
     }
 
     #[test]

@@ -318,6 +318,77 @@ impl TestServer {
     }
 }
 
+/// `https://127.0.0.1:PORT` in front of a [`TestServer`], for clients that speak only
+/// https to a registry (docker): each request head (GET or HEAD, no body) read over TLS is
+/// passed to the plain server on a connection of its own, and its whole answer sent back.
+/// The certificate (`tests/fixtures/loopback-tls.*.pem`) is self-signed for 127.0.0.1.
+pub struct TlsFront {
+    pub port: u16,
+}
+
+impl TlsFront {
+    pub fn start(backend: &TestServer) -> TlsFront {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(include_bytes!("../fixtures/loopback-tls.cert.pem"))
+            .collect::<Result<Vec<_>, _>>()
+            .expect("test certificate");
+        let key = PrivateKeyDer::from_pem_slice(include_bytes!("../fixtures/loopback-tls.key.pem")).expect("test key");
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .expect("certificate and key match"),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let backend = backend.port;
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let Ok(conn) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
+                    let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+                    loop {
+                        let mut head = Vec::new();
+                        while !head.ends_with(b"\r\n\r\n") {
+                            let mut line = Vec::new();
+                            match tls.read_until(b'\n', &mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) => head.extend_from_slice(&line),
+                            }
+                        }
+                        // One request per backend connection: its answer ends at EOF.
+                        let text = String::from_utf8_lossy(&head);
+                        let head: String = text
+                            .split("\r\n")
+                            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                            .collect::<Vec<_>>()
+                            .join("\r\n");
+                        let head = head.trim_end().to_owned() + "\r\nConnection: close\r\n\r\n";
+                        let Ok(mut plain) = std::net::TcpStream::connect(("127.0.0.1", backend)) else {
+                            return;
+                        };
+                        let mut answer = Vec::new();
+                        if plain.write_all(head.as_bytes()).is_err() || plain.read_to_end(&mut answer).is_err() {
+                            return;
+                        }
+                        let out = tls.get_mut();
+                        if out.write_all(&answer).and_then(|()| out.flush()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        TlsFront { port }
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.server.unblock();

@@ -239,3 +239,22 @@ fn with_the_most_verbose_logging_no_secret_reaches_a_log_an_error_or_the_audit_t
         assert!(!audit.contains(&secret), "secret {secret:?} in the audit trail");
     }
 }
+
+#[test]
+fn audit_since_with_a_non_ascii_unit_or_a_huge_age_is_a_usage_error_not_a_panic() {
+    let home = Home::new();
+    for bad in ["5é", "999999999999999999d", "yesterday"] {
+        let run = home.run(&["audit", "--since", bad]);
+        assert_eq!(run.code, Some(2), "{bad:?}: {run:#?}");
+        assert!(
+            run.stderr.contains("is not Unix seconds, an RFC 3339 time"),
+            "{bad:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+    for good in ["2026-01-01T00:00:00Z", "1h30m", "7d", "0"] {
+        let run = home.run(&["audit", "--since", good]);
+        assert_eq!(run.code, Some(0), "{good:?}: {run:#?}");
+    }
+}

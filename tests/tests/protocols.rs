@@ -126,17 +126,80 @@ fn cargo_error_forms() {
 }
 
 #[test]
-fn cargo_401_headers_make_a_retry_that_skips_the_stored_token() {
+fn a_cargo_401_challenge_on_first_use_does_not_make_a_fixed_token_provider_refuse() {
     let w = world();
+    // What real cargo sends first for an `auth-required` registry: the 401's headers.
+    let challenged = |url: &str| {
+        format!(
+            r#"{{"v":1,"registry":{{"index-url":"sparse+{url}","headers":["WWW-Authenticate: Cargo login_url=\"https://registry.example/me\""]}},"kind":"get","operation":"read"}}"#
+        )
+    };
+    let first = cargo_exchange(&w, &challenged("https://registry.example/index/"));
+    let answer: serde_json::Value = serde_json::from_str(&first[1]).unwrap();
+    assert_eq!(answer["Ok"]["token"], "tok-static", "{}", first[1]);
+    // The headers do not skip a stored token either: only `login` fetches afresh.
     let get = r#"{"v":1,"registry":{"index-url":"https://feed.example/"},"kind":"get","operation":"read"}"#;
     cargo_exchange(&w, get);
-    cargo_exchange(&w, get);
-    assert_eq!(w.tokens.hits(), 1, "the second get is answered from the stored token");
-    cargo_exchange(
+    cargo_exchange(&w, &challenged("https://feed.example/"));
+    assert_eq!(w.tokens.hits(), 1, "a challenge is answered from the stored token");
+    let login = cargo_exchange(
         &w,
-        r#"{"v":1,"registry":{"index-url":"https://feed.example/","headers":["WWW-Authenticate: Cargo login_url=\"x\""]},"kind":"get","operation":"read"}"#,
+        r#"{"v":1,"registry":{"index-url":"https://feed.example/"},"kind":"login","login-url":"https://feed.example/me"}"#,
     );
-    assert_eq!(w.tokens.hits(), 2, "after a 401 the provider is asked again");
+    assert_eq!(login[1], r#"{"Ok":{"kind":"login"}}"#);
+    assert_eq!(w.tokens.hits(), 2, "login runs the provider");
+    cargo_exchange(&w, get);
+    assert_eq!(w.tokens.hits(), 2, "and the next get finds login's token stored");
+    let static_login = cargo_exchange(
+        &w,
+        r#"{"v":1,"registry":{"index-url":"https://registry.example/"},"kind":"login"}"#,
+    );
+    assert_eq!(static_login[1], r#"{"Ok":{"kind":"login"}}"#, "login is no refusal");
+}
+
+#[test]
+fn a_10_mb_cargo_line_gets_one_error_and_ends_the_session() {
+    let w = world();
+    let get = r#"{"v":1,"registry":{"index-url":"https://registry.example/"},"kind":"get","operation":"read"}"#;
+    // The tail of the long line, and a real request after it, must not be answered.
+    let mut input = vec![b'x'; 10 << 20];
+    input.extend_from_slice(format!("\n{get}\n").as_bytes());
+    let run = w.home.run_stdin(&["--cargo-plugin"], &input, &[]);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "the hello and one error: {lines:?}");
+    assert!(
+        lines[1].starts_with(r#"{"Err":{"kind":"other","message":"a line is longer than 1048576 bytes"#),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+}
+
+#[test]
+fn a_10_mb_nuget_line_ends_the_plugin_session_without_answers() {
+    let w = world();
+    let mut n = NuGet::start(&w.home, &[]);
+    let hello = n.next(Duration::from_secs(10));
+    assert_eq!(hello["Method"], "Handshake");
+    let long = "x".repeat(10 << 20);
+    // The plugin stops reading after the limit: the rest of the write may fail.
+    let _ = std::io::Write::write_all(&mut n.stdin, format!("{long}\n{{\"RequestId\":\"1\",\"Type\":\"Request\",\"Method\":\"Handshake\",\"Payload\":{{\"ProtocolVersion\":\"2.0.0\",\"MinimumProtocolVersion\":\"1.0.0\"}}}}\n").as_bytes());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = n.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the plugin kept reading");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        matches!(
+            n.lines.recv_timeout(Duration::from_secs(10)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        ),
+        "nothing is answered after an over-long line"
+    );
 }
 
 // ---------------------------------------------------------------- git
@@ -255,14 +318,32 @@ fn docker_get_list_version_and_errors_on_stdout() {
 }
 
 #[test]
-fn docker_erase_makes_the_next_get_a_retry() {
+fn docker_logout_does_not_make_a_fixed_token_provider_refuse_the_next_get() {
     let w = world();
-    w.run(&["docker", "get"], "feed.example");
-    w.run(&["docker", "get"], "feed.example");
+    let get = |host: &str| w.run(&["docker", "get"], host);
+    assert_eq!(get("registry.example").code, Some(0));
+    // `docker logout registry.example` erases every spelling of the registry.
+    for spelling in [
+        "registry.example",
+        "http://registry.example",
+        "https://registry.example",
+    ] {
+        let erase = w.run(&["docker", "erase"], spelling);
+        assert_eq!(erase.code, Some(0), "{erase:#?}");
+    }
+    let after = get("registry.example");
+    assert_eq!(after.code, Some(0), "{after:#?}");
+    assert_eq!(after.json()["Secret"], "tok-static");
+    // What was stored is forgotten: the next get runs the provider again.
+    get("feed.example");
+    get("feed.example");
     assert_eq!(w.tokens.hits(), 1);
     assert_eq!(w.run(&["docker", "erase"], "feed.example").code, Some(0));
-    w.run(&["docker", "get"], "feed.example");
+    assert_eq!(get("feed.example").code, Some(0));
     assert_eq!(w.tokens.hits(), 2);
+    let audit = w.run(&["audit", "--json"], "");
+    assert!(audit.stdout.contains(r#""outcome":"logged-out""#), "{}", audit.stdout);
+    assert!(!audit.stdout.contains(r#""outcome":"rejected""#), "{}", audit.stdout);
 }
 
 // ---------------------------------------------------------------- bazel, goauth, keyring, kubectl
@@ -362,6 +443,49 @@ fn kubectl_exec_credential_with_expiration() {
     );
     assert_eq!(none.code, Some(1));
     assert!(none.stderr.contains("provideClusterInfo"), "{}", none.stderr);
+}
+
+#[test]
+fn a_provider_expiry_of_u64_max_or_year_10000_reaches_each_tool_as_a_time_it_can_parse() {
+    for claimed in [u64::MAX.to_string(), "253402300800".to_owned()] {
+        let home = credence_tests::hostile_home(
+            &[],
+            &format!(r#"attack = "far-future-expiry", expires-at = "{claimed}""#),
+            "",
+        );
+        // Twice each: the provider's answer, then the stored one.
+        for _ in 0..2 {
+            let cargo = home.run_stdin(
+                &["--cargo-plugin"],
+                br#"{"v":1,"registry":{"index-url":"sparse+https://evil.example/index/"},"kind":"get","operation":"read"}
+"#,
+                &[],
+            );
+            let answer: serde_json::Value = serde_json::from_str(cargo.stdout.lines().nth(1).unwrap()).unwrap();
+            // cargo deserialises `expiration` as an i64.
+            assert_eq!(
+                answer["Ok"]["expiration"].as_i64(),
+                Some(253_402_300_799),
+                "{claimed}: {answer}"
+            );
+            let kubectl = home.run_with(
+                &["kubectl"],
+                &[(
+                    "KUBERNETES_EXEC_INFO",
+                    r#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false,"cluster":{"server":"https://evil.example/"}}}"#,
+                )],
+            );
+            assert_eq!(kubectl.code, Some(0), "{kubectl:#?}");
+            assert_eq!(kubectl.json()["status"]["expirationTimestamp"], "9999-12-31T23:59:59Z");
+            let bazel = home.run_stdin(&["bazel", "get"], br#"{"uri":"https://evil.example/x"}"#, &[]);
+            assert_eq!(bazel.code, Some(0), "{bazel:#?}");
+            assert_eq!(bazel.json()["expires"], "9999-12-31T23:59:59Z");
+            let git = home.run_stdin(&["git", "get"], b"protocol=https\nhost=evil.example\n", &[]);
+            assert!(git.stdout.contains("password_expiry_utc=253402300799\n"), "{git:#?}");
+            let generic = home.run(&["get", "https://evil.example/", "--json"]);
+            assert_eq!(generic.json()["expires_at"], 253_402_300_799_u64);
+        }
+    }
 }
 
 // ---------------------------------------------------------------- NuGet
@@ -546,6 +670,46 @@ fn setup_prints_each_tools_configuration_line() {
     assert_eq!(write.code, Some(0), "{write:#?}");
     let written = std::fs::read_to_string(cargo_home.join("config.toml")).unwrap();
     assert!(written.contains("global-credential-providers"), "{written}");
+}
+
+#[test]
+fn setup_git_makes_git_send_the_path_a_served_prefix_needs() {
+    let home = Home::new();
+    home.write_config(
+        "[[provider]]\nname = \"team\"\ncomponent = \"static-token.wasm\"\nserves = [\"https://git.example/team/\", \"https://other.example/\"]\nsettings = { token = \"t\" }\n",
+    );
+    let shown = home.run(&["setup", "git"]);
+    assert_eq!(shown.code, Some(0), "{shown:#?}");
+    assert!(
+        shown
+            .stdout
+            .contains("git config --global credential.https://git.example.useHttpPath true\n"),
+        "{}",
+        shown.stdout
+    );
+    assert!(!shown.stdout.contains("other.example"), "{}", shown.stdout);
+    assert!(
+        shown.stderr.contains("serves https://git.example/team/") && shown.stderr.contains("useHttpPath"),
+        "{}",
+        shown.stderr
+    );
+    // `--write` runs both lines against this home's global git config ($HOME/.gitconfig).
+    let written = home.run(&["setup", "git", "--write"]);
+    assert_eq!(written.code, Some(0), "{written:#?}");
+    let config = home.dir.path().join(".gitconfig");
+    let get = |key: &str| {
+        let out = std::process::Command::new("git")
+            .args(["config", "--file", config.to_str().unwrap(), "--get", key])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(get("credential.https://git.example.usehttppath"), "true");
+    assert!(
+        get("credential.helper").ends_with(" git"),
+        "{}",
+        get("credential.helper")
+    );
 }
 
 // ---------------------------------------------------------------- injection

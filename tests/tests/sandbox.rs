@@ -133,17 +133,14 @@ fn basic_prompt_in_non_interactive_mode_needs_interaction() {
     );
 }
 
-#[test]
-fn a_prompt_without_a_terminal_fails_cleanly() {
-    // Interactive, but the test has no controlling terminal: the prompt must fail, not
-    // fall back to stdin or stdout (the tool's protocol channel).
-    let home = hostile_home(&[], r#"attack = "prompt-anyway""#, "");
+/// `credence <args>` in a new session, which has no controlling terminal, whatever the
+/// test runner has.
+fn without_a_terminal(home: &Home, args: &[&str]) -> (Option<i32>, String, Vec<u8>) {
     let mut cmd = home.command();
-    cmd.args(["get", "https://evil.example/"]);
+    cmd.args(args);
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
-        // A new session has no controlling terminal, whatever the test runner has.
         unsafe {
             cmd.pre_exec(|| {
                 libc_setsid();
@@ -152,10 +149,40 @@ fn a_prompt_without_a_terminal_fails_cleanly() {
         }
     }
     let (out, _) = credence_tests::run_bounded(cmd, std::time::Duration::from_secs(60));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("no terminal to prompt on"), "{stderr}");
-    assert!(out.stdout.is_empty());
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.stdout,
+    )
+}
+
+#[test]
+fn a_prompt_without_a_terminal_fails_cleanly() {
+    // The prompt must fail, not fall back to stdin or stdout (the tool's protocol channel).
+    let home = hostile_home(&[], r#"attack = "prompt-anyway""#, "");
+    let (code, stderr, stdout) = without_a_terminal(&home, &["get", "https://evil.example/"]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("prompt refused: PromptError::NotInteractive"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty());
+}
+
+#[test]
+fn get_without_a_terminal_tells_the_provider_it_may_not_prompt() {
+    // Without a terminal no prompt can be shown, so the request is not interactive and a
+    // provider that must ask answers needs-interaction (exit 4), instead of being told it
+    // may prompt and failing at the prompt (exit 3).
+    let home = Home::new();
+    home.install("basic-prompt", "basic-prompt", &manifest("basic-prompt", &[], &["ask"]));
+    home.write_config("[[provider]]\nname = \"basic-prompt\"\nserves = [\"https://git.example/\"]\n");
+    let (code, stderr, stdout) = without_a_terminal(&home, &[UNSIGNED, "get", "https://git.example/repo.git"]);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("provider basic-prompt needs interaction"), "{stderr}");
+    assert!(stdout.is_empty());
+    let audit = home.run(&["audit", "--json"]);
+    assert!(audit.stdout.contains(r#""interactive":false"#), "{}", audit.stdout);
 }
 
 #[cfg(unix)]

@@ -3,6 +3,7 @@
 //! with the provider's name with its text neutralised, so a provider can neither draw on
 //! the terminal nor pass itself off as credence or another provider.
 
+use crate::request::CredentialRequest;
 use credence_signing::PromptKind;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,6 +28,19 @@ pub trait Terminal: Send + 'static {
     /// Shows `line` and reads one answer, hidden when `secret`. `Ok(None)` is end of input.
     fn ask(&mut self, line: &str, secret: bool) -> std::io::Result<Option<String>>;
     fn show(&mut self, line: &str) -> std::io::Result<()>;
+    /// Whether a prompt can be shown at all (see [`interactive_only_with_a_terminal`]).
+    fn can_prompt(&self) -> bool {
+        true
+    }
+}
+
+/// A request is interactive only when the tool allows prompts *and* one can be shown: a
+/// provider told it may prompt where there is no terminal fails at its prompt instead of
+/// answering `needs-interaction` (which the tools report as "run interactively").
+pub fn interactive_only_with_a_terminal(request: &CredentialRequest, terminal: &dyn Terminal) -> CredentialRequest {
+    let mut request = request.clone();
+    request.interactive = request.interactive && terminal.can_prompt();
+    request
 }
 
 /// The controlling terminal, `/dev/tty`.
@@ -52,6 +66,16 @@ impl Terminal for ControllingTerminal {
     fn show(&mut self, line: &str) -> std::io::Result<()> {
         let mut tty = std::fs::OpenOptions::new().write(true).open(tty_path())?;
         writeln!(tty, "{line}")
+    }
+
+    /// The process has a controlling terminal: without one (a CI job, a daemon, a tool
+    /// that started credence in a new session) `/dev/tty` does not open.
+    fn can_prompt(&self) -> bool {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(tty_path())
+            .is_ok()
     }
 }
 
@@ -196,6 +220,30 @@ mod tests {
             self.0.lock().unwrap().push(line.to_owned());
             Ok(())
         }
+    }
+
+    struct NoTerminal;
+    impl Terminal for NoTerminal {
+        fn ask(&mut self, _line: &str, _secret: bool) -> std::io::Result<Option<String>> {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+        fn show(&mut self, _line: &str) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+        fn can_prompt(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_request_without_a_terminal_is_not_interactive() {
+        let mut request =
+            crate::front::request("https://r.example/", crate::request::Protocol::Generic, "read").unwrap();
+        request.interactive = true;
+        assert!(!interactive_only_with_a_terminal(&request, &NoTerminal).interactive);
+        assert!(interactive_only_with_a_terminal(&request, &Recorder::default()).interactive);
+        request.interactive = false;
+        assert!(!interactive_only_with_a_terminal(&request, &Recorder::default()).interactive);
     }
 
     fn all() -> BTreeSet<PromptKind> {

@@ -6,7 +6,7 @@ use super::{MAX_INPUT, check_value, open_broker, read_line_bounded, request};
 use crate::broker::Broker;
 use crate::request::{CachePolicy, CredentialRequest, Protocol, Refusal};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 #[derive(Deserialize)]
@@ -90,19 +90,25 @@ pub fn run() -> ExitCode {
         return ExitCode::from(1);
     }
     let broker = open_broker();
-    let mut stdin = std::io::stdin().lock();
+    serve(std::io::stdin().lock(), stdout, |line| match &broker {
+        Ok(broker) => answer(broker, line),
+        Err(e) => Answer::Err(other(format!("credence cannot start: {e}"))),
+    })
+}
+
+/// Answers each request line until EOF. A line over `MAX_INPUT` gets one error and ends
+/// the session: the reader stops inside it, and its tail is no request of cargo's, so
+/// reading on would answer requests nobody sent (a 10 MB line got ten answers).
+fn serve(mut input: impl BufRead, mut output: impl Write, mut answer: impl FnMut(&[u8]) -> Answer) -> ExitCode {
     loop {
-        let answer = match read_line_bounded(&mut stdin, MAX_INPUT) {
+        let (reply, framing_lost) = match read_line_bounded(&mut input, MAX_INPUT) {
             Ok(None) => return ExitCode::SUCCESS,
             Ok(Some(line)) if line.iter().all(u8::is_ascii_whitespace) => continue,
-            Ok(Some(line)) => match &broker {
-                Ok(broker) => answer(broker, &line),
-                Err(e) => Answer::Err(other(format!("credence cannot start: {e}"))),
-            },
-            Err(e) => Answer::Err(other(e)),
+            Ok(Some(line)) => (answer(&line), false),
+            Err(e) => (Answer::Err(other(e)), true),
         };
-        let text = serde_json::to_string(&answer).expect("answers serialise");
-        if writeln!(stdout, "{text}").and_then(|()| stdout.flush()).is_err() {
+        let text = serde_json::to_string(&reply).expect("answers serialise");
+        if writeln!(output, "{text}").and_then(|()| output.flush()).is_err() || framing_lost {
             return ExitCode::from(1);
         }
     }
@@ -141,6 +147,10 @@ pub fn parse_request(line: &[u8]) -> Result<ParsedRequest, Failure> {
     };
     check_value("operation", &operation).map_err(other)?;
     let mut request = request(url, Protocol::Cargo, &operation).map_err(other)?;
+    // The headers are the 401 that made cargo ask, on first use too (an `auth-required`
+    // registry answers cargo's token-less first request with one): a challenge, not a sign
+    // that a token was refused. Cargo has no retry flag; when it refuses a token it tells
+    // the user to run `cargo login`, which is its one "fetch a fresh credential" signal.
     for header in &req.registry.headers {
         check_value("headers", header).map_err(other)?;
         if let Some((name, value)) = header.split_once(':') {
@@ -149,9 +159,8 @@ pub fn parse_request(line: &[u8]) -> Result<ParsedRequest, Failure> {
                 .push((name.trim().to_owned(), value.trim().to_owned()));
         }
     }
-    // Cargo has no retry flag: the 401's headers are its only sign that a token failed.
-    request.is_retry = !req.registry.headers.is_empty();
-    // Nor an interactive flag; prompts go to the terminal when there is one.
+    // Nor an interactive flag; prompts go to the terminal when there is one (the broker
+    // checks that one can be opened).
     request.interactive = true;
     Ok(ParsedRequest {
         action: req.action,
@@ -183,7 +192,18 @@ fn handle(broker: &Broker, parsed: ParsedRequest) -> Result<Success, Failure> {
         )),
         Action::Login { token: None } => {
             // Login means: get a fresh credential now, prompting if the provider needs to.
-            request.is_retry = true;
+            // Not a retry: nothing says the server refused anything (it is also how a user
+            // sets a registry up), and a fixed-token provider would refuse its own token.
+            // So the credentials stored for every operation are dropped, and the provider
+            // runs as for a read, whose answer the next `get` finds stored.
+            if broker.config().providers_for(&request.url).next().is_none() {
+                return Err(Failure::UrlNotSupported);
+            }
+            for operation in OPERATIONS {
+                request.operation = (*operation).to_owned();
+                broker.drop_stored(&request);
+            }
+            request.operation = "read".into();
             broker.get(&request).map_err(failure)?;
             Ok(Success::Login)
         }
@@ -191,12 +211,15 @@ fn handle(broker: &Broker, parsed: ParsedRequest) -> Result<Success, Failure> {
             if broker.config().providers_for(&request.url).next().is_none() {
                 return Err(Failure::UrlNotSupported);
             }
-            broker.logout(&request.url).map_err(other)?;
+            broker.log_out(&request).map_err(other)?;
             Ok(Success::Logout)
         }
         Action::Unknown => Err(Failure::OperationNotSupported),
     }
 }
+
+/// The operations cargo's `get` names.
+const OPERATIONS: &[&str] = &["read", "publish", "yank", "unyank", "owners"];
 
 fn failure(r: Refusal) -> Failure {
     match r {
@@ -234,6 +257,43 @@ mod tests {
             serde_json::to_string(&Answer::Ok(Success::Logout)).unwrap(),
             r#"{"Ok":{"kind":"logout"}}"#
         );
+    }
+
+    #[test]
+    fn a_401_challenge_in_the_headers_is_not_a_retry() {
+        let parsed = parse_request(
+            br#"{"v":1,"registry":{"index-url":"sparse+https://r.example/index/","headers":["WWW-Authenticate: Cargo login_url=\"https://r.example/me\"","Content-Type: application/json"]},"kind":"get","operation":"read"}"#,
+        )
+        .unwrap_or_else(|_| panic!("parses"));
+        assert!(!parsed.request.is_retry, "the challenge comes on first use too");
+        assert_eq!(
+            parsed.request.challenge_headers[0],
+            (
+                "WWW-Authenticate".to_owned(),
+                "Cargo login_url=\"https://r.example/me\"".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn an_over_long_line_gets_one_error_and_ends_the_session() {
+        // 10 MiB on one line, then what would be a request if the tail were read as lines.
+        let mut input = vec![b'x'; 10 << 20];
+        input.extend_from_slice(b"\n{\"v\":1}\n");
+        let mut output = Vec::new();
+        let mut answered = 0;
+        let code = serve(std::io::Cursor::new(input), &mut output, |_| {
+            answered += 1;
+            Answer::Err(Failure::NotFound)
+        });
+        assert_eq!(answered, 0, "no part of the line is taken as a request");
+        let text = String::from_utf8(output).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.starts_with(r#"{"Err":{"kind":"other","message":"a line is longer than"#),
+            "{text}"
+        );
+        assert_eq!(code, ExitCode::from(1));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! docker's credential-helper protocol (`"credsStore": "credence"` with a
 //! `docker-credential-credence` symlink): one argument, `get` / `store` / `erase` / `list` /
 //! `version`; errors are written to **stdout** with exit status 1, as docker expects.
+//! `erase` is `docker logout`: what is stored for the registry is forgotten.
 
 use super::{MAX_LINE, check_value, open_broker, request};
 use crate::request::{Protocol, Refusal};
@@ -81,8 +82,13 @@ pub fn run(args: &[String]) -> ExitCode {
                 Err(e) => return out(&e, 1),
             };
             if action == "erase" {
-                broker.reject(&req);
-                return ExitCode::SUCCESS;
+                // `docker logout`: forget what is stored for the registry. Docker erases
+                // only then, never after a refused pull, so it is no rejection: the next
+                // `get` is a first request, which a fixed-token provider answers.
+                return match broker.log_out(&req) {
+                    Ok(_) => ExitCode::SUCCESS,
+                    Err(e) => out(&format!("cannot forget what is stored for {server}: {e}"), 1),
+                };
             }
             // Only ever an answer for the host asked about: a failure is a failure, never a
             // fallback to another registry (CVE-2021-41092).

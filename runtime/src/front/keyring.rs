@@ -1,7 +1,8 @@
 //! The `keyring` command line that pip and uv run with `--keyring-provider subprocess`
 //! (a `keyring` symlink to credence on `PATH`). All four shapes:
 //! `get <service> <user>`, `get <service> --mode creds`,
-//! `--mode=creds --output=json get <service> [<user>]`, and `set <service> <user>`.
+//! `--mode=creds --output=json get <service> [<user>]`, and `set <service> <user>`
+//! (refused); `del <service> <user>` forgets what is stored for the service.
 //! Not found: exit 1 with no output; bad arguments: usage on stderr, exit 2.
 
 use super::{open_broker, request};
@@ -93,13 +94,12 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     };
     match inv.command.as_str() {
-        "get" => {}
+        "get" | "del" => {}
         "set" => {
             let _ = super::read_stdin_bounded();
             eprintln!("credence does not store passwords: its providers supply them");
             return ExitCode::from(1);
         }
-        "del" => return ExitCode::SUCCESS,
         other => {
             eprintln!("keyring: error: unknown command {other:?}");
             return ExitCode::from(2);
@@ -112,6 +112,16 @@ pub fn run(args: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if inv.command == "del" {
+        // The user removes what is kept for the service: a logout, as docker's `erase`.
+        return match open_broker().and_then(|b| b.log_out(&req)) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("credence: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let answer = match open_broker().and_then(|b| b.get(&req).map_err(|e| e.to_string())) {
         Ok(a) => a,
         Err(e) => {

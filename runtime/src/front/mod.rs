@@ -15,7 +15,7 @@ pub mod setup;
 
 use crate::broker::Broker;
 use crate::loader::TrustMode;
-use crate::request::{Credential, CredentialRequest, Protocol, parse_request_url};
+use crate::request::{Credential, CredentialRequest, LATEST_EXPIRY, Protocol, parse_request_url};
 use std::ffi::OsString;
 use std::io::{BufRead, Read};
 use std::process::ExitCode;
@@ -79,6 +79,8 @@ pub fn read_stdin_bounded() -> Result<Vec<u8>, String> {
 }
 
 /// One `\n`-terminated line of at most `max` bytes (without the `\n`), or `None` at EOF.
+/// An error leaves the reader inside the over-long line, whose tail is no line of its own:
+/// the caller must end the session there, not read on.
 pub fn read_line_bounded(reader: &mut impl BufRead, max: usize) -> Result<Option<Vec<u8>>, String> {
     let mut line = Vec::new();
     let n = reader
@@ -146,26 +148,17 @@ pub fn authorization(c: &Credential) -> Option<String> {
         .map(|(_, v)| v.expose().clone())
 }
 
-/// Unix seconds as RFC 3339 UTC without fractional seconds (what Bazel's parser needs).
+/// Unix seconds as RFC 3339 UTC without fractional seconds (what Bazel's parser needs);
+/// times past [`LATEST_EXPIRY`] are written as it.
 pub fn rfc3339(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let secs = i64::try_from(unix.min(LATEST_EXPIRY)).expect("LATEST_EXPIRY fits an i64");
+    // Civil time in UTC rather than `jiff::Timestamp`, whose range ends a day before year
+    // 9999 does (it leaves room for any UTC offset).
+    let time = jiff::civil::date(1970, 1, 1)
+        .at(0, 0, 0, 0)
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .expect("LATEST_EXPIRY is within year 9999");
+    time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 #[cfg(test)]
@@ -178,6 +171,8 @@ mod tests {
         assert_eq!(rfc3339(1_767_225_600), "2026-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+        assert_eq!(rfc3339(LATEST_EXPIRY), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }
 
     #[test]

@@ -135,6 +135,10 @@ impl Terminal for NugetTerminal {
             ControllingTerminal.show(line)
         }
     }
+    /// Messages reach the user through NuGet once it has set a log level, terminal or not.
+    fn can_prompt(&self) -> bool {
+        self.logging.load(Ordering::SeqCst) || ControllingTerminal.can_prompt()
+    }
 }
 
 fn env_duration(var: &str, default: Duration, unit_ms: bool) -> Duration {

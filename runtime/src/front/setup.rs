@@ -35,16 +35,17 @@ fn instructions(tool: &str) -> (String, Option<Write>) {
             } else {
                 format!("{exe} git")
             };
-            (
-                format!("git config --global credential.helper '{helper}'\n"),
-                Some(Write::Command(vec![
-                    "git".into(),
-                    "config".into(),
-                    "--global".into(),
-                    "credential.helper".into(),
-                    helper,
-                ])),
-            )
+            let mut text = format!("git config --global credential.helper '{helper}'\n");
+            let mut commands = vec![git_config("credential.helper", &helper)];
+            // git sends the path only with `credential.useHttpPath`; without it credence
+            // sees `https://host/`, which a prefix with a path does not serve. Set per
+            // origin, so other hosts' helpers keep their host-wide entries.
+            for origin in origins_served_with_a_path() {
+                let key = format!("credential.{origin}.useHttpPath");
+                text.push_str(&format!("git config --global {key} true\n"));
+                commands.push(git_config(&key, "true"));
+            }
+            (text, Some(Write::Commands(commands)))
         }
         "docker" => (
             format!(
@@ -66,12 +67,12 @@ fn instructions(tool: &str) -> (String, Option<Write>) {
         ),
         "goauth" => (
             format!("go env -w GOAUTH='{exe} goauth'\n"),
-            Some(Write::Command(vec![
+            Some(Write::Commands(vec![vec![
                 "go".into(),
                 "env".into(),
                 "-w".into(),
                 format!("GOAUTH={exe} goauth"),
-            ])),
+            ]])),
         ),
         "keyring" => (
             format!(
@@ -89,8 +90,43 @@ fn instructions(tool: &str) -> (String, Option<Write>) {
     }
 }
 
+fn git_config(key: &str, value: &str) -> Vec<String> {
+    ["git", "config", "--global", key, value].map(String::from).to_vec()
+}
+
+/// The origins of configured `serves` prefixes that have a path (`https://git.example/team/`),
+/// each once, with a warning naming the prefix; none when the config cannot be read.
+fn origins_served_with_a_path() -> Vec<String> {
+    let config = crate::paths::Paths::from_env()
+        .and_then(|paths| crate::config::Config::load(&paths.config_file()).map_err(|e| e.to_string()));
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "credence: warning: {e}; if a provider serves a prefix with a path, git must also send paths: git config --global credential.<origin>.useHttpPath true"
+            );
+            return Vec::new();
+        }
+    };
+    let mut origins: Vec<String> = Vec::new();
+    for provider in &config.providers {
+        for prefix in provider.serves.iter().filter(|p| !p.path.is_empty()) {
+            eprintln!(
+                "credence: warning: provider {:?} serves {prefix}, and git sends a path only with credential.{}.useHttpPath = true (`credence setup git --write` sets it)",
+                provider.name, prefix.origin
+            );
+            let origin = prefix.origin.to_string();
+            if !origins.contains(&origin) {
+                origins.push(origin);
+            }
+        }
+    }
+    origins
+}
+
 enum Write {
-    Command(Vec<String>),
+    /// Commands to run, in order.
+    Commands(Vec<Vec<String>>),
     CargoConfig(String),
 }
 
@@ -104,15 +140,17 @@ pub fn run(tool: &str, write: bool) -> Result<ExitCode, String> {
         None => Err(format!(
             "`--write` is not available for {tool}: apply these lines yourself:\n{text}"
         )),
-        Some(Write::Command(argv)) => {
-            let status = std::process::Command::new(&argv[0])
-                .args(&argv[1..])
-                .status()
-                .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
-            if !status.success() {
-                return Err(format!("`{}` failed", argv.join(" ")));
+        Some(Write::Commands(commands)) => {
+            for argv in commands {
+                let status = std::process::Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .status()
+                    .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+                if !status.success() {
+                    return Err(format!("`{}` failed", argv.join(" ")));
+                }
+                eprintln!("credence: ran {}", argv.join(" "));
             }
-            eprintln!("credence: ran {}", argv.join(" "));
             Ok(ExitCode::SUCCESS)
         }
         Some(Write::CargoConfig(exe)) => {

@@ -117,6 +117,12 @@ impl Guest for Hostile {
                 Ok(()) => Ok(credential("shown".into())),
                 Err(e) => Err(CredentialError::Failed(format!("show refused: {e:?}"))),
             },
+            // Claims an expiry no tool can represent (`expires-at`, default u64::MAX).
+            "far-future-expiry" => Ok(Credential {
+                expires_at: Some(setting(&req, "expires-at").parse().unwrap_or(u64::MAX)),
+                cache: CachePolicy::UntilExpiry,
+                ..credential("far-future".into())
+            }),
             "panic" => panic!("hostile provider panicked on purpose"),
             // Declines, so the host must try the next provider.
             "not-mine" => Err(CredentialError::NotMine),
