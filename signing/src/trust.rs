@@ -262,3 +262,55 @@ impl TrustStore {
         self.floor.get(name).copied()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "credence-ed25519-pub:IVL40Zt5HSRFMkLhXy6rbLfP+ntqXtMAl5YOBpiB2xI=";
+
+    fn store(extra: &str) -> Result<TrustStore, String> {
+        TrustStore::parse(&format!(
+            "[[key]]\nname = \"k\"\nrole = \"auditor\"\npublic-key = \"{KEY}\"\nproviders = [\"*\"]\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn require_counts_roles_in_the_list_form_and_reads_the_table_form() {
+        let list = store("[policy]\nrequire = [\"publisher\", \"auditor\", \"auditor\"]\n").unwrap();
+        assert_eq!(list.policy.require, Required { publisher: 1, auditor: 2 });
+        let table = store("[policy]\nrequire = { publisher = 1, auditor = 2 }\n").unwrap();
+        assert_eq!(table.policy.require, list.policy.require);
+        assert_eq!(TrustStore::parse(&table.to_toml()), Ok(table.clone()), "{}", table.to_toml());
+        assert_eq!(table.policy.require.to_string(), "1 publisher + 2 distinct auditors");
+        for bad in [
+            "[policy]\nrequire = [\"auditor\"]\n",
+            "[policy]\nrequire = { publisher = 2 }\n",
+            "[policy]\nrequire = { publisher = 1, auditor = 99 }\n",
+            "[policy]\nrequire = { publisher = 1, auditors = 1 }\n",
+        ] {
+            assert!(store(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn revocations_are_case_insensitive_hex_and_junk_is_refused() {
+        let upper = "ABCDEF0123456789ABCDEF0123456789";
+        let s = store(&format!("[revoked]\nkeys = [\"{upper}\"]\n")).unwrap();
+        assert_eq!(s.revoked.keys, [upper.to_ascii_lowercase()]);
+        assert!(s.key_revoked(&KeyId(upper.to_ascii_lowercase())));
+        assert!(s.key_revoked(&KeyId(upper.into())));
+        for junk in ["keys = [\"xyz\"]", "keys = [\"abc\"]", &format!("statements = [\"{upper}\"]")] {
+            let err = store(&format!("[revoked]\n{junk}\n")).unwrap_err();
+            assert!(err.contains("hex digits"), "{junk}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_key_listed_twice_and_a_floor_for_a_bad_name_are_refused() {
+        let twice = format!("[[key]]\nname = \"again\"\nrole = \"publisher\"\npublic-key = \"{KEY}\"\nproviders = [\"x\"]\n");
+        assert!(store(&twice).unwrap_err().contains("listed twice"));
+        assert!(store("[floor]\n\"Bad Name\" = 3\n").is_err());
+        assert_eq!(store("[floor]\nx = 3\n").unwrap().floor("x"), Some(3));
+    }
+}
