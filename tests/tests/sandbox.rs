@@ -19,6 +19,26 @@ fn infinite_loop_is_stopped_by_the_wall_clock_limit_when_it_comes_first() {
 }
 
 #[test]
+fn sleeping_provider_ends_at_the_wall_clock_limit() {
+    // An hour's sleep is one blocking `wasi:io/poll`; it must end at the 2 s deadline.
+    let home = hostile_home(&[], r#"attack = "sleep", ms = "3600000""#, "wall-ms = 2000");
+    let run = assert_refused_then_healthy(&home, "provider hostile exceeded its wall-clock limit of 2 s", 3);
+    assert!(run.elapsed < std::time::Duration::from_secs(10), "{:?}", run.elapsed);
+}
+
+#[test]
+fn time_asleep_is_not_counted_as_cpu_time() {
+    // A device-flow provider waits between polls; waiting is not computing.
+    let home = hostile_home(&[], r#"attack = "sleep", ms = "3000""#, "cpu-ms = 1000, wall-ms = 10000");
+    let run = home.run(&["get", "https://evil.example/"]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (Some(0), "slept 3000 ms\n"),
+        "{run:#?}"
+    );
+}
+
+#[test]
 fn memory_bomb_is_stopped_by_the_memory_limit() {
     let home = hostile_home(&[], r#"attack = "memory-bomb""#, "memory-mib = 32");
     assert_refused_then_healthy(&home, "provider hostile exceeded its memory limit of 32 MiB", 3);

@@ -42,6 +42,13 @@ impl Guest for Hostile {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
             }
+            // Sleeps (a blocking `wasi:io/poll` on a monotonic-clock pollable) for `ms`, as a
+            // device-flow provider waiting between polls does, or forever.
+            "sleep" => {
+                let ms: u64 = setting(&req, "ms").parse().unwrap_or(u64::MAX);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(credential(format!("slept {ms} ms")))
+            }
             // Grows memory 1 MiB at a time until something gives.
             "memory-bomb" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
@@ -80,6 +87,25 @@ impl Guest for Hostile {
                     }
                 }
                 unreachable!()
+            }
+            // Fetches with a method that redraws the terminal and forges a line, padded with
+            // `pad-kib` KiB, `repeat` times, for whoever reads the audit trail or the logs.
+            "forged-method" => {
+                let repeat: usize = setting(&req, "repeat").parse().unwrap_or(1);
+                let pad_kib: usize = setting(&req, "pad-kib").parse().unwrap_or(0);
+                let method = format!(
+                    "GET\x1b]0;pwned\x07\x1b[2J\r\n{{\"forged\":true}} <forged line>{}",
+                    "A".repeat(pad_kib << 10)
+                );
+                for _ in 0..repeat {
+                    let _ = http::fetch(&Request {
+                        method: method.clone(),
+                        url: setting(&req, "target").into(),
+                        headers: vec![(method.clone(), "x".into())],
+                        body: Vec::new(),
+                    });
+                }
+                Ok(credential("forged".into()))
             }
             // Hands the host a request body far over its limit.
             "huge-request-body" => {
