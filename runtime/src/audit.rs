@@ -142,7 +142,12 @@ impl Record {
     }
 
     fn each_string(&mut self, mut f: impl FnMut(&mut String)) {
-        for s in [&mut self.protocol, &mut self.operation, &mut self.url, &mut self.outcome] {
+        for s in [
+            &mut self.protocol,
+            &mut self.operation,
+            &mut self.url,
+            &mut self.outcome,
+        ] {
             f(s);
         }
         for s in [&mut self.source, &mut self.credential_fingerprint, &mut self.error]
@@ -154,9 +159,15 @@ impl Record {
         for a in &mut self.providers {
             f(&mut a.instance);
             f(&mut a.verdict);
-            for s in [&mut a.provider, &mut a.version, &mut a.sha256, &mut a.limit, &mut a.answer]
-                .into_iter()
-                .flatten()
+            for s in [
+                &mut a.provider,
+                &mut a.version,
+                &mut a.sha256,
+                &mut a.limit,
+                &mut a.answer,
+            ]
+            .into_iter()
+            .flatten()
             {
                 f(s);
             }
@@ -290,7 +301,9 @@ mod tests {
                 instance: "hostile".into(),
                 verdict: "loaded".into(),
                 uses: (0..uses)
-                    .map(|_| format!("fetch {method} http://127.0.0.1:1: invalid request: method {method:?} is not allowed"))
+                    .map(|_| {
+                        format!("fetch {method} http://127.0.0.1:1: invalid request: method {method:?} is not allowed")
+                    })
                     .collect(),
                 ..Default::default()
             }],
@@ -313,7 +326,10 @@ mod tests {
         assert_eq!(records.len(), 1);
         let shown = &records[0].providers[0].uses[0];
         assert!(no_terminal_controls(shown) && !shown.contains('\n'), "{shown:?}");
-        assert!(shown.starts_with("fetch GET\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{d}\\u{a}"), "{shown}");
+        assert!(
+            shown.starts_with("fetch GET\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{d}\\u{a}"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -255,7 +255,11 @@ fn a_forged_fetch_method_cannot_forge_or_bloat_the_audit_trail_or_the_log() {
     assert_eq!(server.hits(), 0, "the method was refused before sending");
     let forged = |text: &str| text.contains('\x1b') || text.contains('\r') || text.contains('\x07');
     assert!(!forged(&run.stderr), "raw escapes in the debug log: {:?}", run.stderr);
-    assert!(run.stderr.contains("provider fetch"), "the fetches were logged: {}", run.stderr);
+    assert!(
+        run.stderr.contains("provider fetch"),
+        "the fetches were logged: {}",
+        run.stderr
+    );
     assert!(
         run.stderr.lines().all(|l| !l.starts_with("{\"forged\"")),
         "a forged log line: {}",
@@ -268,7 +272,11 @@ fn a_forged_fetch_method_cannot_forge_or_bloat_the_audit_trail_or_the_log() {
     let text = home.run(&["audit"]);
     assert_eq!(text.code, Some(0), "{text:#?}");
     assert_eq!(text.stdout.lines().count(), 1, "{:?}", text.stdout);
-    assert!(!forged(&text.stdout), "raw escapes in `credence audit`: {:?}", text.stdout);
+    assert!(
+        !forged(&text.stdout),
+        "raw escapes in `credence audit`: {:?}",
+        text.stdout
+    );
     assert!(text.stdout.contains("fetch GET\\u{1b}]0;pwned"), "{}", text.stdout);
     assert!(text.stdout.contains("more uses not recorded"), "{}", text.stdout);
 }

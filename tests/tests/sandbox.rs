@@ -29,7 +29,11 @@ fn sleeping_provider_ends_at_the_wall_clock_limit() {
 #[test]
 fn time_asleep_is_not_counted_as_cpu_time() {
     // A device-flow provider waits between polls; waiting is not computing.
-    let home = hostile_home(&[], r#"attack = "sleep", ms = "3000""#, "cpu-ms = 1000, wall-ms = 10000");
+    let home = hostile_home(
+        &[],
+        r#"attack = "sleep", ms = "3000""#,
+        "cpu-ms = 1000, wall-ms = 10000",
+    );
     let run = home.run(&["get", "https://evil.example/"]);
     assert_eq!(
         (run.code, run.stdout.as_str()),
@@ -81,7 +85,11 @@ fn four_memory_component() -> Vec<u8> {
     let mut exports = ExportSection::new();
     exports
         .export("memory", ExportKind::Memory, 0)
-        .export("credence:provider/credential-provider@0.1.0#get-credential", ExportKind::Func, 0)
+        .export(
+            "credence:provider/credential-provider@0.1.0#get-credential",
+            ExportKind::Func,
+            0,
+        )
         .export("cabi_realloc", ExportKind::Func, 1);
     let mut code = CodeSection::new();
     let mut get_credential = Function::new([]);
@@ -132,8 +140,7 @@ fn four_memory_component() -> Vec<u8> {
     let wit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
     let (package, _) = resolve.push_dir(&wit).expect("the wit/ contract parses");
     let world = resolve.select_world(&[package], Some("provider")).unwrap();
-    wit_component::embed_component_metadata(&mut bytes, &resolve, world, wit_component::StringEncoding::UTF8)
-        .unwrap();
+    wit_component::embed_component_metadata(&mut bytes, &resolve, world, wit_component::StringEncoding::UTF8).unwrap();
     wit_component::ComponentEncoder::default()
         .module(&bytes)
         .expect("a valid core module for the provider world")

@@ -256,7 +256,10 @@ mod tests {
     #[test]
     fn neutralised_text_within_a_byte_budget_is_cut_with_a_marker() {
         assert_eq!(neutralise_within("GET", 16), "GET");
-        assert_eq!(neutralise_within("GET\x1b]0;x\x07\r\n", 64), "GET\\u{1b}]0;x\\u{7}\\u{d}\\u{a}");
+        assert_eq!(
+            neutralise_within("GET\x1b]0;x\x07\r\n", 64),
+            "GET\\u{1b}]0;x\\u{7}\\u{d}\\u{a}"
+        );
         let long = format!("GET\x1b[2J{}", "A".repeat(16 << 10));
         let cut = neutralise_within(&long, 1024);
         assert!(cut.len() <= 1024 && cut.ends_with('…'), "{}", cut.len());

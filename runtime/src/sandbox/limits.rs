@@ -317,7 +317,12 @@ mod tests {
                 limit: Duration::from_millis(100)
             })
         );
-        assert_eq!(clock.check(), Err(LimitHit::Wall { limit: Duration::from_millis(100) }));
+        assert_eq!(
+            clock.check(),
+            Err(LimitHit::Wall {
+                limit: Duration::from_millis(100)
+            })
+        );
     }
 
     #[test]

@@ -26,7 +26,9 @@ pub enum CapabilityUse {
         outcome: String,
     },
     /// Uses past [`MAX_RECORDED_USES`], counted only.
-    NotRecorded { count: usize },
+    NotRecorded {
+        count: usize,
+    },
 }
 
 /// Capability uses one call keeps for the audit trail; a guest looping on a refused
@@ -209,9 +211,9 @@ impl prompt::Host for ProviderStore {
     fn ask(&mut self, message: String, kind: prompt::InputKind) -> Result<String, prompt::PromptError> {
         let secret = matches!(kind, prompt::InputKind::Secret);
         let prompt = &mut self.prompt;
-        let result = self
-            .clock
-            .block(&mut self.limiter.hit, |time_left| prompt.ask(&message, secret, time_left));
+        let result = self.clock.block(&mut self.limiter.hit, |time_left| {
+            prompt.ask(&message, secret, time_left)
+        });
         self.record_prompt("ask", &result);
         result.map_err(to_wit)
     }

@@ -65,9 +65,7 @@ impl DeadlineIo<'_> {
         match waited {
             Ok(result) => result,
             Err(_elapsed) => {
-                self.hit.get_or_insert(LimitHit::Wall {
-                    limit: self.clock.wall,
-                });
+                self.hit.get_or_insert(LimitHit::Wall { limit: self.clock.wall });
                 Err(wasmtime::Trap::Interrupt.into())
             }
         }
