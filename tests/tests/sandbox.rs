@@ -43,6 +43,14 @@ fn time_asleep_is_not_counted_as_cpu_time() {
 }
 
 #[test]
+fn spinning_on_polls_that_are_ready_at_once_is_stopped_by_the_cpu_limit() {
+    // Time in `wasi:io/poll` is credited only while it waits: a guest that never waits
+    // still burns CPU, in the host's code as in its own.
+    let home = hostile_home(&[], r#"attack = "spin-poll""#, "cpu-ms = 300, wall-ms = 8000");
+    assert_refused_then_healthy(&home, "provider hostile exceeded its CPU time limit of 300 ms", 3);
+}
+
+#[test]
 fn memory_bomb_is_stopped_by_the_memory_limit() {
     let home = hostile_home(&[], r#"attack = "memory-bomb""#, "memory-mib = 32");
     assert_refused_then_healthy(&home, "provider hostile exceeded its memory limit of 32 MiB", 3);

@@ -230,15 +230,30 @@ impl CallClock {
         self.wall.saturating_sub(self.started.elapsed())
     }
 
-    /// Runs a blocking host call (fetch, prompt, `wasi:io/poll`) given the wall-clock time
-    /// left, and credits the time it took back to the CPU budget. A call that ran out the
-    /// wall clock (a server that never answers, a prompt nobody answers, a long sleep) is
-    /// the wall-clock limit's doing, whatever the provider makes of the error it gets:
+    /// Runs a blocking host call (fetch, prompt) given the wall-clock time left, and
+    /// credits the time it took back to the CPU budget. A call that ran out the wall clock
+    /// (a server that never answers, a prompt nobody answers, a long sleep) is the
+    /// wall-clock limit's doing, whatever the provider makes of the error it gets:
     /// recorded in `hit` here, it names the limit even if the guest returns first.
     pub fn block<R>(&mut self, hit: &mut Option<LimitHit>, call: impl FnOnce(Duration) -> R) -> R {
-        let started = Instant::now();
-        let result = call(self.wall_left());
-        self.blocked += started.elapsed();
+        self.block_measured(hit, |time_left| {
+            let started = Instant::now();
+            let result = call(time_left);
+            (result, started.elapsed())
+        })
+    }
+
+    /// [`block`](Self::block) for a call that measures how long it really waited, and
+    /// only that is credited: a `wasi:io/poll` that finds its pollable ready at once was
+    /// the guest's work (a guest spinning on zero-timeout polls must still meet its CPU
+    /// limit), one that sleeps was not.
+    pub fn block_measured<R>(
+        &mut self,
+        hit: &mut Option<LimitHit>,
+        call: impl FnOnce(Duration) -> (R, Duration),
+    ) -> R {
+        let (result, waited) = call(self.wall_left());
+        self.blocked += waited;
         if self.wall_left().is_zero() && hit.is_none() {
             *hit = Some(LimitHit::Wall { limit: self.wall });
         }

@@ -5,12 +5,13 @@
 //! `wasi:io/poll` is the one WASI call that can block for as long as the guest likes (a
 //! monotonic-clock pollable is `std::thread::sleep`), so it is ours, not wasmtime-wasi's:
 //! it waits at most until the call's wall-clock deadline, and the time it waits is
-//! blocked time, not CPU time, exactly as for `fetch` and `prompt` ([`CallClock::block`]).
+//! blocked time, not CPU time, as for `fetch` and `prompt` ([`CallClock::block_measured`]).
 //! The streams cannot block: stdin is closed, stdout a sink and stderr an in-memory pipe
 //! that refuses writes past its capacity.
 
 use super::limits::{CallClock, LimitHit};
 use super::store::ProviderStore;
+use std::time::{Duration, Instant};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
@@ -54,13 +55,26 @@ impl HasData for DeadlinePoll {
 
 impl DeadlineIo<'_> {
     /// Awaits one of wasmtime-wasi's own poll futures, but no longer than the wall clock
-    /// allows. Past the deadline the guest is stopped (a trap) with the wall-clock limit
-    /// recorded: returning "nothing ready" would only let it poll again.
+    /// allows, crediting the time it was pending. Past the deadline the guest is stopped
+    /// (a trap) with the wall-clock limit recorded: returning "nothing ready" would only
+    /// let it poll again.
     fn wait<R>(&mut self, wait: impl AsyncFnOnce(&mut ResourceTable) -> wasmtime::Result<R>) -> wasmtime::Result<R> {
         let table = &mut *self.table;
-        let waited = self.clock.block(&mut *self.hit, |time_left| {
-            // Built inside the runtime: a tokio timer needs one to register with.
-            wasmtime_wasi::runtime::in_tokio(async move { tokio::time::timeout(time_left, wait(table)).await })
+        let waited = self.clock.block_measured(&mut *self.hit, |time_left| {
+            wasmtime_wasi::runtime::in_tokio(async move {
+                // Built inside the runtime: a tokio timer needs one to register with.
+                let mut bounded = std::pin::pin!(tokio::time::timeout(time_left, wait(table)));
+                let mut pending_since = None;
+                let result = std::future::poll_fn(|cx| {
+                    let poll = bounded.as_mut().poll(cx);
+                    if poll.is_pending() {
+                        pending_since.get_or_insert_with(Instant::now);
+                    }
+                    poll
+                })
+                .await;
+                (result, pending_since.map_or(Duration::ZERO, |since| since.elapsed()))
+            })
         });
         match waited {
             Ok(result) => result,

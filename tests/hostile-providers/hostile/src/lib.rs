@@ -19,6 +19,18 @@ unsafe extern "C" {
     fn get_stderr() -> i32;
 }
 
+// The raw WASI clock and poll imports, to spin on pollables that are ready at once.
+#[link(wasm_import_module = "wasi:clocks/monotonic-clock@0.2.6")]
+unsafe extern "C" {
+    #[link_name = "subscribe-duration"]
+    fn subscribe_duration(nanos: i64) -> i32;
+}
+#[link(wasm_import_module = "wasi:io/poll@0.2.6")]
+unsafe extern "C" {
+    #[link_name = "[method]pollable.block"]
+    fn pollable_block(pollable: i32);
+}
+
 fn setting<'a>(req: &'a CredentialRequest, key: &str) -> &'a str {
     req.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("")
 }
@@ -48,6 +60,14 @@ impl Guest for Hostile {
                 let ms: u64 = setting(&req, "ms").parse().unwrap_or(u64::MAX);
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(credential(format!("slept {ms} ms")))
+            }
+            // Burns CPU in host calls: blocks, forever, on pollables that are ready at once.
+            "spin-poll" => {
+                // SAFETY: WASI imports taking and returning plain handles and integers.
+                let ready = unsafe { subscribe_duration(0) };
+                loop {
+                    unsafe { pollable_block(ready) };
+                }
             }
             // Grows memory 1 MiB at a time until something gives.
             "memory-bomb" => {
