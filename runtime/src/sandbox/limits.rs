@@ -247,11 +247,7 @@ impl CallClock {
     /// only that is credited: a `wasi:io/poll` that finds its pollable ready at once was
     /// the guest's work (a guest spinning on zero-timeout polls must still meet its CPU
     /// limit), one that sleeps was not.
-    pub fn block_measured<R>(
-        &mut self,
-        hit: &mut Option<LimitHit>,
-        call: impl FnOnce(Duration) -> (R, Duration),
-    ) -> R {
+    pub fn block_measured<R>(&mut self, hit: &mut Option<LimitHit>, call: impl FnOnce(Duration) -> (R, Duration)) -> R {
         let (result, waited) = call(self.wall_left());
         self.blocked += waited;
         if self.wall_left().is_zero() && hit.is_none() {
