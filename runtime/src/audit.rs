@@ -6,12 +6,30 @@
 //! took. Secrets never appear: a credential is named only by a fingerprint, the first 8 hex
 //! digits of sha-256 over a per-installation random key and the secret, which tells two
 //! answers apart without revealing either. Schema in README.md ("Audit trail").
+//!
+//! Much of a record is the provider's to choose (a fetch method, a refusal's message, its
+//! name and version), so every string is neutralised like a prompt (no escape sequence,
+//! CR or LF reaches whoever reads the trail) and bounded: each string to
+//! [`MAX_FIELD_BYTES`], each record to [`MAX_RECORD_BYTES`], and the file is rotated to
+//! `audit.jsonl.1` (one generation) once it would pass [`MAX_FILE_BYTES`].
 
+use crate::capability::prompt::neutralise_within;
 use crate::private_dir::{ensure_private_dir, write_private_file};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::PathBuf;
+
+/// One string in a record, after neutralising (escapes count).
+pub const MAX_FIELD_BYTES: usize = 1 << 10;
+/// One record as a JSON line. Capability uses are what grows, so they are dropped first.
+pub const MAX_RECORD_BYTES: usize = 16 << 10;
+/// The file before it is rotated: about 20,000 typical records.
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
+/// When nothing else is left to drop, every string is cut to this.
+const LAST_RESORT_FIELD_BYTES: usize = 128;
+/// Signers beyond these are not recorded (a statement has a publisher and an auditor or two).
+const MAX_SIGNERS: usize = 8;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Record {
@@ -58,6 +76,107 @@ pub struct Attempt {
     pub answer: Option<String>,
 }
 
+impl Record {
+    /// The record as it may be written and shown: every string neutralised and cut to
+    /// [`MAX_FIELD_BYTES`], and the whole within [`MAX_RECORD_BYTES`] as JSON, by dropping
+    /// capability uses (the last ones first, leaving a note of how many), then providers,
+    /// then cutting every string shorter still.
+    pub fn bounded(mut self) -> Record {
+        self.each_string(|s| *s = neutralise_within(s, MAX_FIELD_BYTES));
+        for a in &mut self.providers {
+            if a.signers.len() > MAX_SIGNERS {
+                let more = a.signers.len() - MAX_SIGNERS + 1;
+                a.signers.truncate(MAX_SIGNERS - 1);
+                a.signers.push(format!("… {more} more signers not recorded"));
+            }
+        }
+        let mut dropped_uses = vec![0usize; self.providers.len()];
+        let mut dropped_providers = 0;
+        while self.json_len() > MAX_RECORD_BYTES {
+            let most = (0..self.providers.len())
+                .filter(|&i| self.providers[i].uses.len() > usize::from(dropped_uses[i] > 0))
+                .max_by_key(|&i| self.providers[i].uses.len());
+            if let Some(i) = most {
+                let uses = &mut self.providers[i].uses;
+                // Drop half of what is left at a time: a record of a thousand uses is cut
+                // in a few passes, not a thousand.
+                if dropped_uses[i] > 0 {
+                    uses.pop();
+                }
+                let keep = uses.len() / 2;
+                dropped_uses[i] += uses.len() - keep;
+                uses.truncate(keep);
+                uses.push(format!(
+                    "… {} more uses not recorded (audit record limit of {} KiB)",
+                    dropped_uses[i],
+                    MAX_RECORD_BYTES >> 10
+                ));
+            } else if self.providers.len() > 1 + usize::from(dropped_providers > 0) {
+                if dropped_providers > 0 {
+                    self.providers.pop();
+                }
+                let keep = self.providers.len() / 2;
+                dropped_providers += self.providers.len() - keep;
+                self.providers.truncate(keep);
+                dropped_uses.truncate(keep);
+                self.providers.push(Attempt {
+                    instance: format!("… {dropped_providers} more providers not recorded"),
+                    verdict: String::new(),
+                    ..Default::default()
+                });
+                dropped_uses.push(0);
+            } else {
+                self.each_string(|s| {
+                    if s.len() > LAST_RESORT_FIELD_BYTES {
+                        *s = neutralise_within(s, LAST_RESORT_FIELD_BYTES);
+                    }
+                });
+                break;
+            }
+        }
+        self
+    }
+
+    fn json_len(&self) -> usize {
+        serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
+    }
+
+    fn each_string(&mut self, mut f: impl FnMut(&mut String)) {
+        for s in [
+            &mut self.protocol,
+            &mut self.operation,
+            &mut self.url,
+            &mut self.outcome,
+        ] {
+            f(s);
+        }
+        for s in [&mut self.source, &mut self.credential_fingerprint, &mut self.error]
+            .into_iter()
+            .flatten()
+        {
+            f(s);
+        }
+        for a in &mut self.providers {
+            f(&mut a.instance);
+            f(&mut a.verdict);
+            for s in [
+                &mut a.provider,
+                &mut a.version,
+                &mut a.sha256,
+                &mut a.limit,
+                &mut a.answer,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                f(s);
+            }
+            a.signers.iter_mut().for_each(&mut f);
+            a.uses.iter_mut().for_each(&mut f);
+        }
+    }
+}
+
 pub struct AuditLog {
     dir: PathBuf,
 }
@@ -71,6 +190,11 @@ impl AuditLog {
         self.dir.join("audit.jsonl")
     }
 
+    /// The previous generation, kept after a rotation.
+    pub fn rotated_path(&self) -> PathBuf {
+        self.dir.join("audit.jsonl.1")
+    }
+
     /// Appends one record. Failing to audit is logged, never fatal to the tool's request.
     pub fn append(&self, record: &Record) {
         if let Err(e) = self.try_append(record) {
@@ -80,15 +204,29 @@ impl AuditLog {
 
     fn try_append(&self, record: &Record) -> std::io::Result<()> {
         ensure_private_dir(&self.dir)?;
+        let mut line = serde_json::to_vec(&record.clone().bounded())?;
+        line.push(b'\n');
+        let mut file = self.open_for_append()?;
+        let opened = file.metadata()?;
+        if opened.len() + line.len() as u64 > MAX_FILE_BYTES {
+            // Only if the name still means the file we opened: a concurrent credence may
+            // have rotated it already, and renaming its fresh file would drop a generation.
+            let current = std::fs::symlink_metadata(self.path())?;
+            if same_file(&opened, &current) {
+                std::fs::rename(self.path(), self.rotated_path())?;
+            }
+            file = self.open_for_append()?;
+        }
+        // One write per record, so concurrent credence processes never interleave lines.
+        file.write_all(&line)
+    }
+
+    fn open_for_append(&self) -> std::io::Result<std::fs::File> {
         let mut options = std::fs::OpenOptions::new();
         options.append(true).create(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(self.path())?;
-        let mut line = serde_json::to_vec(record)?;
-        line.push(b'\n');
-        // One write per record, so concurrent credence processes never interleave lines.
-        file.write_all(&line)
+        options.open(self.path())
     }
 
     /// The first 8 hex digits of sha-256(installation key ‖ secret).
@@ -115,12 +253,147 @@ impl AuditLog {
         key
     }
 
+    /// Every record, oldest first: the rotated generation, then the current file. Each is
+    /// bounded again on the way out, so a record written by an older credence (or edited
+    /// by hand) is shown as safely as a new one.
     pub fn read(&self) -> std::io::Result<Vec<Record>> {
-        let text = match std::fs::read_to_string(self.path()) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        let mut records = Vec::new();
+        for path in [self.rotated_path(), self.path()] {
+            let text = match std::fs::read(&path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            records.extend(
+                text.split(|&b| b == b'\n')
+                    .filter_map(|l| serde_json::from_slice::<Record>(l).ok())
+                    .map(Record::bounded),
+            );
+        }
+        Ok(records)
+    }
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    a.len() == b.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORGED: &str = "GET\x1b]0;pwned\x07\x1b[2J\r\n{\"forged\":true} <forged line>";
+
+    fn record_with_uses(method: &str, uses: usize) -> Record {
+        Record {
+            protocol: "generic".into(),
+            operation: "get".into(),
+            url: "https://evil.example/".into(),
+            outcome: "credential".into(),
+            providers: vec![Attempt {
+                instance: "hostile".into(),
+                verdict: "loaded".into(),
+                uses: (0..uses)
+                    .map(|_| {
+                        format!("fetch {method} http://127.0.0.1:1: invalid request: method {method:?} is not allowed")
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn no_terminal_controls(text: &str) -> bool {
+        !text.chars().any(|c| c.is_control() && c != '\n')
+    }
+
+    #[test]
+    fn a_forged_fetch_method_is_written_as_one_inert_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path().to_owned());
+        log.append(&record_with_uses(FORGED, 1));
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        let records = log.read().unwrap();
+        assert_eq!(records.len(), 1);
+        let shown = &records[0].providers[0].uses[0];
+        assert!(no_terminal_controls(shown) && !shown.contains('\n'), "{shown:?}");
+        assert!(
+            shown.starts_with("fetch GET\\u{1b}]0;pwned\\u{7}\\u{1b}[2J\\u{d}\\u{a}"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_16_kib_method_repeated_64_times_makes_a_bounded_record() {
+        let method = format!("{FORGED}{}", "A".repeat(16 << 10));
+        let bounded = record_with_uses(&method, 64).bounded();
+        let line = serde_json::to_vec(&bounded).unwrap();
+        assert!(line.len() <= MAX_RECORD_BYTES, "{} bytes", line.len());
+        let uses = &bounded.providers[0].uses;
+        assert!(uses.len() > 1, "the first uses are kept: {uses:?}");
+        assert!(
+            uses.last().unwrap().contains("more uses not recorded"),
+            "{:?}",
+            uses.last()
+        );
+        assert!(uses.iter().all(|u| u.len() <= MAX_FIELD_BYTES));
+    }
+
+    #[test]
+    fn a_record_of_many_providers_and_long_fields_still_fits() {
+        let mut r = record_with_uses(&"B".repeat(4096), 3);
+        r.error = Some("\u{202e}".repeat(100_000));
+        r.providers = (0..500).map(|_| r.providers[0].clone()).collect();
+        let line = serde_json::to_vec(&r.bounded()).unwrap();
+        assert!(line.len() <= MAX_RECORD_BYTES, "{} bytes", line.len());
+    }
+
+    #[test]
+    fn the_audit_file_is_rotated_at_its_size_limit_and_both_generations_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path().to_owned());
+        let mut first = record_with_uses("GET", 1);
+        first.operation = "first".into();
+        log.append(&first);
+        // Fill the file to just under the limit, as a long history would.
+        let filler = vec![b' '; MAX_FILE_BYTES as usize - 100];
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap()
+            .write_all(&filler)
+            .unwrap();
+        let mut second = record_with_uses("GET", 1);
+        second.operation = "second".into();
+        log.append(&second);
+        assert!(std::fs::metadata(log.rotated_path()).unwrap().len() > MAX_FILE_BYTES - 200);
+        assert!(std::fs::metadata(log.path()).unwrap().len() < 1024);
+        let operations: Vec<String> = log.read().unwrap().into_iter().map(|r| r.operation).collect();
+        assert_eq!(operations, ["first", "second"]);
+        // The next rotation replaces the previous generation: at most two files, ever.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap()
+            .write_all(&filler)
+            .unwrap();
+        log.append(&first);
+        let operations: Vec<String> = log.read().unwrap().into_iter().map(|r| r.operation).collect();
+        assert_eq!(operations, ["second", "first"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(log.path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 }

@@ -258,3 +258,44 @@ fn audit_since_with_a_non_ascii_unit_or_a_huge_age_is_a_usage_error_not_a_panic(
         assert_eq!(run.code, Some(0), "{good:?}: {run:#?}");
     }
 }
+
+#[test]
+fn a_forged_fetch_method_cannot_forge_or_bloat_the_audit_trail_or_the_log() {
+    // A method that sets the terminal title, clears the screen and starts a forged line,
+    // padded to 16 KiB and sent 64 times (it used to make one 12 MB audit line).
+    let server = TestServer::start(|_| Reply::json(200, "{}"));
+    let settings = format!(
+        r#"attack = "forged-method", repeat = "64", pad-kib = "16", target = "{}/x""#,
+        server.origin()
+    );
+    let home = credence_tests::hostile_home(&[server.origin()], &settings, "");
+    let run = home.run_with(&["get", "https://evil.example/"], &[("CREDENCE_LOG", "credence=debug")]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(server.hits(), 0, "the method was refused before sending");
+    let forged = |text: &str| text.contains('\x1b') || text.contains('\r') || text.contains('\x07');
+    assert!(!forged(&run.stderr), "raw escapes in the debug log: {:?}", run.stderr);
+    assert!(
+        run.stderr.contains("provider fetch"),
+        "the fetches were logged: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.lines().all(|l| !l.starts_with("{\"forged\"")),
+        "a forged log line: {}",
+        run.stderr
+    );
+
+    let file = std::fs::read_to_string(home.state().join("credence/audit.jsonl")).unwrap();
+    assert_eq!(file.lines().count(), 1, "one decision, one line");
+    assert!(file.len() <= 16 * 1024 + 1, "a bounded record: {} bytes", file.len());
+    let text = home.run(&["audit"]);
+    assert_eq!(text.code, Some(0), "{text:#?}");
+    assert_eq!(text.stdout.lines().count(), 1, "{:?}", text.stdout);
+    assert!(
+        !forged(&text.stdout),
+        "raw escapes in `credence audit`: {:?}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("fetch GET\\u{1b}]0;pwned"), "{}", text.stdout);
+    assert!(text.stdout.contains("more uses not recorded"), "{}", text.stdout);
+}

@@ -19,9 +19,176 @@ fn infinite_loop_is_stopped_by_the_wall_clock_limit_when_it_comes_first() {
 }
 
 #[test]
+fn sleeping_provider_ends_at_the_wall_clock_limit() {
+    // An hour's sleep is one blocking `wasi:io/poll`; it must end at the 2 s deadline.
+    let home = hostile_home(&[], r#"attack = "sleep", ms = "3600000""#, "wall-ms = 2000");
+    let run = assert_refused_then_healthy(&home, "provider hostile exceeded its wall-clock limit of 2 s", 3);
+    assert!(run.elapsed < std::time::Duration::from_secs(10), "{:?}", run.elapsed);
+}
+
+#[test]
+fn time_asleep_is_not_counted_as_cpu_time() {
+    // A device-flow provider waits between polls; waiting is not computing.
+    let home = hostile_home(
+        &[],
+        r#"attack = "sleep", ms = "3000""#,
+        "cpu-ms = 1000, wall-ms = 10000",
+    );
+    let run = home.run(&["get", "https://evil.example/"]);
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (Some(0), "slept 3000 ms\n"),
+        "{run:#?}"
+    );
+}
+
+#[test]
+fn spinning_on_polls_that_are_ready_at_once_is_stopped_by_the_cpu_limit() {
+    // Time in `wasi:io/poll` is credited only while it waits: a guest that never waits
+    // still burns CPU, in the host's code as in its own.
+    let home = hostile_home(&[], r#"attack = "spin-poll""#, "cpu-ms = 300, wall-ms = 8000");
+    assert_refused_then_healthy(&home, "provider hostile exceeded its CPU time limit of 300 ms", 3);
+}
+
+#[test]
 fn memory_bomb_is_stopped_by_the_memory_limit() {
     let home = hostile_home(&[], r#"attack = "memory-bomb""#, "memory-mib = 32");
     assert_refused_then_healthy(&home, "provider hostile exceeded its memory limit of 32 MiB", 3);
+}
+
+/// A provider component whose core module has four linear memories and grows the last
+/// three by 48 MiB each: every memory stays under a 64 MiB limit, together they are 144
+/// MiB. Then it answers `not-mine`. No Rust guest can be this, so it is assembled here:
+/// the module with wasm-encoder, the component around it with wit-component, from the
+/// real `wit/` contract.
+fn four_memory_component() -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, ConstExpr, ExportKind, ExportSection, Function, FunctionSection, GlobalSection, GlobalType,
+        MemArg, MemorySection, MemoryType, Module, TypeSection, ValType,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([ValType::I32], [ValType::I32]);
+    types.ty().function([ValType::I32; 4], [ValType::I32]);
+    let mut functions = FunctionSection::new();
+    functions.function(0).function(1);
+    let mut memories = MemorySection::new();
+    for _ in 0..4 {
+        memories.memory(MemoryType {
+            minimum: 1,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+    }
+    let mut globals = GlobalSection::new();
+    globals.global(
+        GlobalType {
+            val_type: ValType::I32,
+            mutable: true,
+            shared: false,
+        },
+        &ConstExpr::i32_const(1024),
+    );
+    let mut exports = ExportSection::new();
+    exports
+        .export("memory", ExportKind::Memory, 0)
+        .export(
+            "credence:provider/credential-provider@0.1.0#get-credential",
+            ExportKind::Func,
+            0,
+        )
+        .export("cabi_realloc", ExportKind::Func, 1);
+    let mut code = CodeSection::new();
+    let mut get_credential = Function::new([]);
+    {
+        let mut body = get_credential.instructions();
+        for memory in 1..4 {
+            body.i32_const(48 * 16).memory_grow(memory).drop();
+        }
+        // result<credential, credential-error> at 16: `err` (1), and at 24 (the payload,
+        // 8-aligned for credential's u64) the error case 0, `not-mine`.
+        body.i32_const(16)
+            .i32_const(1)
+            .i32_store8(MemArg {
+                offset: 0,
+                align: 0,
+                memory_index: 0,
+            })
+            .i32_const(16)
+            .end();
+    }
+    code.function(&get_credential);
+    // A bump allocator for the host to lower the request into memory 0.
+    let mut realloc = Function::new([]);
+    realloc
+        .instructions()
+        .global_get(0)
+        .global_get(0)
+        .local_get(3)
+        .i32_add()
+        .i32_const(7)
+        .i32_add()
+        .i32_const(-8)
+        .i32_and()
+        .global_set(0)
+        .end();
+    code.function(&realloc);
+    let mut module = Module::new();
+    module
+        .section(&types)
+        .section(&functions)
+        .section(&memories)
+        .section(&globals)
+        .section(&exports)
+        .section(&code);
+    let mut bytes = module.finish();
+
+    let mut resolve = wit_parser::Resolve::default();
+    let wit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+    let (package, _) = resolve.push_dir(&wit).expect("the wit/ contract parses");
+    let world = resolve.select_world(&[package], Some("provider")).unwrap();
+    wit_component::embed_component_metadata(&mut bytes, &resolve, world, wit_component::StringEncoding::UTF8).unwrap();
+    wit_component::ComponentEncoder::default()
+        .module(&bytes)
+        .expect("a valid core module for the provider world")
+        .validate(true)
+        .encode()
+        .expect("a valid component")
+}
+
+#[test]
+fn four_memories_cannot_each_take_the_whole_memory_limit() {
+    let home = hostile_home(&[], r#"attack = "not-mine""#, "");
+    let providers = home.home().join("providers");
+    std::fs::write(providers.join("four-memories.wasm"), four_memory_component()).unwrap();
+    std::fs::write(
+        providers.join("four-memories.manifest.toml"),
+        manifest("four-memories", &[], &[]),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(home.home().join("config.toml")).unwrap();
+    home.write_config(&config.replace(
+        "name = \"hostile\"",
+        "name = \"hostile\"\ncomponent = \"four-memories.wasm\"",
+    ));
+    // Signed with the key `hostile_home` made, so it runs as a real provider does.
+    let key = home.dir.path().join("keys/test-publisher.secret");
+    let signed = home.run(&[
+        "sign",
+        providers.join("four-memories.wasm").to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(signed.code, Some(0), "{signed:#?}");
+    let run = home.run(&["get", "https://evil.example/"]);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("provider hostile exceeded its memory limit of 64 MiB"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -66,6 +66,8 @@ pub enum FetchError {
 }
 
 /// Headers a provider may not set: they belong to the connection, the proxy or the host.
+/// Every `Proxy-*` name is refused too ([`is_host_owned_header`]): they are meant for a
+/// proxy, and a provider has no business talking to the user's proxy.
 const FORBIDDEN_REQUEST_HEADERS: &[&str] = &[
     "host",
     "content-length",
@@ -77,10 +79,13 @@ const FORBIDDEN_REQUEST_HEADERS: &[&str] = &[
     "trailer",
     "expect",
     "http2-settings",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "proxy-connection",
 ];
+
+/// Whether a header (a lower-case `HeaderName`) is the host's, not the provider's.
+fn is_host_owned_header(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    FORBIDDEN_REQUEST_HEADERS.contains(&name) || name.starts_with("proxy-")
+}
 
 const ALLOWED_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -167,7 +172,7 @@ impl HttpCapability {
             header_bytes += name.len() + value.len();
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| FetchError::InvalidRequest(format!("invalid header name {name:?}")))?;
-            if FORBIDDEN_REQUEST_HEADERS.contains(&name.as_str()) {
+            if is_host_owned_header(&name) {
                 return Err(FetchError::InvalidRequest(format!(
                     "header {name} is set by the host, not the provider"
                 )));
@@ -402,6 +407,29 @@ mod tests {
         let mut r = get("https://allowed.example/");
         r.method = "CONNECT".into();
         assert!(matches!(c.check(r), Err(FetchError::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn a_proxy_header_of_any_name_is_refused() {
+        let c = cap(&["https://allowed.example"]);
+        for name in [
+            "Proxy-Foo",
+            "proxy-authorization",
+            "PROXY-CONNECTION",
+            "Proxy-Authenticate",
+            "proxy-",
+        ] {
+            let mut r = get("https://allowed.example/");
+            r.headers.push((name.into(), "x".into()));
+            assert!(
+                matches!(c.check(r), Err(FetchError::InvalidRequest(m)) if m.contains("set by the host")),
+                "{name}"
+            );
+        }
+        // Only the prefix is reserved: a name that merely contains `proxy` is the provider's.
+        let mut r = get("https://allowed.example/");
+        r.headers.push(("X-Proxy-Hint".into(), "x".into()));
+        assert!(c.check(r).is_ok());
     }
 
     #[test]

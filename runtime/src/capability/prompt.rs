@@ -190,13 +190,42 @@ pub fn neutralise(text: &str) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() || is_invisible_or_bidi(c) {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
+        push_neutralised(&mut out, c);
+    }
+    out
+}
+
+/// [`neutralise`], but capped at `max_bytes` of output (escapes included), ending in `…`
+/// when cut: for records that must stay within a size, such as the audit trail's.
+pub fn neutralise_within(text: &str, max_bytes: usize) -> String {
+    const CUT: &str = "…";
+    let budget = max_bytes.saturating_sub(CUT.len());
+    let mut out = String::with_capacity(text.len().min(max_bytes));
+    let mut piece = String::new();
+    // Where to cut if the rest does not fit: text that fits whole is never marked.
+    let mut cut_at = 0;
+    for c in text.chars() {
+        piece.clear();
+        push_neutralised(&mut piece, c);
+        if out.len() + piece.len() > max_bytes {
+            out.truncate(cut_at);
+            out.push_str(CUT);
+            return out;
+        }
+        out.push_str(&piece);
+        if out.len() <= budget {
+            cut_at = out.len();
         }
     }
     out
+}
+
+fn push_neutralised(out: &mut String, c: char) {
+    if c.is_control() || is_invisible_or_bidi(c) {
+        out.push_str(&format!("\\u{{{:x}}}", c as u32));
+    } else {
+        out.push(c);
+    }
 }
 
 fn is_invisible_or_bidi(c: char) -> bool {
@@ -270,6 +299,23 @@ mod tests {
             "[credence] provider \"evil\" says: \\u{1b}[2J\\u{d}[credence] trusted\\u{202e}exe"
         );
         assert!(!shown.contains('\x1b') && !shown.contains('\u{202e}'));
+    }
+
+    #[test]
+    fn neutralised_text_within_a_byte_budget_is_cut_with_a_marker() {
+        assert_eq!(neutralise_within("GET", 16), "GET");
+        assert_eq!(
+            neutralise_within("GET\x1b]0;x\x07\r\n", 64),
+            "GET\\u{1b}]0;x\\u{7}\\u{d}\\u{a}"
+        );
+        let long = format!("GET\x1b[2J{}", "A".repeat(16 << 10));
+        let cut = neutralise_within(&long, 1024);
+        assert!(cut.len() <= 1024 && cut.ends_with('…'), "{}", cut.len());
+        assert!(cut.starts_with("GET\\u{1b}[2JAAA"));
+        // Escapes count against the budget, so text of control characters stays bounded too.
+        assert!(neutralise_within(&"\x1b".repeat(10_000), 100).len() <= 100);
+        assert_eq!(neutralise_within("abcdef", 6), "abcdef");
+        assert_eq!(neutralise_within("abcdefg", 6), "abc…");
     }
 
     #[test]

@@ -108,38 +108,101 @@ fn human_duration(d: Duration) -> String {
 
 /// Memory and table growth for one store: records the hit, then traps, so the error
 /// names the limit instead of looking like a guest panic.
+///
+/// wasmtime asks once per linear memory and per table (at creation, with `current` 0, and
+/// at every growth), and a component may hold several core instances, each with its own
+/// memories and tables. So the limit is on their sum: every byte of every memory, plus
+/// every table element at [`TABLE_ELEMENT_BYTES`], counts against the one memory limit,
+/// and the number of instances, memories and tables is bounded too.
 pub struct Limiter {
     pub memory_bytes: usize,
     pub hit: Option<LimitHit>,
+    /// Bytes of all memories and tables of the store so far (they never shrink).
+    used_bytes: usize,
+    /// Table elements of all tables so far.
+    table_elements: usize,
+    /// What the last approved growth added, taken back if wasmtime then fails to grow
+    /// (past the memory's own maximum, or out of host memory), so failed attempts are
+    /// not charged.
+    last_growth: usize,
+    last_table_growth: usize,
 }
 
+/// Table elements of all tables together: a provider needs a few hundred.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// What one table element costs the host (a pointer), charged to the memory limit.
+pub const TABLE_ELEMENT_BYTES: usize = 8;
+/// Core instances, tables and memories of one provider: a Rust component has a handful.
+pub const MAX_INSTANCES: usize = 16;
+pub const MAX_TABLES: usize = 16;
+pub const MAX_MEMORIES: usize = 4;
 
-impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+impl Limiter {
+    pub fn new(memory_bytes: usize) -> Self {
+        Limiter {
+            memory_bytes,
+            hit: None,
+            used_bytes: 0,
+            table_elements: 0,
+            last_growth: 0,
+            last_table_growth: 0,
+        }
+    }
+
+    /// Charges `bytes` more to the memory limit, or records the hit.
+    fn charge(&mut self, bytes: usize) -> wasmtime::Result<()> {
+        let total = self.used_bytes.saturating_add(bytes);
+        if total > self.memory_bytes {
             self.hit = Some(LimitHit::Memory {
                 limit: self.memory_bytes,
             });
-            wasmtime::bail!("memory limit of {} bytes reached", self.memory_bytes);
+            wasmtime::bail!(
+                "memory limit of {} bytes reached (all memories and tables together)",
+                self.memory_bytes
+            );
         }
+        self.used_bytes = total;
+        Ok(())
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
+        self.charge(growth)?;
+        self.last_growth = growth;
         Ok(true)
     }
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > MAX_TABLE_ELEMENTS {
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.used_bytes -= std::mem::take(&mut self.last_growth);
+        Ok(())
+    }
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
+        let elements = self.table_elements.saturating_add(growth);
+        if elements > MAX_TABLE_ELEMENTS {
             self.hit = Some(LimitHit::Instances);
-            wasmtime::bail!("table limit reached");
+            wasmtime::bail!("table limit of {MAX_TABLE_ELEMENTS} elements reached (all tables together)");
         }
+        self.charge(growth.saturating_mul(TABLE_ELEMENT_BYTES))?;
+        self.table_elements = elements;
+        self.last_table_growth = growth;
         Ok(true)
+    }
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        let growth = std::mem::take(&mut self.last_table_growth);
+        self.table_elements -= growth;
+        self.used_bytes -= growth * TABLE_ELEMENT_BYTES;
+        Ok(())
     }
     fn instances(&self) -> usize {
-        16
+        MAX_INSTANCES
     }
     fn tables(&self) -> usize {
-        16
+        MAX_TABLES
     }
     fn memories(&self) -> usize {
-        4
+        MAX_MEMORIES
     }
 }
 
@@ -165,6 +228,32 @@ impl CallClock {
 
     pub fn wall_left(&self) -> Duration {
         self.wall.saturating_sub(self.started.elapsed())
+    }
+
+    /// Runs a blocking host call (fetch, prompt) given the wall-clock time left, and
+    /// credits the time it took back to the CPU budget. A call that ran out the wall clock
+    /// (a server that never answers, a prompt nobody answers, a long sleep) is the
+    /// wall-clock limit's doing, whatever the provider makes of the error it gets:
+    /// recorded in `hit` here, it names the limit even if the guest returns first.
+    pub fn block<R>(&mut self, hit: &mut Option<LimitHit>, call: impl FnOnce(Duration) -> R) -> R {
+        self.block_measured(hit, |time_left| {
+            let started = Instant::now();
+            let result = call(time_left);
+            (result, started.elapsed())
+        })
+    }
+
+    /// [`block`](Self::block) for a call that measures how long it really waited, and
+    /// only that is credited: a `wasi:io/poll` that finds its pollable ready at once was
+    /// the guest's work (a guest spinning on zero-timeout polls must still meet its CPU
+    /// limit), one that sleeps was not.
+    pub fn block_measured<R>(&mut self, hit: &mut Option<LimitHit>, call: impl FnOnce(Duration) -> (R, Duration)) -> R {
+        let (result, waited) = call(self.wall_left());
+        self.blocked += waited;
+        if self.wall_left().is_zero() && hit.is_none() {
+            *hit = Some(LimitHit::Wall { limit: self.wall });
+        }
+        result
     }
 
     /// Called at each epoch deadline: the limit now exceeded, or the time left.
@@ -206,6 +295,86 @@ mod tests {
             .to_string(),
             "returned a credential of 100 MiB, over the output limit of 64 KiB"
         );
+    }
+
+    fn clock(cpu_ms: u64, wall_ms: u64) -> CallClock {
+        CallClock::new(&ProviderLimits::from_config(credence_signing::Limits {
+            memory_mib: None,
+            cpu_ms: Some(cpu_ms),
+            wall_ms: Some(wall_ms),
+        }))
+    }
+
+    #[test]
+    fn time_blocked_in_a_host_call_is_not_cpu_time() {
+        let mut clock = clock(50, 10_000);
+        let mut hit = None;
+        clock.block(&mut hit, |_| std::thread::sleep(Duration::from_millis(150)));
+        assert_eq!(hit, None);
+        assert!(clock.check().is_ok(), "150 ms asleep is not 50 ms of CPU");
+    }
+
+    #[test]
+    fn a_host_call_that_outlasts_the_wall_clock_records_the_wall_clock_limit() {
+        let mut clock = clock(10_000, 100);
+        let mut hit = None;
+        clock.block(&mut hit, |time_left| {
+            assert!(time_left <= Duration::from_millis(100));
+            std::thread::sleep(time_left);
+        });
+        assert_eq!(
+            hit,
+            Some(LimitHit::Wall {
+                limit: Duration::from_millis(100)
+            })
+        );
+        assert_eq!(
+            clock.check(),
+            Err(LimitHit::Wall {
+                limit: Duration::from_millis(100)
+            })
+        );
+    }
+
+    #[test]
+    fn four_memories_cannot_each_take_the_whole_memory_limit() {
+        use wasmtime::ResourceLimiter;
+        let mib = 1 << 20;
+        let mut limiter = Limiter::new(64 * mib);
+        // Four memories created at 20 MiB each: 80 MiB together.
+        for _ in 0..3 {
+            assert!(limiter.memory_growing(0, 20 * mib, None).unwrap());
+        }
+        assert!(limiter.memory_growing(0, 20 * mib, None).is_err());
+        assert_eq!(limiter.hit, Some(LimitHit::Memory { limit: 64 * mib }));
+    }
+
+    #[test]
+    fn growth_of_any_memory_or_table_counts_against_the_one_limit() {
+        use wasmtime::ResourceLimiter;
+        let mib = 1 << 20;
+        let mut limiter = Limiter::new(64 * mib);
+        assert!(limiter.memory_growing(0, 30 * mib, None).unwrap());
+        assert!(limiter.memory_growing(0, 30 * mib, None).unwrap());
+        // A failed growth (past the memory's own maximum) is not charged.
+        assert!(limiter.memory_growing(30 * mib, 33 * mib, Some(30 * mib)).unwrap());
+        limiter.memory_grow_failed(wasmtime::format_err!("maximum")).unwrap();
+        // 60 MiB used: 4 MiB more is allowed, in table elements too.
+        assert!(limiter.table_growing(0, (mib / 2) / TABLE_ELEMENT_BYTES, None).unwrap());
+        assert!(limiter.memory_growing(30 * mib, 33 * mib + mib / 2, None).unwrap());
+        assert!(limiter.memory_growing(30 * mib, 30 * mib + 65536, None).is_err());
+        assert_eq!(limiter.hit, Some(LimitHit::Memory { limit: 64 * mib }));
+    }
+
+    #[test]
+    fn table_elements_are_bounded_across_all_tables() {
+        use wasmtime::ResourceLimiter;
+        let mut limiter = Limiter::new(1 << 30);
+        for _ in 0..9 {
+            assert!(limiter.table_growing(0, 10_000, None).unwrap());
+        }
+        assert!(limiter.table_growing(0, 10_001, None).is_err());
+        assert_eq!(limiter.hit, Some(LimitHit::Instances));
     }
 
     #[test]

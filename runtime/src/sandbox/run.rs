@@ -58,15 +58,14 @@ pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
             t.set_max_capacity(limits.handles);
             t
         },
-        limiter: Limiter {
-            memory_bytes: limits.memory_bytes,
-            hit: None,
-        },
+        limiter: Limiter::new(limits.memory_bytes),
         clock: CallClock::new(&limits),
         limits,
         http: call.http,
         prompt: call.prompt,
         uses: Vec::new(),
+        uses_not_recorded: 0,
+        fetches: 0,
     };
     let mut store = Store::new(call.engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -108,7 +107,8 @@ pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
             "provider wrote to stderr"
         );
     }
-    let data = store.into_data();
+    let mut data = store.into_data();
+    let uses = data.take_uses();
     let result = match (data.limiter.hit, outcome) {
         (Some(hit), _) => Err(ProviderRunError::Limit(hit)),
         (None, Ok(result)) => Ok(result),
@@ -118,10 +118,7 @@ pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
         }
         (None, Err((e, false))) => Err(ProviderRunError::Trap(trap_summary(&e))),
     };
-    ProviderAnswer {
-        result,
-        uses: data.uses,
-    }
+    ProviderAnswer { result, uses }
 }
 
 fn is_table_full(e: &wasmtime::Error) -> bool {

@@ -2,15 +2,18 @@
 
 use super::bindings::credence::provider::{http, prompt};
 use super::limits::{CallClock, LimitHit, Limiter, ProviderLimits};
+use super::wasi::DeadlineIo;
 use crate::capability::http::{FetchError, HttpCapability, HttpRequest};
 use crate::capability::io_runtime;
-use crate::capability::prompt::{PromptCapability, PromptError};
-use std::time::Instant;
+use crate::capability::prompt::{PromptCapability, PromptError, neutralise};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// One capability use, for the debug log now and the audit trail later. Never holds a
-/// secret: method, origin and status only; prompts by kind.
+/// secret: method, origin and status only; prompts by kind. Built only through
+/// [`CapabilityUse::fetch`] and [`CapabilityUse::prompt`], which neutralise the text (the
+/// method and the error messages are the provider's to choose), so neither the log nor
+/// the audit trail ever carries a provider's escape sequences or line breaks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CapabilityUse {
     Fetch {
@@ -22,6 +25,31 @@ pub enum CapabilityUse {
         kind: &'static str,
         outcome: String,
     },
+    /// Uses past [`MAX_RECORDED_USES`], counted only.
+    NotRecorded {
+        count: usize,
+    },
+}
+
+/// Capability uses one call keeps for the audit trail; a guest looping on a refused
+/// prompt would otherwise grow the list (and the record) for as long as its clock runs.
+pub const MAX_RECORDED_USES: usize = 100;
+
+impl CapabilityUse {
+    fn fetch(method: &str, origin: &str, outcome: &str) -> Self {
+        CapabilityUse::Fetch {
+            method: neutralise(method),
+            origin: neutralise(origin),
+            outcome: neutralise(outcome),
+        }
+    }
+
+    fn prompt(kind: &'static str, outcome: &str) -> Self {
+        CapabilityUse::Prompt {
+            kind,
+            outcome: neutralise(outcome),
+        }
+    }
 }
 
 pub struct ProviderStore {
@@ -33,6 +61,10 @@ pub struct ProviderStore {
     pub(super) http: HttpCapability,
     pub(super) prompt: PromptCapability,
     pub(super) uses: Vec<CapabilityUse>,
+    /// Uses past [`MAX_RECORDED_USES`].
+    pub(super) uses_not_recorded: usize,
+    /// Fetches attempted in this call, refused ones included.
+    pub(super) fetches: usize,
 }
 
 impl std::fmt::Display for CapabilityUse {
@@ -44,6 +76,7 @@ impl std::fmt::Display for CapabilityUse {
                 outcome,
             } => write!(f, "fetch {method} {origin}: {outcome}"),
             CapabilityUse::Prompt { kind, outcome } => write!(f, "prompt {kind}: {outcome}"),
+            CapabilityUse::NotRecorded { count } => write!(f, "… {count} more capability uses not recorded"),
         }
     }
 }
@@ -58,18 +91,32 @@ impl WasiView for ProviderStore {
 }
 
 impl ProviderStore {
-    /// Runs a blocking host call, crediting the time it took back to the CPU budget.
-    /// A call that ran out the wall clock (a server that never answers, a prompt nobody
-    /// answers) is the wall-clock limit's doing, whatever the provider makes of the
-    /// error it gets: recorded here, it names the limit even if the guest returns first.
-    fn blocking<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
-        let started = Instant::now();
-        let result = f(self);
-        self.clock.blocked += started.elapsed();
-        if self.clock.wall_left().is_zero() && self.limiter.hit.is_none() {
-            self.limiter.hit = Some(LimitHit::Wall { limit: self.clock.wall });
+    fn record_use(&mut self, used: CapabilityUse) {
+        if self.uses.len() < MAX_RECORDED_USES {
+            self.uses.push(used);
+        } else {
+            self.uses_not_recorded += 1;
         }
-        result
+    }
+
+    /// The uses to report, with a count of those not kept.
+    pub(super) fn take_uses(&mut self) -> Vec<CapabilityUse> {
+        let mut uses = std::mem::take(&mut self.uses);
+        if self.uses_not_recorded > 0 {
+            uses.push(CapabilityUse::NotRecorded {
+                count: self.uses_not_recorded,
+            });
+        }
+        uses
+    }
+
+    /// The parts `wasi:io/poll` needs to wait no longer than the wall clock allows.
+    pub(super) fn deadline_io(&mut self) -> DeadlineIo<'_> {
+        DeadlineIo {
+            table: &mut self.table,
+            clock: &mut self.clock,
+            hit: &mut self.limiter.hit,
+        }
     }
 }
 
@@ -81,12 +128,9 @@ impl http::Host for ProviderStore {
             .origin_of(&req.url)
             .map(|o| o.to_string())
             .unwrap_or_else(|_| "(refused)".into());
-        let fetches = self
-            .uses
-            .iter()
-            .filter(|u| matches!(u, CapabilityUse::Fetch { .. }))
-            .count();
-        if fetches >= self.limits.fetches {
+        let attempt = self.fetches;
+        self.fetches = self.fetches.saturating_add(1);
+        if attempt >= self.limits.fetches {
             self.limiter.hit = Some(LimitHit::Fetches {
                 limit: self.limits.fetches,
             });
@@ -96,12 +140,8 @@ impl http::Host for ProviderStore {
             );
             // The first refused attempt is a use too, so the audit trail shows what was
             // tried; later ones are not kept, or a guest looping on fetch would grow it.
-            if fetches == self.limits.fetches {
-                self.uses.push(CapabilityUse::Fetch {
-                    method,
-                    origin: target,
-                    outcome: format!("denied: {message}"),
-                });
+            if attempt == self.limits.fetches {
+                self.record_use(CapabilityUse::fetch(&method, &target, &format!("denied: {message}")));
             }
             return Err(http::FetchError::Denied(message));
         }
@@ -111,20 +151,24 @@ impl http::Host for ProviderStore {
             headers: req.headers,
             body: req.body,
         };
-        let result = self.blocking(|s| {
-            let time_left = s.clock.wall_left();
-            io_runtime().block_on(s.http.fetch(request, time_left))
+        let http = &self.http;
+        let result = self.clock.block(&mut self.limiter.hit, |time_left| {
+            io_runtime().block_on(http.fetch(request, time_left))
         });
         let outcome = match &result {
             Ok((r, _)) => format!("HTTP {}", r.status),
             Err(e) => e.to_string(),
         };
-        tracing::debug!(method = %method, origin = %target, outcome = %outcome, "provider fetch");
-        self.uses.push(CapabilityUse::Fetch {
+        let used = CapabilityUse::fetch(&method, &target, &outcome);
+        if let CapabilityUse::Fetch {
             method,
-            origin: target,
+            origin,
             outcome,
-        });
+        } = &used
+        {
+            tracing::debug!(method = %method, origin = %origin, outcome = %outcome, "provider fetch");
+        }
+        self.record_use(used);
         result
             .map(|(r, _)| http::Response {
                 status: r.status,
@@ -155,35 +199,38 @@ impl ProviderStore {
             Ok(_) => "shown".to_owned(),
             Err(e) => e.to_string(),
         };
-        tracing::debug!(kind, outcome = %outcome, "provider prompt");
-        self.uses.push(CapabilityUse::Prompt { kind, outcome });
+        let used = CapabilityUse::prompt(kind, &outcome);
+        if let CapabilityUse::Prompt { outcome, .. } = &used {
+            tracing::debug!(kind, outcome = %outcome, "provider prompt");
+        }
+        self.record_use(used);
     }
 }
 
 impl prompt::Host for ProviderStore {
     fn ask(&mut self, message: String, kind: prompt::InputKind) -> Result<String, prompt::PromptError> {
         let secret = matches!(kind, prompt::InputKind::Secret);
-        let result = self.blocking(|s| {
-            let time_left = s.clock.wall_left();
-            s.prompt.ask(&message, secret, time_left)
+        let prompt = &mut self.prompt;
+        let result = self.clock.block(&mut self.limiter.hit, |time_left| {
+            prompt.ask(&message, secret, time_left)
         });
         self.record_prompt("ask", &result);
         result.map_err(to_wit)
     }
 
     fn show(&mut self, message: String) -> Result<(), prompt::PromptError> {
-        let result = self.blocking(|s| {
-            let time_left = s.clock.wall_left();
-            s.prompt.show(&message, time_left)
-        });
+        let prompt = &mut self.prompt;
+        let result = self
+            .clock
+            .block(&mut self.limiter.hit, |time_left| prompt.show(&message, time_left));
         self.record_prompt("show", &result);
         result.map_err(to_wit)
     }
 
     fn open_url(&mut self, url: String, message: String) -> Result<(), prompt::PromptError> {
-        let result = self.blocking(|s| {
-            let time_left = s.clock.wall_left();
-            s.prompt.open_url(&url, &message, time_left)
+        let prompt = &mut self.prompt;
+        let result = self.clock.block(&mut self.limiter.hit, |time_left| {
+            prompt.open_url(&url, &message, time_left)
         });
         self.record_prompt("open-url", &result);
         result.map_err(to_wit)

@@ -19,6 +19,18 @@ unsafe extern "C" {
     fn get_stderr() -> i32;
 }
 
+// The raw WASI clock and poll imports, to spin on pollables that are ready at once.
+#[link(wasm_import_module = "wasi:clocks/monotonic-clock@0.2.6")]
+unsafe extern "C" {
+    #[link_name = "subscribe-duration"]
+    fn subscribe_duration(nanos: i64) -> i32;
+}
+#[link(wasm_import_module = "wasi:io/poll@0.2.6")]
+unsafe extern "C" {
+    #[link_name = "[method]pollable.block"]
+    fn pollable_block(pollable: i32);
+}
+
 fn setting<'a>(req: &'a CredentialRequest, key: &str) -> &'a str {
     req.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("")
 }
@@ -40,6 +52,21 @@ impl Guest for Hostile {
                 let mut x: u64 = 0;
                 loop {
                     x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            // Sleeps (a blocking `wasi:io/poll` on a monotonic-clock pollable) for `ms`, as a
+            // device-flow provider waiting between polls does, or forever.
+            "sleep" => {
+                let ms: u64 = setting(&req, "ms").parse().unwrap_or(u64::MAX);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(credential(format!("slept {ms} ms")))
+            }
+            // Burns CPU in host calls: blocks, forever, on pollables that are ready at once.
+            "spin-poll" => {
+                // SAFETY: WASI imports taking and returning plain handles and integers.
+                let ready = unsafe { subscribe_duration(0) };
+                loop {
+                    unsafe { pollable_block(ready) };
                 }
             }
             // Grows memory 1 MiB at a time until something gives.
@@ -80,6 +107,25 @@ impl Guest for Hostile {
                     }
                 }
                 unreachable!()
+            }
+            // Fetches with a method that redraws the terminal and forges a line, padded with
+            // `pad-kib` KiB, `repeat` times, for whoever reads the audit trail or the logs.
+            "forged-method" => {
+                let repeat: usize = setting(&req, "repeat").parse().unwrap_or(1);
+                let pad_kib: usize = setting(&req, "pad-kib").parse().unwrap_or(0);
+                let method = format!(
+                    "GET\x1b]0;pwned\x07\x1b[2J\r\n{{\"forged\":true}} <forged line>{}",
+                    "A".repeat(pad_kib << 10)
+                );
+                for _ in 0..repeat {
+                    let _ = http::fetch(&Request {
+                        method: method.clone(),
+                        url: setting(&req, "target").into(),
+                        headers: vec![(method.clone(), "x".into())],
+                        body: Vec::new(),
+                    });
+                }
+                Ok(credential("forged".into()))
             }
             // Hands the host a request body far over its limit.
             "huge-request-body" => {
