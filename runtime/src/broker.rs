@@ -164,21 +164,27 @@ impl Broker {
         dropped
     }
 
-    /// The tool's server refused the credential for this request: forget any stored one
-    /// and make the next request for it a retry.
-    pub fn reject(&self, request: &CredentialRequest) {
+    /// The audit record of a decision the tool made (a rejection, a logout): every provider
+    /// serving the URL, with `outcome` as its verdict.
+    fn tool_decision(&self, request: &CredentialRequest, outcome: &str) -> audit::Record {
         let mut record = self.record(request);
-        record.outcome = "rejected".into();
+        record.outcome = outcome.into();
         record.providers = self
             .config
             .providers_for(&request.url)
             .map(|p| Attempt {
                 instance: p.name.clone(),
-                verdict: "rejected".into(),
+                verdict: outcome.into(),
                 ..Default::default()
             })
             .collect();
-        self.audit.append(&record);
+        record
+    }
+
+    /// The tool's server refused the credential for this request: forget any stored one
+    /// and make the next request for it a retry.
+    pub fn reject(&self, request: &CredentialRequest) {
+        self.audit.append(&self.tool_decision(request, "rejected"));
         for provider in self.config.providers_for(&request.url) {
             let key = credential_key(provider, request);
             self.state.evict(&provider.name, &key);
@@ -201,17 +207,7 @@ impl Broker {
     /// rejection: the next request is a first one, not a retry, so a provider with a fixed
     /// token answers it as before.
     pub fn log_out(&self, request: &CredentialRequest) -> Result<usize, String> {
-        let mut record = self.record(request);
-        record.outcome = "logged-out".into();
-        record.providers = self
-            .config
-            .providers_for(&request.url)
-            .map(|p| Attempt {
-                instance: p.name.clone(),
-                verdict: "logged-out".into(),
-                ..Default::default()
-            })
-            .collect();
+        let record = self.tool_decision(request, "logged-out");
         if record.providers.is_empty() {
             // Nothing is kept for a URL no provider serves (a tool may log out of several
             // spellings of one server), so there is nothing to forget or record.

@@ -12,10 +12,9 @@
 //! user. Anything else means someone else may have written there: its entries are discarded
 //! (never "fixed and used"), and a directory this user does not own is not used at all.
 
-use crate::private_dir::{installation_key, is_private_file, write_private_file};
+use crate::private_dir::{installation_key, is_private_metadata, write_private_file};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use wasmtime::Engine;
@@ -212,20 +211,28 @@ impl CompileCache {
         digest: &[u8; 32],
         engine_hash: &[u8; 32],
     ) -> Result<Component, Miss> {
-        match is_private_file(path) {
-            Ok(true) => {}
-            Ok(false) => return Err(Miss::NotPrivate),
+        let file = match open_entry(path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Miss::Absent),
-            Err(e) => return Err(Miss::Unusable(e.to_string())),
+            // A symlink (ELOOP with O_NOFOLLOW) or anything else unreadable: not ours.
+            Err(_) => return Err(Miss::NotPrivate),
+        };
+        // Judged on the open descriptor, so the file read is the file checked.
+        let meta = file.metadata().map_err(|e| Miss::Unusable(e.to_string()))?;
+        if !is_private_metadata(&meta) {
+            return Err(Miss::NotPrivate);
         }
         let key = self.key().ok_or(Miss::Absent)?;
-        let mut file = std::fs::File::open(path).map_err(|e| Miss::Unusable(e.to_string()))?;
-        let mut entry = Vec::new();
-        file.by_ref()
-            .take(MAX_ENTRY_BYTES + 1)
-            .read_to_end(&mut entry)
+        if meta.len() < HEADER as u64 || meta.len() > MAX_ENTRY_BYTES {
+            return Err(Miss::BadTag);
+        }
+        // SAFETY: a private, read-only mapping of a regular 0600 file of this user in its
+        // 0700 directory, which this host only ever replaces by rename, never rewrites: the
+        // bytes cannot change under the mapping but by this user's own hand (see the threat
+        // model). Mapped, not read, so checking the tag costs no copy into fresh heap pages.
+        let entry = unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) }
             .map_err(|e| Miss::Unusable(e.to_string()))?;
-        if entry.len() < HEADER || entry.len() as u64 > MAX_ENTRY_BYTES || &entry[..MAGIC.len()] != MAGIC {
+        if entry.len() < HEADER || &entry[..MAGIC.len()] != MAGIC {
             return Err(Miss::BadTag);
         }
         let (head, compiled) = entry.split_at(HEADER);
@@ -236,8 +243,21 @@ impl CompileCache {
         }
         // SAFETY: the bytes carry a valid tag under this installation's secret key for this
         // component digest and engine: only `load_or_compile` of this installation, which
-        // just compiled them from verified bytes, can have produced it. They are in memory,
-        // so the file changing afterwards does not matter.
+        // compiled them from verified bytes, can have produced it. wasmtime copies them
+        // into memory of its own, so the mapping ends here.
         unsafe { Component::deserialize(engine, compiled) }.map_err(|e| Miss::Unusable(e.to_string()))
     }
+}
+
+/// Opens a cache entry without following a symlink (a link is never an entry this host
+/// wrote) and without blocking (on a FIFO planted under the entry's name).
+fn open_entry(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    options.open(path)
 }

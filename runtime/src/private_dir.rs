@@ -27,18 +27,22 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
 
 /// Whether `path` is a regular file this user owns that nobody else can write.
 pub fn is_private_file(path: &Path) -> io::Result<bool> {
-    let meta = fs::symlink_metadata(path)?;
+    Ok(is_private_metadata(&fs::symlink_metadata(path)?))
+}
+
+/// Whether `meta` is of a regular file this user owns that nobody else can access.
+pub fn is_private_metadata(meta: &fs::Metadata) -> bool {
     if !meta.is_file() {
-        return Ok(false);
+        return false;
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
         if meta.uid() != current_uid() || meta.mode() & 0o077 != 0 {
-            return Ok(false);
+            return false;
         }
     }
-    Ok(true)
+    true
 }
 
 /// Writes `bytes` to `dir/name` through a 0600 temporary file and a rename, so readers
