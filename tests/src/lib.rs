@@ -321,19 +321,18 @@ impl TestServer {
 /// `https://127.0.0.1:PORT` in front of a [`TestServer`], for clients that speak only
 /// https to a registry (docker): each request head (GET or HEAD, no body) read over TLS is
 /// passed to the plain server on a connection of its own, and its whole answer sent back.
-/// The certificate (`tests/fixtures/loopback-tls.*.pem`) is self-signed for 127.0.0.1.
+/// The certificate is self-signed for 127.0.0.1, generated when the front starts.
 pub struct TlsFront {
     pub port: u16,
 }
 
 impl TlsFront {
     pub fn start(backend: &TestServer) -> TlsFront {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let certs = CertificateDer::pem_slice_iter(include_bytes!("../fixtures/loopback-tls.cert.pem"))
-            .collect::<Result<Vec<_>, _>>()
-            .expect("test certificate");
-        let key = PrivateKeyDer::from_pem_slice(include_bytes!("../fixtures/loopback-tls.key.pem")).expect("test key");
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        // Made afresh for each front, so no private key is ever committed.
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a test certificate");
+        let certs = vec![CertificateDer::from(made.cert.der().to_vec())];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
         let config = Arc::new(
             rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
