@@ -175,7 +175,16 @@ impl Config {
                         p.name
                     ));
                 }
-                None => component.trim_end_matches(".wasm").to_owned(),
+                None => {
+                    let stem = component.trim_end_matches(".wasm");
+                    if !valid_name(stem) {
+                        return Err(format!(
+                            "provider {:?}: component {component:?} is not named after a provider, so say which signed provider it must be: `provider = \"<name>\"`",
+                            p.name
+                        ));
+                    }
+                    stem.to_owned()
+                }
             };
             let publisher = p
                 .publisher
@@ -263,6 +272,18 @@ serves = ["https://r.example/private"]
     }
 
     #[test]
+    fn an_instance_pins_its_component_stem_or_the_provider_it_names() {
+        let c = Config::parse(
+            "[[provider]]\nname = \"feed\"\ncomponent = \"token-exchange.wasm\"\n[[provider]]\nname = \"b\"\ncomponent = \"x.wasm\"\nprovider = \"token-exchange\"\npublisher = \"ABCDEF0123456789ABCDEF0123456789\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.providers[0].provider, "token-exchange");
+        assert_eq!(c.providers[0].publisher, None);
+        assert_eq!(c.providers[1].provider, "token-exchange");
+        assert_eq!(c.providers[1].publisher.as_deref(), Some("abcdef0123456789abcdef0123456789"));
+    }
+
+    #[test]
     fn bad_configs_explain_themselves() {
         for (text, needle) in [
             ("[[provider]]\nname = \"A\"", "provider name"),
@@ -280,6 +301,12 @@ serves = ["https://r.example/private"]
             ),
             ("[[provider]]\nname = \"a\"\nfilesystem = true", "unknown field"),
             ("[[provider]]\nname = \"a\"\n[[provider]]\nname = \"a\"", "twice"),
+            (
+                "[[provider]]\nname = \"a\"\ncomponent = \"My_Provider.wasm\"",
+                "say which signed provider it must be",
+            ),
+            ("[[provider]]\nname = \"a\"\nprovider = \"B\"", "is not a provider name"),
+            ("[[provider]]\nname = \"a\"\npublisher = \"xyz\"", "is not a key id"),
         ] {
             let err = Config::parse(text).unwrap_err();
             assert!(err.contains(needle), "{text}: {err}");
