@@ -152,6 +152,14 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     read_file(path, MAX_COMPONENT_BYTES, Writers::Anyone).map_err(|e| e.to_string())
 }
 
+/// A secret key file, read like every other file these commands are given (a key file is
+/// one short line).
+fn read_secret_key(path: &Path) -> Result<SecretKey, String> {
+    let bytes = read_file(path, 4096, Writers::Anyone).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{} is not a credence secret key file", path.display()))?;
+    SecretKey::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// The trust settings with signatures required, whatever `--allow-unsigned` says: these
 /// commands judge signed components.
 fn strict(broker: &Broker) -> Result<Trust, String> {
@@ -194,7 +202,7 @@ pub fn run(command: SigningCommand, broker: Broker) -> Result<ExitCode, String> 
         }
         SigningCommand::Sign(args) => sign(args),
         SigningCommand::Countersign { statement, key } => {
-            let key = SecretKey::read(&key).map_err(|e| e.to_string())?;
+            let key = read_secret_key(&key)?;
             let mut file =
                 StatementFile::parse(&read(&statement)?).map_err(|e| format!("{}: {e}", statement.display()))?;
             file.sign(&key);
@@ -245,7 +253,7 @@ pub fn run(command: SigningCommand, broker: Broker) -> Result<ExitCode, String> 
 }
 
 fn sign(args: SignArgs) -> Result<ExitCode, String> {
-    let key = SecretKey::read(&args.key).map_err(|e| e.to_string())?;
+    let key = read_secret_key(&args.key)?;
     let bytes = read(&args.component)?;
     let info = read_component_info(&bytes)?;
     if !info.exports.iter().any(|e| is_provider_export(e)) {
