@@ -9,7 +9,7 @@ use crate::compile_cache::CompileCache;
 use crate::config::{Config, ProviderConfig};
 use crate::loader::{LoadedProvider, Loader, Trust, TrustMode};
 use crate::paths::Paths;
-use crate::producer::Producer;
+use crate::producer::{FileStamp, Producer};
 use crate::request::{CachePolicy, Credential, CredentialRequest, Protocol, Refusal};
 use crate::sandbox::limits::LimitHit;
 use crate::sandbox::new_engine;
@@ -94,13 +94,17 @@ impl Broker {
         if let Some(t) = self.trust.get() {
             return Ok(t);
         }
+        // Taken before the read: if the file changes in between, the stamp is of the older
+        // file and never vouches for what was read.
+        let mut stamp = FileStamp::of(&self.paths.trust_file());
         let mut store = crate::trust_file::load(&self.paths.trust_file()).map_err(Refusal::Failed)?;
         if let Some(floor) = migrate_old_floor(&self.paths) {
             store.floor = floor;
+            stamp = None;
         }
         let trust = Trust {
             mode: self.trust_mode,
-            sequences: SequenceStore::new(self.paths.home.clone(), store.floor.clone()),
+            sequences: SequenceStore::new(self.paths.home.clone(), store.floor.clone(), stamp),
             store,
         };
         Ok(self.trust.get_or_init(|| trust))
@@ -125,18 +129,20 @@ impl Broker {
     }
 
     /// Whether the provider that made a stored credential would still pass the gate for
-    /// this instance (see `producer`): the trust store is read, the component is not hashed.
+    /// this instance (see `producer`). The component is never hashed; the trust store is
+    /// read only if it may have changed since the credential was made.
     fn still_admitted(&self, provider: &ProviderConfig, producer: &Producer) -> Result<(), String> {
+        let providers = self.paths.providers_dir();
+        let component = providers.join(&provider.component);
+        producer.local_checks(provider, (&component, &crate::loader::statement_path(&component)), self.trust_mode)?;
+        let now = crate::state_store::now_unix();
+        if producer.trust_unchanged(FileStamp::of(&self.paths.trust_file()), now) {
+            // The one rule of the gate the file identities do not cover: who could have
+            // written the providers directory and those above it.
+            return crate::trusted_file::check_dir_chain(&providers).map_err(|e| e.to_string());
+        }
         let trust = self.trust().map_err(|e| e.to_string())?;
-        let component = self.paths.providers_dir().join(&provider.component);
-        producer.still_admitted(
-            provider,
-            (&component, &crate::loader::statement_path(&component)),
-            trust.mode,
-            &trust.store,
-            trust.sequences.highest(&producer.provider),
-            crate::state_store::now_unix(),
-        )
+        producer.trust_checks(&trust.store, trust.sequences.highest(&producer.provider), now)
     }
 
     /// Deletes every stored credential whose producer would no longer pass the gate under
@@ -149,16 +155,14 @@ impl Broker {
             let component = self.paths.providers_dir().join(&provider.component);
             let statement = crate::loader::statement_path(&component);
             dropped += self.state.retain_credentials(&provider.name, |producer| {
-                producer
-                    .still_admitted(
-                        provider,
-                        (&component, &statement),
-                        trust.mode,
-                        store,
-                        store.floor(&producer.provider).max(trust.sequences.highest(&producer.provider)),
-                        now,
-                    )
-                    .is_ok()
+                producer.local_checks(provider, (&component, &statement), trust.mode).is_ok()
+                    && producer
+                        .trust_checks(
+                            store,
+                            store.floor(&producer.provider).max(trust.sequences.highest(&producer.provider)),
+                            now,
+                        )
+                        .is_ok()
             });
         }
         dropped
@@ -354,7 +358,7 @@ impl Broker {
             );
             match outcome {
                 Ok(credential) => {
-                    let producer = Producer::of(&loaded);
+                    let producer = Producer::of(&loaded, self.trust()?);
                     if let Err(e) = self.state.cache_credential(&provider.name, &key, &credential, &producer) {
                         tracing::warn!(provider = %provider.name, "cannot store the credential for later runs: {e}");
                     }

@@ -8,10 +8,12 @@
 //! files are compared by identity (device, inode, size, modification and change times; the
 //! change time cannot be set back by a user), and the signatures, verified when the
 //! credential was made, are re-judged against today's trust store by the same functions
-//! the verifier uses. Any difference sends the request down the full gate.
+//! the verifier uses; when `trust.toml` itself is provably unchanged since (its identity,
+//! as for the files) and no expiry has passed, that verdict cannot differ and the store is
+//! not even read. Any difference sends the request down the full gate.
 
 use crate::config::ProviderConfig;
-use crate::loader::{LoadedProvider, TrustMode};
+use crate::loader::{LoadedProvider, Trust, TrustMode};
 use credence_signing::trust::ExpiredPolicy;
 use credence_signing::verify::{SignatureCheck, apply_policy, check_key};
 use credence_signing::{KeyId, TrustStore};
@@ -33,6 +35,11 @@ pub struct Producer {
     pub statement_expires_at: Option<u64>,
     pub component_file: Option<FileStamp>,
     pub statement_file: Option<FileStamp>,
+    /// `trust.toml` as it was when this producer was admitted (`None`: unknown, so the
+    /// store is always read again).
+    pub trust_file: Option<FileStamp>,
+    /// The first second at which a signer key or the statement expires under that store.
+    pub valid_until: Option<u64>,
 }
 
 /// A file's identity: any replacement or rewrite changes at least one field.
@@ -79,8 +86,21 @@ impl FileStamp {
 }
 
 impl Producer {
-    pub fn of(loaded: &LoadedProvider) -> Producer {
+    /// The producer of a credential `loaded` just made, admitted under `trust`.
+    pub fn of(loaded: &LoadedProvider, trust: &Trust) -> Producer {
+        let key_expiries = loaded.signers.iter().filter_map(|s| {
+            trust
+                .store
+                .find(&s.key_id)
+                .and_then(|k| k.not_after)
+                .map(|t| t.saturating_add(1))
+        });
+        let statement_expiry = loaded
+            .statement_expires_at
+            .filter(|_| trust.store.policy.expired == ExpiredPolicy::Refuse);
         Producer {
+            trust_file: trust.sequences.trust_file(),
+            valid_until: key_expiries.chain(statement_expiry).min(),
             provider: loaded.ceiling.name.clone(),
             sequence: loaded.ceiling.sequence,
             component_sha256: hex::encode(loaded.digest),
@@ -93,17 +113,10 @@ impl Producer {
         }
     }
 
-    /// Whether the producer would still pass the gate for `config`; the reason if not.
-    /// `floor` is the rollback floor for its name.
-    pub fn still_admitted(
-        &self,
-        config: &ProviderConfig,
-        files: (&Path, &Path),
-        mode: TrustMode,
-        trust: &TrustStore,
-        floor: Option<u64>,
-        now: u64,
-    ) -> Result<(), String> {
+    /// What the gate decides without the trust store: the config still pins this provider
+    /// (and publisher), the component and statement are the files it was made from, and an
+    /// unsigned producer is served only where unsigned providers may run.
+    pub fn local_checks(&self, config: &ProviderConfig, files: (&Path, &Path), mode: TrustMode) -> Result<(), String> {
         if self.provider != config.provider {
             return Err(format!(
                 "it was made by provider {:?} and the config now names {:?}",
@@ -116,17 +129,36 @@ impl Producer {
         if self.statement_file != FileStamp::of(files.1) {
             return Err("the statement changed since".into());
         }
-        let (Some(statement), Some(publisher)) = (&self.statement_sha256, &self.publisher_key_id) else {
+        let Some(publisher) = &self.publisher_key_id else {
             return match mode {
                 TrustMode::DangerousAllowUnsigned => Ok(()),
                 TrustMode::RequireSigned => Err("an unsigned provider made it".into()),
             };
         };
-        if let Some(pinned) = &config.publisher {
-            if pinned != publisher {
-                return Err(format!("the config pins publisher {pinned}, and {publisher} signed it"));
-            }
+        if let Some(pinned) = config.publisher.as_ref().filter(|p| *p != publisher) {
+            return Err(format!("the config pins publisher {pinned}, and {publisher} signed it"));
         }
+        Ok(())
+    }
+
+    /// Whether the trust store the producer was admitted by is provably the one in force:
+    /// the same file (a rewrite changes its change time, which no user can set back) and
+    /// no key or statement expiry passed since. Then judging it again would give the same
+    /// verdict, and the stored path skips reading and parsing the store.
+    pub fn trust_unchanged(&self, trust_file: Option<FileStamp>, now: u64) -> bool {
+        self.statement_sha256.is_none()
+            || (self.trust_file.is_some()
+                && self.trust_file == trust_file
+                && self.valid_until.is_none_or(|t| now < t))
+    }
+
+    /// Judges the producer again against `trust` as the verifier would (steps 3 to 7 of
+    /// verification, on the signatures checked when it was made). `floor` is the rollback
+    /// floor for its name.
+    pub fn trust_checks(&self, trust: &TrustStore, floor: Option<u64>, now: u64) -> Result<(), String> {
+        let (Some(statement), Some(publisher)) = (&self.statement_sha256, &self.publisher_key_id) else {
+            return Ok(());
+        };
         if trust.statement_revoked(statement) {
             return Err(format!("the statement {statement} is revoked"));
         }

@@ -6,6 +6,7 @@
 //! fails closed, and `credence forget` never touches it. A floor is raised only after a
 //! provider passed every check of the loading gate.
 
+use crate::producer::FileStamp;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -16,14 +17,24 @@ pub struct SequenceStore {
     /// The floors as read with the trust store, raised by this process since: a
     /// long-running host never accepts a release below one it has just accepted.
     floors: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// The identity of `trust.toml` whose content this process holds (`None` once that is
+    /// not known), so a credential made now can record which store admitted it.
+    trust_file: Arc<Mutex<Option<FileStamp>>>,
 }
 
 impl SequenceStore {
-    pub fn new(home: PathBuf, floors: BTreeMap<String, u64>) -> Self {
+    /// `trust_file`: the identity of `trust.toml` taken before `floors` were read from it.
+    pub fn new(home: PathBuf, floors: BTreeMap<String, u64>, trust_file: Option<FileStamp>) -> Self {
         SequenceStore {
             home,
             floors: Arc::new(Mutex::new(floors)),
+            trust_file: Arc::new(Mutex::new(trust_file)),
         }
+    }
+
+    /// The identity of the `trust.toml` this process's trust store is exactly, if known.
+    pub fn trust_file(&self) -> Option<FileStamp> {
+        *self.trust_file.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn highest(&self, provider: &str) -> Option<u64> {
@@ -36,11 +47,16 @@ impl SequenceStore {
         if self.highest(provider).is_some_and(|h| h >= sequence) {
             return Ok(());
         }
-        let stored = crate::trust_file::update(&self.home, |store| {
+        let (stored, before, after) = crate::trust_file::update_stamped(&self.home, |store| {
             let floor = store.floor.entry(provider.to_owned()).or_insert(0);
             *floor = (*floor).max(sequence);
             Ok(*floor)
         })?;
+        {
+            // The file now holds our store plus this floor only if it held our store before.
+            let mut known = self.trust_file.lock().unwrap_or_else(|e| e.into_inner());
+            *known = if known.is_some() && *known == before { after } else { None };
+        }
         let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
         let f = floors.entry(provider.to_owned()).or_insert(0);
         *f = (*f).max(stored);

@@ -414,6 +414,8 @@ mod tests {
             statement_expires_at: None,
             component_file: None,
             statement_file: None,
+            trust_file: None,
+            valid_until: None,
         }
     }
 

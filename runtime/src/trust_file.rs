@@ -4,6 +4,7 @@
 //! other's changes.
 
 use crate::private_dir::write_private_file;
+use crate::producer::FileStamp;
 use crate::trusted_file::{Writers, read_optional};
 use credence_signing::TrustStore;
 use std::path::Path;
@@ -29,6 +30,16 @@ pub fn load(path: &Path) -> Result<TrustStore, String> {
 /// Applies `change` to the trust store in `home` and writes it back atomically, all under an
 /// exclusive lock on `home/.trust.lock`.
 pub fn update<T>(home: &Path, change: impl FnOnce(&mut TrustStore) -> Result<T, String>) -> Result<T, String> {
+    update_stamped(home, change).map(|(out, _, _)| out)
+}
+
+/// [`update`], also returning the identity of `trust.toml` just before it was read under
+/// the lock and just after it was replaced: a process whose store was read from the
+/// former knows the latter holds exactly its store and this change.
+pub fn update_stamped<T>(
+    home: &Path,
+    change: impl FnOnce(&mut TrustStore) -> Result<T, String>,
+) -> Result<(T, Option<FileStamp>, Option<FileStamp>), String> {
     std::fs::create_dir_all(home).map_err(|e| format!("cannot create {}: {e}", home.display()))?;
     let lock_path = home.join(".trust.lock");
     let lock = std::fs::OpenOptions::new()
@@ -39,9 +50,10 @@ pub fn update<T>(home: &Path, change: impl FnOnce(&mut TrustStore) -> Result<T, 
         .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
     lock.lock().map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
     let path = home.join("trust.toml");
+    let before = FileStamp::of(&path);
     let mut store = load(&path)?;
     let out = change(&mut store)?;
     write_private_file(home, "trust.toml", store.to_toml().as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(out)
+    Ok((out, before, FileStamp::of(&path)))
 }

@@ -591,3 +591,40 @@ fn a_credential_stored_for_credence_get_is_not_served_to_git() {
     assert_eq!(again.code, Some(0));
     assert_eq!(server.hits(), 2, "git's own stored answer serves git");
 }
+
+/// The stored path skips reading `trust.toml` while the file is provably unchanged: what
+/// changes without touching it (time passing a key's `not-after`, the providers directory
+/// opened to others) must still stop a stored credential.
+#[test]
+fn a_stored_credential_is_not_served_once_its_key_expires_or_its_providers_dir_is_opened() {
+    let server = token_server();
+    let (home, key, _) = exchange_home(&server);
+    // Trust the key again, until two seconds from now.
+    assert_eq!(home.run(&["trust", "remove", &key.id]).code, Some(0));
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    let run = home.run(&[
+        "trust", "add", &key.public, "--name", "Feed publisher", "--role", "publisher", "--providers",
+        "token-exchange", "--not-after", &until.to_string(),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let url = "https://feed.example/";
+    assert_eq!(home.run(&["get", url, "--json"]).json()["source"], "provider");
+    assert_eq!(home.run(&["get", url, "--json"]).json()["source"], "stored");
+    #[cfg(unix)]
+    {
+        let providers = home.home().join("providers");
+        chmod(&providers, 0o777);
+        let run = home.run(&["get", url, "--json"]);
+        chmod(&providers, 0o755);
+        assert_refused(&run, 3, &format!("chmod go-w {}", providers.display()));
+    }
+    assert_eq!(home.run(&["get", url, "--json"]).json()["source"], "provider");
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    let run = home.run(&["get", url, "--json"]);
+    assert_refused(&run, 3, &format!("key {} (Feed publisher) expired", key.id));
+    assert_eq!(stored_entries(&home), 0);
+}
