@@ -48,8 +48,9 @@ pub struct FileStamp {
     dev: u64,
     ino: u64,
     size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
+    /// Seconds and nanoseconds, as `stat` gives them.
+    mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 impl FileStamp {
@@ -62,24 +63,20 @@ impl FileStamp {
                 dev: meta.dev(),
                 ino: meta.ino(),
                 size: meta.size(),
-                mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-                ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                ctime: (meta.ctime(), meta.ctime_nsec()),
             })
         }
         #[cfg(not(unix))]
         {
-            let mtime = meta
-                .modified()
-                .ok()?
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()?
-                .as_nanos() as i128;
+            let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+            let mtime = (modified.as_secs() as i64, i64::from(modified.subsec_nanos()));
             Some(FileStamp {
                 dev: 0,
                 ino: 0,
                 size: meta.len(),
-                mtime_ns: mtime,
-                ctime_ns: mtime,
+                mtime,
+                ctime: mtime,
             })
         }
     }
