@@ -272,14 +272,13 @@ impl Loader<'_> {
             provider: provider.to_owned(),
             source,
         })?;
-        if vetted.statement_digest.is_some() {
-            if let Err(e) = self
+        if vetted.statement_digest.is_some()
+            && let Err(e) = self
                 .trust
                 .sequences
                 .record(&vetted.ceiling.name, vetted.ceiling.sequence)
-            {
-                tracing::warn!("cannot record the provider's sequence number: {e}");
-            }
+        {
+            tracing::warn!("cannot record the provider's sequence number: {e}");
         }
         Ok((component, cache))
     }
@@ -341,15 +340,15 @@ pub fn check_pins(config: &ProviderConfig, vetted: &Vetted) -> Result<(), LoadEr
             found: vetted.ceiling.name.clone(),
         });
     }
-    if let Some(expected) = &config.publisher {
-        if vetted.publisher_key_id.as_ref() != Some(expected) {
-            return Err(LoadError::WrongPublisher {
-                instance: config.name.clone(),
-                component: config.component.clone(),
-                expected: expected.clone(),
-                found: vetted.publisher_key_id.iter().cloned().collect(),
-            });
-        }
+    if let Some(expected) = &config.publisher
+        && vetted.publisher_key_id.as_ref() != Some(expected)
+    {
+        return Err(LoadError::WrongPublisher {
+            instance: config.name.clone(),
+            component: config.component.clone(),
+            expected: expected.clone(),
+            found: vetted.publisher_key_id.iter().cloned().collect(),
+        });
     }
     Ok(())
 }

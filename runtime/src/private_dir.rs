@@ -61,10 +61,10 @@ pub fn write_private_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()
 /// what it protected.
 pub fn installation_key(dir: &Path, name: &str) -> io::Result<[u8; 32]> {
     let path = dir.join(name);
-    if is_private_file(&path).unwrap_or(false) {
-        if let Ok(key) = <[u8; 32]>::try_from(fs::read(&path)?.as_slice()) {
-            return Ok(key);
-        }
+    if is_private_file(&path).unwrap_or(false)
+        && let Ok(key) = <[u8; 32]>::try_from(fs::read(&path)?.as_slice())
+    {
+        return Ok(key);
     }
     let _ = fs::remove_file(&path);
     let mut key = [0u8; 32];

@@ -165,10 +165,10 @@ impl Producer {
             .map(|id| (id.as_str(), check_key(trust, &KeyId(id.clone()), &self.provider, now)))
             .collect();
         apply_policy(&checks, publisher, &trust.policy).map_err(|r| r.to_string())?;
-        if let Some(t) = self.statement_expires_at.filter(|t| *t <= now) {
-            if trust.policy.expired == ExpiredPolicy::Refuse {
-                return Err(format!("its statement expired at {t}"));
-            }
+        if let Some(t) = self.statement_expires_at.filter(|t| *t <= now)
+            && trust.policy.expired == ExpiredPolicy::Refuse
+        {
+            return Err(format!("its statement expired at {t}"));
         }
         if let Some(floor) = floor.filter(|f| *f > self.sequence) {
             return Err(format!(

@@ -228,10 +228,11 @@ pub fn apply_policy(
     if needed > 0 {
         let mut auditors: Vec<Signer> = Vec::new();
         for (_, c) in checks {
-            if let SignatureCheck::Trusted(s) = c {
-                if s.role == Role::Auditor && !auditors.iter().any(|a| a.key_id == s.key_id) {
-                    auditors.push(s.clone());
-                }
+            if let SignatureCheck::Trusted(s) = c
+                && s.role == Role::Auditor
+                && !auditors.iter().any(|a| a.key_id == s.key_id)
+            {
+                auditors.push(s.clone());
             }
         }
         if auditors.len() < needed {
