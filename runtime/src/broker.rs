@@ -134,7 +134,11 @@ impl Broker {
     fn still_admitted(&self, provider: &ProviderConfig, producer: &Producer) -> Result<(), String> {
         let providers = self.paths.providers_dir();
         let component = providers.join(&provider.component);
-        producer.local_checks(provider, (&component, &crate::loader::statement_path(&component)), self.trust_mode)?;
+        producer.local_checks(
+            provider,
+            (&component, &crate::loader::statement_path(&component)),
+            self.trust_mode,
+        )?;
         let now = crate::state_store::now_unix();
         if producer.trust_unchanged(FileStamp::of(&self.paths.trust_file()), now) {
             // The one rule of the gate the file identities do not cover: who could have
@@ -155,11 +159,15 @@ impl Broker {
             let component = self.paths.providers_dir().join(&provider.component);
             let statement = crate::loader::statement_path(&component);
             dropped += self.state.retain_credentials(&provider.name, |producer| {
-                producer.local_checks(provider, (&component, &statement), trust.mode).is_ok()
+                producer
+                    .local_checks(provider, (&component, &statement), trust.mode)
+                    .is_ok()
                     && producer
                         .trust_checks(
                             store,
-                            store.floor(&producer.provider).max(trust.sequences.highest(&producer.provider)),
+                            store
+                                .floor(&producer.provider)
+                                .max(trust.sequences.highest(&producer.provider)),
                             now,
                         )
                         .is_ok()
@@ -359,7 +367,10 @@ impl Broker {
             match outcome {
                 Ok(credential) => {
                     let producer = Producer::of(&loaded, self.trust()?);
-                    if let Err(e) = self.state.cache_credential(&provider.name, &key, &credential, &producer) {
+                    if let Err(e) = self
+                        .state
+                        .cache_credential(&provider.name, &key, &credential, &producer)
+                    {
                         tracing::warn!(provider = %provider.name, "cannot store the credential for later runs: {e}");
                     }
                     return Ok(Answer {
@@ -526,7 +537,10 @@ fn migrate_old_floor(paths: &Paths) -> Option<std::collections::BTreeMap<String,
             Some(floor)
         }
         Err(e) => {
-            tracing::warn!("cannot move the rollback floor from {} into trust.toml: {e}", old.display());
+            tracing::warn!(
+                "cannot move the rollback floor from {} into trust.toml: {e}",
+                old.display()
+            );
             None
         }
     }

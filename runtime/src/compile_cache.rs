@@ -129,9 +129,15 @@ impl CompileCache {
                 Err(Miss::Absent) => {}
                 Err(miss) => {
                     match &miss {
-                        Miss::NotPrivate => tracing::warn!(path = %path.display(), "ignoring a cache entry this host did not write (owner, mode or type is wrong); recompiling"),
-                        Miss::BadTag => tracing::warn!(path = %path.display(), "ignoring a cache entry whose tag does not match this component and engine (copied or changed); recompiling"),
-                        Miss::Unusable(e) => tracing::debug!(path = %path.display(), error = %e, "cache entry unusable; recompiling"),
+                        Miss::NotPrivate => {
+                            tracing::warn!(path = %path.display(), "ignoring a cache entry this host did not write (owner, mode or type is wrong); recompiling")
+                        }
+                        Miss::BadTag => {
+                            tracing::warn!(path = %path.display(), "ignoring a cache entry whose tag does not match this component and engine (copied or changed); recompiling")
+                        }
+                        Miss::Unusable(e) => {
+                            tracing::debug!(path = %path.display(), error = %e, "cache entry unusable; recompiling")
+                        }
                         Miss::Absent => {}
                     }
                     let _ = std::fs::remove_file(&path);
@@ -238,7 +244,9 @@ impl CompileCache {
         let (head, compiled) = entry.split_at(HEADER);
         let expected = Self::tag(key, digest, engine_hash, compiled);
         // blake3::Hash compares in constant time.
-        if blake3::Hash::from_bytes(expected) != blake3::Hash::from_bytes(head[MAGIC.len()..].try_into().expect("32 bytes")) {
+        if blake3::Hash::from_bytes(expected)
+            != blake3::Hash::from_bytes(head[MAGIC.len()..].try_into().expect("32 bytes"))
+        {
             return Err(Miss::BadTag);
         }
         // SAFETY: the bytes carry a valid tag under this installation's secret key for this

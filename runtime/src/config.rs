@@ -19,9 +19,9 @@
 
 use crate::os_store::StoreMode;
 use crate::request::parse_request_url;
+use crate::trusted_file::{FileError, Writers, read_optional};
 use credence_signing::manifest::valid_name;
 use credence_signing::{Limits, Origin};
-use crate::trusted_file::{FileError, Writers, read_optional};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -280,7 +280,10 @@ serves = ["https://r.example/private"]
         assert_eq!(c.providers[0].provider, "token-exchange");
         assert_eq!(c.providers[0].publisher, None);
         assert_eq!(c.providers[1].provider, "token-exchange");
-        assert_eq!(c.providers[1].publisher.as_deref(), Some("abcdef0123456789abcdef0123456789"));
+        assert_eq!(
+            c.providers[1].publisher.as_deref(),
+            Some("abcdef0123456789abcdef0123456789")
+        );
     }
 
     #[test]

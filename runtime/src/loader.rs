@@ -6,16 +6,16 @@
 
 use crate::compile_cache::{CacheOutcome, CompileCache};
 use crate::component_info::{ComponentInfo, read_component_info};
-use crate::producer::FileStamp;
-use crate::trusted_file::{FileError, Writers, read_file, read_optional};
 use crate::config::ProviderConfig;
+use crate::producer::FileStamp;
 use crate::sandbox::imports::{is_allowed_import, is_provider_export};
 use crate::sandbox::limits::ProviderLimits;
 use crate::sandbox::{ImportError, check_component_type};
 use crate::sequence_store::SequenceStore;
 use crate::state_store::now_unix;
-use credence_signing::verify::{Input, Signer, verify_parsed};
+use crate::trusted_file::{FileError, Writers, read_file, read_optional};
 use credence_signing::statement::MAX_STATEMENT_BYTES;
+use credence_signing::verify::{Input, Signer, verify_parsed};
 use credence_signing::{Manifest, Origin, PromptKind, Refusal, TrustStore};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -163,8 +163,8 @@ pub fn vet(provider: &str, path: &Path, spath: &Path, trust: &Trust, writers: Wr
                 provider: provider.to_owned(),
                 refusal,
             };
-            let file = credence_signing::StatementFile::parse(&statement)
-                .map_err(|e| untrusted(Refusal::Malformed(e)))?;
+            let file =
+                credence_signing::StatementFile::parse(&statement).map_err(|e| untrusted(Refusal::Malformed(e)))?;
             // The floor is per provider name, which only the statement tells.
             let highest_sequence = trust.sequences.highest(&file.statement.provider.name);
             let verified = verify_parsed(

@@ -77,7 +77,8 @@ pub fn installation_key(dir: &Path, name: &str) -> io::Result<[u8; 32]> {
     match tmp.persist_noclobber(&path) {
         Ok(_) => Ok(key),
         Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists && is_private_file(&path).unwrap_or(false) => {
-            <[u8; 32]>::try_from(fs::read(&path)?.as_slice()).map_err(|_| io::Error::other(format!("{} is not a key", path.display())))
+            <[u8; 32]>::try_from(fs::read(&path)?.as_slice())
+                .map_err(|_| io::Error::other(format!("{} is not a key", path.display())))
         }
         Err(e) => Err(e.error),
     }

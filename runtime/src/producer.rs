@@ -144,9 +144,7 @@ impl Producer {
     /// verdict, and the stored path skips reading and parsing the store.
     pub fn trust_unchanged(&self, trust_file: Option<FileStamp>, now: u64) -> bool {
         self.statement_sha256.is_none()
-            || (self.trust_file.is_some()
-                && self.trust_file == trust_file
-                && self.valid_until.is_none_or(|t| now < t))
+            || (self.trust_file.is_some() && self.trust_file == trust_file && self.valid_until.is_none_or(|t| now < t))
     }
 
     /// Judges the producer again against `trust` as the verifier would (steps 3 to 7 of

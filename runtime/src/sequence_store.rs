@@ -38,7 +38,11 @@ impl SequenceStore {
     }
 
     pub fn highest(&self, provider: &str) -> Option<u64> {
-        self.floors.lock().unwrap_or_else(|e| e.into_inner()).get(provider).copied()
+        self.floors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(provider)
+            .copied()
     }
 
     /// Raises the floor of `provider` to `sequence` if that is higher, keeping every other
@@ -55,7 +59,11 @@ impl SequenceStore {
         {
             // The file now holds our store plus this floor only if it held our store before.
             let mut known = self.trust_file.lock().unwrap_or_else(|e| e.into_inner());
-            *known = if known.is_some() && *known == before { after } else { None };
+            *known = if known.is_some() && *known == before {
+                after
+            } else {
+                None
+            };
         }
         let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
         let f = floors.entry(provider.to_owned()).or_insert(0);

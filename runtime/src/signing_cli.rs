@@ -3,11 +3,11 @@
 
 use crate::broker::Broker;
 use crate::component_info::read_component_info;
-use crate::loader::{Trust, TrustMode, statement_path, vet};
 use crate::loader::{LoadError, MAX_COMPONENT_BYTES};
+use crate::loader::{Trust, TrustMode, statement_path, vet};
 use crate::sandbox::imports::{EXPORT, is_allowed_import, is_provider_export};
-use crate::trusted_file::{Writers, read_file};
 use crate::state_store::now_unix;
+use crate::trusted_file::{Writers, read_file};
 use clap::{Args, Subcommand};
 use credence_signing::trust::{ExpiredPolicy, Required, normalise_hex};
 use credence_signing::verify::{SignatureCheck, check_signatures};
@@ -119,10 +119,17 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 fn parse_require(s: &str) -> Result<Required, String> {
-    let mut r = Required { publisher: 1, auditor: 0 };
+    let mut r = Required {
+        publisher: 1,
+        auditor: 0,
+    };
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (role, n) = match part.split_once('=') {
-            Some((role, n)) => (role, n.parse::<u32>().map_err(|_| format!("{part:?}: the count must be a number"))?),
+            Some((role, n)) => (
+                role,
+                n.parse::<u32>()
+                    .map_err(|_| format!("{part:?}: the count must be a number"))?,
+            ),
             None => (part, 1),
         };
         match parse_role(role)? {
@@ -262,7 +269,11 @@ fn sign(args: SignArgs) -> Result<ExitCode, String> {
             args.component.display(),
             EXPORT.0,
             EXPORT.1,
-            if info.exports.is_empty() { "none".to_owned() } else { info.exports.join(", ") }
+            if info.exports.is_empty() {
+                "none".to_owned()
+            } else {
+                info.exports.join(", ")
+            }
         );
     }
     let mpath = args
@@ -452,7 +463,9 @@ fn change_trust(broker: &Broker, change: impl FnOnce(&mut TrustStore) -> Result<
     })?;
     let dropped = broker.drop_invalidated_credentials(&store);
     if dropped > 0 {
-        eprintln!("credence: deleted {dropped} stored credential(s) made by providers the trust store no longer admits");
+        eprintln!(
+            "credence: deleted {dropped} stored credential(s) made by providers the trust store no longer admits"
+        );
     }
     Ok(())
 }
@@ -533,8 +546,9 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
             return Ok(ExitCode::SUCCESS);
         }
         TrustCommand::Remove { key_id } => {
-            let key_id = normalise_hex(&key_id, 32)
-                .ok_or_else(|| format!("{key_id:?} is not a key id (32 hex digits); `credence trust list` shows them"))?;
+            let key_id = normalise_hex(&key_id, 32).ok_or_else(|| {
+                format!("{key_id:?} is not a key id (32 hex digits); `credence trust list` shows them")
+            })?;
             change_trust(broker, |store| {
                 let before = store.key.len();
                 store
@@ -609,7 +623,10 @@ fn install(broker: &Broker, component: &Path, statement: Option<PathBuf>) -> Res
 fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
     let fail = |e: std::io::Error| format!("cannot write {}: {e}", dir.join(name).display());
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(fail)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(fail)?;
     tmp.write_all(bytes).map_err(fail)?;
     #[cfg(unix)]
     {

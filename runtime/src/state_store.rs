@@ -441,7 +441,12 @@ mod tests {
         );
         assert_eq!(store.cached_credential("p", "k3").unwrap().0.secret.expose(), "s3cret");
         store
-            .cache_credential("p", "k4", &cred(Some(now_unix() + 30), CachePolicy::UntilExpiry), &producer())
+            .cache_credential(
+                "p",
+                "k4",
+                &cred(Some(now_unix() + 30), CachePolicy::UntilExpiry),
+                &producer(),
+            )
             .unwrap();
         assert!(store.cached_credential("p", "k4").is_none(), "inside the expiry margin");
         assert!(store.cached_credential("q", "k3").is_none(), "another provider's entry");

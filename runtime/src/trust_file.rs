@@ -48,7 +48,8 @@ pub fn update_stamped<T>(
         .write(true)
         .open(&lock_path)
         .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    lock.lock().map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
     let path = home.join("trust.toml");
     let before = FileStamp::of(&path);
     let mut store = load(&path)?;

@@ -245,7 +245,10 @@ mod tests {
         assert_eq!(read_file(&file, 10, Writers::UserOnly).unwrap(), b"x");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
         let err = read_file(&file, 10, Writers::UserOnly).unwrap_err().to_string();
-        assert!(err.contains("writable by everyone") && err.contains("chmod go-w"), "{err}");
+        assert!(
+            err.contains("writable by everyone") && err.contains("chmod go-w"),
+            "{err}"
+        );
         assert_eq!(read_file(&file, 10, Writers::Anyone).unwrap(), b"x");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o770)).unwrap();
@@ -253,7 +256,10 @@ mod tests {
         assert!(err.contains("writable by its group"), "{err}");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         let err = read_file(&file, 10, Writers::UserOnly).unwrap_err().to_string();
-        assert!(err.contains("writable by everyone"), "the directory holding the file is itself checked: {err}");
+        assert!(
+            err.contains("writable by everyone"),
+            "the directory holding the file is itself checked: {err}"
+        );
     }
 
     #[test]

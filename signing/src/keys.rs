@@ -149,7 +149,11 @@ mod tests {
         assert_eq!(p.key_id().0.len(), 32);
         assert_ne!(p.key_id(), SecretKey::from_seed([8; 32]).public().key_id());
         assert!(PublicKey::parse("credence-ed25519-pub:AAAA").is_err());
-        assert_eq!(PublicKey::key_id_of_line(&line), Some(p.key_id()), "the cheap id is the same id");
+        assert_eq!(
+            PublicKey::key_id_of_line(&line),
+            Some(p.key_id()),
+            "the cheap id is the same id"
+        );
         assert_eq!(PublicKey::key_id_of_line("credence-ed25519-pub:AAAA"), None);
     }
 

@@ -254,7 +254,10 @@ impl StatementFile {
         let mut seen = std::collections::BTreeSet::new();
         for s in &file.signatures {
             if !is_lower_hex(&s.key_id, 32) {
-                return Err(format!("signature key_id {:?} is not 32 lower-case hex digits", s.key_id));
+                return Err(format!(
+                    "signature key_id {:?} is not 32 lower-case hex digits",
+                    s.key_id
+                ));
             }
             if !seen.insert(s.key_id.as_str()) {
                 return Err(format!("key {} signed twice; each key signs once", s.key_id));

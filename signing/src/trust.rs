@@ -118,7 +118,10 @@ impl Required {
 
 impl Default for Required {
     fn default() -> Self {
-        Required { publisher: 1, auditor: 0 }
+        Required {
+            publisher: 1,
+            auditor: 0,
+        }
     }
 }
 
@@ -126,7 +129,12 @@ impl std::fmt::Display for Required {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} publisher", self.publisher)?;
         if self.auditor > 0 {
-            write!(f, " + {} distinct auditor{}", self.auditor, if self.auditor == 1 { "" } else { "s" })?;
+            write!(
+                f,
+                " + {} distinct auditor{}",
+                self.auditor,
+                if self.auditor == 1 { "" } else { "s" }
+            )?;
         }
         Ok(())
     }
@@ -207,7 +215,9 @@ impl TrustStore {
                 ));
             }
             if !ids.insert(id.clone()) {
-                return Err(format!("key {id} is listed twice; a key has one role and one list of providers"));
+                return Err(format!(
+                    "key {id} is listed twice; a key has one role and one list of providers"
+                ));
             }
         }
         let required = store.policy.require;
@@ -225,7 +235,11 @@ impl TrustStore {
         }
         for (list, digits, what) in [
             (&mut store.revoked.keys, 32, "revoked.keys: a key id is 32 hex digits"),
-            (&mut store.revoked.statements, 64, "revoked.statements: a statement digest is 64 hex digits"),
+            (
+                &mut store.revoked.statements,
+                64,
+                "revoked.statements: a statement digest is 64 hex digits",
+            ),
         ] {
             for entry in list.iter_mut() {
                 *entry = normalise_hex(entry, digits).ok_or_else(|| format!("{what}, not {entry:?}"))?;
@@ -254,7 +268,10 @@ impl TrustStore {
     }
 
     pub fn statement_revoked(&self, digest_hex: &str) -> bool {
-        self.revoked.statements.iter().any(|d| d.eq_ignore_ascii_case(digest_hex))
+        self.revoked
+            .statements
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(digest_hex))
     }
 
     /// The highest sequence accepted so far for provider `name`.
@@ -278,10 +295,21 @@ mod tests {
     #[test]
     fn require_counts_roles_in_the_list_form_and_reads_the_table_form() {
         let list = store("[policy]\nrequire = [\"publisher\", \"auditor\", \"auditor\"]\n").unwrap();
-        assert_eq!(list.policy.require, Required { publisher: 1, auditor: 2 });
+        assert_eq!(
+            list.policy.require,
+            Required {
+                publisher: 1,
+                auditor: 2
+            }
+        );
         let table = store("[policy]\nrequire = { publisher = 1, auditor = 2 }\n").unwrap();
         assert_eq!(table.policy.require, list.policy.require);
-        assert_eq!(TrustStore::parse(&table.to_toml()), Ok(table.clone()), "{}", table.to_toml());
+        assert_eq!(
+            TrustStore::parse(&table.to_toml()),
+            Ok(table.clone()),
+            "{}",
+            table.to_toml()
+        );
         assert_eq!(table.policy.require.to_string(), "1 publisher + 2 distinct auditors");
         for bad in [
             "[policy]\nrequire = [\"auditor\"]\n",
@@ -300,7 +328,11 @@ mod tests {
         assert_eq!(s.revoked.keys, [upper.to_ascii_lowercase()]);
         assert!(s.key_revoked(&KeyId(upper.to_ascii_lowercase())));
         assert!(s.key_revoked(&KeyId(upper.into())));
-        for junk in ["keys = [\"xyz\"]", "keys = [\"abc\"]", &format!("statements = [\"{upper}\"]")] {
+        for junk in [
+            "keys = [\"xyz\"]",
+            "keys = [\"abc\"]",
+            &format!("statements = [\"{upper}\"]"),
+        ] {
             let err = store(&format!("[revoked]\n{junk}\n")).unwrap_err();
             assert!(err.contains("hex digits"), "{junk}: {err}");
         }
@@ -308,7 +340,8 @@ mod tests {
 
     #[test]
     fn a_key_listed_twice_and_a_floor_for_a_bad_name_are_refused() {
-        let twice = format!("[[key]]\nname = \"again\"\nrole = \"publisher\"\npublic-key = \"{KEY}\"\nproviders = [\"x\"]\n");
+        let twice =
+            format!("[[key]]\nname = \"again\"\nrole = \"publisher\"\npublic-key = \"{KEY}\"\nproviders = [\"x\"]\n");
         assert!(store(&twice).unwrap_err().contains("listed twice"));
         assert!(store("[floor]\n\"Bad Name\" = 3\n").is_err());
         assert_eq!(store("[floor]\nx = 3\n").unwrap().floor("x"), Some(3));

@@ -164,7 +164,10 @@ pub fn check_key(trust: &TrustStore, id: &KeyId, provider: &str, now: u64) -> Si
     };
     let name = key.name.clone();
     if trust.key_revoked(id) {
-        return SignatureCheck::RevokedKey { key_id: id.clone(), name };
+        return SignatureCheck::RevokedKey {
+            key_id: id.clone(),
+            name,
+        };
     }
     if let Some(not_after) = key.not_after.filter(|t| *t < now) {
         return SignatureCheck::KeyExpired {
@@ -244,9 +247,9 @@ pub fn apply_policy(
                 .unwrap_or_default();
             let reason = match (needed, auditors.len()) {
                 (1, 0) => format!("no auditor has countersigned the statement{untrusted}"),
-                (n, have) => format!(
-                    "the policy requires {n} distinct trusted auditors and {have} countersigned{untrusted}"
-                ),
+                (n, have) => {
+                    format!("the policy requires {n} distinct trusted auditors and {have} countersigned{untrusted}")
+                }
             };
             return Err(Refusal::MissingSignature {
                 role: Role::Auditor,
@@ -287,12 +290,7 @@ pub fn verify_parsed(file: StatementFile, input: Input<'_>) -> Result<Verified, 
     }
 
     let checks = check_signatures(&file, input.trust, input.now);
-    let paired: Vec<(&str, SignatureCheck)> = file
-        .signatures
-        .iter()
-        .map(|e| e.key_id.as_str())
-        .zip(checks)
-        .collect();
+    let paired: Vec<(&str, SignatureCheck)> = file.signatures.iter().map(|e| e.key_id.as_str()).zip(checks).collect();
     let signers = apply_policy(&paired, &statement.key_id, &input.trust.policy)?;
 
     let mut expired_warning = None;

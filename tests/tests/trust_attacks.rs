@@ -115,7 +115,10 @@ fn a_cache_dir_others_could_write_is_discarded_not_fixed_and_used() {
     let run = get(&home);
     assert_eq!(run.stdout, "signed-token\n", "{run:#?}");
     assert!(run.stderr.contains("was open to others"), "{}", run.stderr);
-    assert!(!planted.exists(), "every entry of a directory others could write is discarded");
+    assert!(
+        !planted.exists(),
+        "every entry of a directory others could write is discarded"
+    );
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(cache_entries(&home).len(), 1, "recompiled: {:?}", cache_entries(&home));
 }
@@ -161,7 +164,10 @@ fn a_component_signed_by_another_publisher_than_the_pinned_one_is_refused() {
     assert_refused(
         &run,
         3,
-        &format!("the config pins publisher key {}, and static-token.wasm is signed by {}", key.id, second.id),
+        &format!(
+            "the config pins publisher key {}, and static-token.wasm is signed by {}",
+            key.id, second.id
+        ),
     );
 }
 
@@ -171,14 +177,23 @@ fn a_component_signed_by_another_publisher_than_the_pinned_one_is_refused() {
 fn verify_inspect_and_providers_refuse_a_signed_component_with_forbidden_imports() {
     let home = Home::new();
     home.install_signed(&[("net-escape", &[], &[])]);
-    home.write_config("[[provider]]\nname = \"escape\"\ncomponent = \"net-escape.wasm\"\nserves = [\"https://r.example/\"]\n");
+    home.write_config(
+        "[[provider]]\nname = \"escape\"\ncomponent = \"net-escape.wasm\"\nserves = [\"https://r.example/\"]\n",
+    );
     let wasm = home.provider_file("net-escape.wasm");
     let verify = home.run(&["verify", wasm.to_str().unwrap()]);
     assert_eq!(verify.code, Some(1), "{verify:#?}");
-    assert!(verify.stdout.contains("refused: it imports wasi:sockets"), "{verify:#?}");
+    assert!(
+        verify.stdout.contains("refused: it imports wasi:sockets"),
+        "{verify:#?}"
+    );
     let inspect = home.run(&["inspect", wasm.to_str().unwrap()]);
     assert_eq!(inspect.code, Some(1), "{inspect:#?}");
-    assert!(inspect.stdout.contains("verdict    refused: it imports wasi:sockets"), "{}", inspect.stdout);
+    assert!(
+        inspect.stdout.contains("verdict    refused: it imports wasi:sockets"),
+        "{}",
+        inspect.stdout
+    );
     let json = home.run(&["inspect", "--json", wasm.to_str().unwrap()]);
     assert_eq!(json.code, Some(1));
     assert!(json.json()["verdict"].as_str().unwrap().starts_with("refused"));
@@ -195,9 +210,14 @@ fn inspect_of_bytes_that_no_longer_parse_reports_the_digest_mismatch_first() {
     std::fs::write(&wasm, &bytes[..bytes.len() / 3]).unwrap();
     let run = home.run(&["inspect", wasm.to_str().unwrap()]);
     assert_eq!(run.code, Some(1), "{run:#?}");
-    assert!(run.stdout.contains("MISMATCH the statement is for sha256"), "{}", run.stdout);
     assert!(
-        run.stdout.contains("verdict    refused: the component does not match its statement"),
+        run.stdout.contains("MISMATCH the statement is for sha256"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("verdict    refused: the component does not match its statement"),
         "{}",
         run.stdout
     );
@@ -218,7 +238,14 @@ fn a_refused_sequence_9_install_does_not_raise_the_floor_for_the_genuine_release
     std::fs::copy(component("net-escape"), &evil).unwrap();
     std::fs::write(evil.with_extension("manifest.toml"), manifest("static-token", &[], &[])).unwrap();
     let sign = |path: &Path, seq: &str| {
-        let run = home.run(&["sign", path.to_str().unwrap(), "--key", key.secret.to_str().unwrap(), "--sequence", seq]);
+        let run = home.run(&[
+            "sign",
+            path.to_str().unwrap(),
+            "--key",
+            key.secret.to_str().unwrap(),
+            "--sequence",
+            seq,
+        ]);
         assert_eq!(run.code, Some(0), "{run:#?}");
     };
     sign(&evil, "9");
@@ -228,7 +255,11 @@ fn a_refused_sequence_9_install_does_not_raise_the_floor_for_the_genuine_release
 
     let genuine = downloads.join("static-token.wasm");
     std::fs::copy(component("static-token"), &genuine).unwrap();
-    std::fs::write(genuine.with_extension("manifest.toml"), manifest("static-token", &[], &[])).unwrap();
+    std::fs::write(
+        genuine.with_extension("manifest.toml"),
+        manifest("static-token", &[], &[]),
+    )
+    .unwrap();
     sign(&genuine, "2");
     let installed = home.run(&["install", genuine.to_str().unwrap()]);
     assert_eq!(installed.code, Some(0), "{installed:#?}");
@@ -270,7 +301,10 @@ fn deleting_corrupting_or_loosening_the_floor_does_not_readmit_an_old_release() 
     let trust = home.home().join("trust.toml");
     let text = std::fs::read_to_string(&trust).unwrap();
     assert!(text.contains("[floor]"), "{text}");
-    assert!(text.contains("static-token = 5") && text.contains("hostile = 7"), "{text}");
+    assert!(
+        text.contains("static-token = 5") && text.contains("hostile = 7"),
+        "{text}"
+    );
     std::fs::write(&trust, text.replace("static-token = 5", "static-token = \"five\"")).unwrap();
     let corrupt = get(&home);
     assert_refused(&corrupt, 3, "is not a valid trust store, so no provider runs");
@@ -309,7 +343,11 @@ fn an_upper_case_revocation_revokes_and_a_junk_one_is_refused() {
     let junk = text.replacen("statements = []", "statements = [\"not-a-digest\"]", 1);
     assert_ne!(junk, text);
     std::fs::write(&trust, junk).unwrap();
-    assert_refused(&get(&home), 3, "revoked.statements: a statement digest is 64 hex digits, not \"not-a-digest\"");
+    assert_refused(
+        &get(&home),
+        3,
+        "revoked.statements: a statement digest is 64 hex digits, not \"not-a-digest\"",
+    );
     std::fs::write(&trust, &text).unwrap();
     let bad = home.run(&["trust", "revoke", "xyz"]);
     assert_eq!(bad.code, Some(2), "{bad:#?}");
@@ -385,13 +423,21 @@ fn a_stored_credential_is_not_served_after_revocation_removal_replacement_or_a_d
         assert_eq!(stored_entries(&home), 1, "{name}");
         let (message, deletes) = attack(&home, &key, &digest);
         if deletes {
-            assert_eq!(stored_entries(&home), 0, "{name}: the trust command deletes what it invalidates");
+            assert_eq!(
+                stored_entries(&home),
+                0,
+                "{name}: the trust command deletes what it invalidates"
+            );
         }
         let run = home.run(&["get", url, "--json"]);
         assert_eq!(run.code, Some(3), "{name}: {run:#?}");
         assert!(run.stderr.contains(message), "{name}: {}", run.stderr);
         assert!(run.stdout.is_empty(), "{name}: {run:#?}");
-        assert_eq!(stored_entries(&home), 0, "{name}: a credential that may not be served is deleted");
+        assert_eq!(
+            stored_entries(&home),
+            0,
+            "{name}: a credential that may not be served is deleted"
+        );
     }
 }
 
@@ -482,7 +528,12 @@ fn two_required_auditors_are_not_satisfied_by_one_auditor_or_a_repeated_signatur
     home.trust(&auditor, "Security team", "auditor", "static-token");
     let statement = home.provider_file("static-token.statement.json");
     let countersign = |key: &Key| {
-        let run = home.run(&["countersign", statement.to_str().unwrap(), "--key", key.secret.to_str().unwrap()]);
+        let run = home.run(&[
+            "countersign",
+            statement.to_str().unwrap(),
+            "--key",
+            key.secret.to_str().unwrap(),
+        ]);
         assert_eq!(run.code, Some(0), "{run:#?}");
     };
     countersign(&auditor);
@@ -497,7 +548,11 @@ fn two_required_auditors_are_not_satisfied_by_one_auditor_or_a_repeated_signatur
     let one = "the policy requires 2 distinct trusted auditors and 1 countersigned";
     assert_refused(&get(&home), 3, one);
     let shown = home.run(&["trust", "list"]);
-    assert!(shown.stdout.contains("require 1 publisher + 2 distinct auditors"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("require 1 publisher + 2 distinct auditors"),
+        "{}",
+        shown.stdout
+    );
 
     // The same auditor's signature listed twice.
     let original = std::fs::read(&statement).unwrap();
@@ -552,7 +607,10 @@ fn an_auditor_key_named_as_publisher_is_refused_naming_its_role() {
     assert_refused(
         &get(&home),
         3,
-        &format!("the key the statement names, {} (Security team), is trusted as auditor, not as publisher", auditor.id),
+        &format!(
+            "the key the statement names, {} (Security team), is trusted as auditor, not as publisher",
+            auditor.id
+        ),
     );
 }
 
@@ -567,7 +625,10 @@ fn signing_a_component_without_the_provider_export_warns() {
     let run = home.run(&["sign", empty.to_str().unwrap(), "--key", key.secret.to_str().unwrap()]);
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert!(
-        run.stderr.contains("WARNING") && run.stderr.contains("exports no credence:provider/credential-provider@0.1.x"),
+        run.stderr.contains("WARNING")
+            && run
+                .stderr
+                .contains("exports no credence:provider/credential-provider@0.1.x"),
         "{}",
         run.stderr
     );
@@ -581,12 +642,19 @@ fn a_credential_stored_for_credence_get_is_not_served_to_git() {
     let (home, _, _) = exchange_home(&server);
     let first = home.run(&["get", "https://feed.example/", "--json"]);
     assert_eq!(first.json()["source"], "provider");
-    assert_eq!(home.run(&["get", "https://feed.example/", "--json"]).json()["source"], "stored");
+    assert_eq!(
+        home.run(&["get", "https://feed.example/", "--json"]).json()["source"],
+        "stored"
+    );
     assert_eq!(server.hits(), 1);
     let git = home.run_stdin(&["git", "get"], b"protocol=https\nhost=feed.example\n\n", &[]);
     assert_eq!(git.code, Some(0), "{git:#?}");
     assert!(git.stdout.contains("password=tok-exchanged"), "{git:#?}");
-    assert_eq!(server.hits(), 2, "git's request ran the provider: the generic answer is not git's");
+    assert_eq!(
+        server.hits(),
+        2,
+        "git's request ran the provider: the generic answer is not git's"
+    );
     let again = home.run_stdin(&["git", "get"], b"protocol=https\nhost=feed.example\n\n", &[]);
     assert_eq!(again.code, Some(0));
     assert_eq!(server.hits(), 2, "git's own stored answer serves git");
@@ -607,8 +675,17 @@ fn a_stored_credential_is_not_served_once_its_key_expires_or_its_providers_dir_i
         .as_secs()
         + 2;
     let run = home.run(&[
-        "trust", "add", &key.public, "--name", "Feed publisher", "--role", "publisher", "--providers",
-        "token-exchange", "--not-after", &until.to_string(),
+        "trust",
+        "add",
+        &key.public,
+        "--name",
+        "Feed publisher",
+        "--role",
+        "publisher",
+        "--providers",
+        "token-exchange",
+        "--not-after",
+        &until.to_string(),
     ]);
     assert_eq!(run.code, Some(0), "{run:#?}");
     let url = "https://feed.example/";

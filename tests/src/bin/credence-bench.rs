@@ -138,13 +138,20 @@ fn main() {
                 }
                 2 => time(&mut get(&home, "https://registry.example/")),
                 3 => time(&mut get(&home, "https://feed.example/")),
-                4 => time(&mut get(baseline.as_ref().expect("baseline"), "https://registry.example/")),
+                4 => time(&mut get(
+                    baseline.as_ref().expect("baseline"),
+                    "https://registry.example/",
+                )),
                 _ => time(&mut get(baseline.as_ref().expect("baseline"), "https://feed.example/")),
             };
             samples[case].push(elapsed);
         }
     }
-    assert_eq!(server.hits(), primed_hits, "the stored cases must not call the provider");
+    assert_eq!(
+        server.hits(),
+        primed_hits,
+        "the stored cases must not call the provider"
+    );
 
     let medians: Vec<Duration> = samples
         .iter_mut()
