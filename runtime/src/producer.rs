@@ -42,7 +42,11 @@ pub struct Producer {
     pub valid_until: Option<u64>,
 }
 
-/// A file's identity: any replacement or rewrite changes at least one field.
+/// A file's identity. A replacement by rename (how credence writes `trust.toml` and
+/// installs components) always changes the inode, and a rewrite in place changes the size
+/// or the modification and change times. What it cannot tell apart is a rewrite of equal
+/// size within one tick of the filesystem's clock (a few ms) onto a reused inode, which only
+/// the file's owner can make: out of scope, like everything a process of the user can do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileStamp {
     dev: u64,
@@ -175,5 +179,50 @@ impl Producer {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed(trust_file: Option<FileStamp>, valid_until: Option<u64>) -> Producer {
+        Producer {
+            provider: "p".into(),
+            sequence: 1,
+            component_sha256: "00".repeat(32),
+            statement_sha256: Some("11".repeat(32)),
+            publisher_key_id: Some("22".repeat(16)),
+            signer_key_ids: vec!["22".repeat(16)],
+            statement_expires_at: None,
+            component_file: None,
+            statement_file: None,
+            trust_file,
+            valid_until,
+        }
+    }
+
+    #[test]
+    fn the_trust_store_is_skipped_only_while_it_is_provably_the_one_that_admitted_the_producer() {
+        let dir = tempfile::tempdir().unwrap();
+        let trust = dir.path().join("trust.toml");
+        std::fs::write(&trust, "a").unwrap();
+        let stamp = FileStamp::of(&trust);
+        assert!(signed(stamp, None).trust_unchanged(stamp, 100));
+        assert!(signed(stamp, Some(101)).trust_unchanged(stamp, 100));
+        assert!(!signed(stamp, Some(100)).trust_unchanged(stamp, 100), "an expiry passed");
+        assert!(!signed(None, None).trust_unchanged(None, 100), "unknown store: read it");
+        assert!(!signed(stamp, None).trust_unchanged(None, 100), "store deleted");
+        // Replaced by rename, as credence writes it: the old file is still there when the
+        // new one is made, so the new one has another inode.
+        let tmp = dir.path().join("new");
+        std::fs::write(&tmp, "b").unwrap();
+        std::fs::rename(&tmp, &trust).unwrap();
+        assert!(!signed(stamp, None).trust_unchanged(FileStamp::of(&trust), 100));
+        // An unsigned producer never depended on the store.
+        let mut unsigned = signed(None, None);
+        unsigned.statement_sha256 = None;
+        unsigned.publisher_key_id = None;
+        assert!(unsigned.trust_unchanged(None, 100));
     }
 }
