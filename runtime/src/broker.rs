@@ -18,7 +18,7 @@ use crate::secret::Secret;
 use crate::sequence_store::SequenceStore;
 use crate::state_store::StateStore;
 use sha2::{Digest, Sha256};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use wasmtime::Engine;
 
 pub struct Broker {
@@ -26,7 +26,9 @@ pub struct Broker {
     config: Config,
     trust_mode: TrustMode,
     audit: AuditLog,
-    trust: OnceLock<Trust>,
+    /// Read on first use and again whenever `trust.toml` is no longer provably the file it
+    /// was read from: a long-running process (the NuGet plugin) sees a revocation at once.
+    trust: Mutex<Option<Arc<Trust>>>,
     state: StateStore,
     cache: CompileCache,
     engine: OnceLock<Engine>,
@@ -56,7 +58,7 @@ impl Broker {
             paths,
             config,
             trust_mode: trust,
-            trust: OnceLock::new(),
+            trust: Mutex::new(None),
             engine: OnceLock::new(),
             terminal: Box::new(|| Box::new(ControllingTerminal)),
         }
@@ -89,25 +91,39 @@ impl Broker {
         Ok(self.engine.get_or_init(|| engine))
     }
 
-    /// The trust store is read on first use, so a stored credential never pays for it.
-    pub fn trust(&self) -> Result<&Trust, Refusal> {
-        if let Some(t) = self.trust.get() {
-            return Ok(t);
-        }
+    /// The trust store, read on first use (so a stored credential that need not be judged
+    /// again never pays for it) and read again when the file has changed since.
+    pub fn trust(&self) -> Result<Arc<Trust>, Refusal> {
+        let path = self.paths.trust_file();
+        let mut cached = self.trust.lock().unwrap_or_else(|e| e.into_inner());
         // Taken before the read: if the file changes in between, the stamp is of the older
         // file and never vouches for what was read.
-        let mut stamp = FileStamp::of(&self.paths.trust_file());
-        let mut store = crate::trust_file::load(&self.paths.trust_file()).map_err(Refusal::Failed)?;
+        let mut stamp = FileStamp::of(&path);
+        if let Some(t) = cached.as_ref() {
+            if stamp.is_some() && t.sequences.trust_file() == stamp {
+                return Ok(t.clone());
+            }
+        }
+        let mut store = crate::trust_file::load(&path).map_err(Refusal::Failed)?;
         if let Some(floor) = migrate_old_floor(&self.paths) {
             store.floor = floor;
             stamp = None;
         }
-        let trust = Trust {
+        let mut floors = store.floor.clone();
+        if let Some(old) = cached.as_ref() {
+            // Floors this process raised but could not write stay raised.
+            for (name, seq) in old.sequences.floors() {
+                let f = floors.entry(name).or_insert(0);
+                *f = (*f).max(seq);
+            }
+        }
+        let trust = Arc::new(Trust {
             mode: self.trust_mode,
-            sequences: SequenceStore::new(self.paths.home.clone(), store.floor.clone(), stamp),
+            sequences: SequenceStore::new(self.paths.home.clone(), floors, stamp),
             store,
-        };
-        Ok(self.trust.get_or_init(|| trust))
+        });
+        *cached = Some(trust.clone());
+        Ok(trust)
     }
 
     pub fn paths(&self) -> &Paths {
@@ -123,7 +139,7 @@ impl Broker {
             providers_dir: &self.paths.providers_dir(),
             engine: self.engine()?,
             cache: &self.cache,
-            trust: self.trust()?,
+            trust: &*self.trust()?,
         };
         loader.load(provider).map_err(|e| Refusal::Failed(e.to_string()))
     }
@@ -139,11 +155,12 @@ impl Broker {
             (&component, &crate::loader::statement_path(&component)),
             self.trust_mode,
         )?;
+        // The one rule of the gate the file identities do not cover: who could have written
+        // the providers directory and those above it.
+        crate::trusted_file::check_dir_chain(&providers).map_err(|e| e.to_string())?;
         let now = crate::state_store::now_unix();
         if producer.trust_unchanged(FileStamp::of(&self.paths.trust_file()), now) {
-            // The one rule of the gate the file identities do not cover: who could have
-            // written the providers directory and those above it.
-            return crate::trusted_file::check_dir_chain(&providers).map_err(|e| e.to_string());
+            return Ok(());
         }
         let trust = self.trust().map_err(|e| e.to_string())?;
         producer.trust_checks(&trust.store, trust.sequences.highest(&producer.provider), now)
@@ -366,7 +383,7 @@ impl Broker {
             );
             match outcome {
                 Ok(credential) => {
-                    let producer = Producer::of(&loaded, self.trust()?);
+                    let producer = Producer::of(&loaded, &*self.trust()?);
                     if let Err(e) = self
                         .state
                         .cache_credential(&provider.name, &key, &credential, &producer)

@@ -82,6 +82,10 @@ pub enum LoadError {
         expected: String,
         found: Vec<String>,
     },
+    #[error(
+        "provider {provider}: its rollback floor cannot be recorded, so an older release could be installed after it: {message}\n  hint: make trust.toml writable (`credence trust list` checks it) and install again"
+    )]
+    Floor { provider: String, message: String },
     #[error("provider {provider}: the component does not compile: {message}")]
     Compile { provider: String, message: String },
 }
@@ -126,6 +130,13 @@ pub fn manifest_path(component: &Path) -> PathBuf {
 
 pub fn statement_path(component: &Path) -> PathBuf {
     component.with_extension("statement.json")
+}
+
+/// Whether failing to write the rollback floor refuses the release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloorWrite {
+    Warn,
+    Required,
 }
 
 /// The outcome of the trust step, before anything is compiled.
@@ -261,6 +272,17 @@ impl Loader<'_> {
     /// to their digest), type-check the imports again, and only then, every check passed,
     /// raise the rollback floor to this release.
     pub fn admit(&self, provider: &str, vetted: &Vetted) -> Result<(Component, CacheOutcome), LoadError> {
+        self.admit_with(provider, vetted, FloorWrite::Warn)
+    }
+
+    /// [`Loader::admit`], with `FloorWrite::Required` refusing a release whose floor
+    /// cannot be written (`credence install`: installing it must leave the floor behind).
+    pub fn admit_with(
+        &self,
+        provider: &str,
+        vetted: &Vetted,
+        floor_write: FloorWrite,
+    ) -> Result<(Component, CacheOutcome), LoadError> {
         let (component, cache) = self
             .cache
             .load_or_compile(self.engine, &vetted.digest, &vetted.bytes)
@@ -278,7 +300,18 @@ impl Loader<'_> {
                 .sequences
                 .record(&vetted.ceiling.name, vetted.ceiling.sequence)
         {
-            tracing::warn!("cannot record the provider's sequence number: {e}");
+            match floor_write {
+                FloorWrite::Warn => tracing::warn!(
+                    "cannot record the rollback floor of {}: {e}; older releases stay refused in this process only",
+                    vetted.ceiling.name
+                ),
+                FloorWrite::Required => {
+                    return Err(LoadError::Floor {
+                        provider: provider.to_owned(),
+                        message: e,
+                    });
+                }
+            }
         }
         Ok((component, cache))
     }

@@ -32,6 +32,11 @@ impl SequenceStore {
         }
     }
 
+    /// Every floor this process holds.
+    pub fn floors(&self) -> BTreeMap<String, u64> {
+        self.floors.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The identity of the `trust.toml` this process's trust store is exactly, if known.
     pub fn trust_file(&self) -> Option<FileStamp> {
         *self.trust_file.lock().unwrap_or_else(|e| e.into_inner())
@@ -50,6 +55,13 @@ impl SequenceStore {
     pub fn record(&self, provider: &str, sequence: u64) -> Result<(), String> {
         if self.highest(provider).is_some_and(|h| h >= sequence) {
             return Ok(());
+        }
+        // Raised in this process first: if the store cannot be written, this process at
+        // least never goes back below it.
+        {
+            let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
+            let f = floors.entry(provider.to_owned()).or_insert(0);
+            *f = (*f).max(sequence);
         }
         let (stored, before, after) = crate::trust_file::update_stamped(&self.home, |store| {
             let floor = store.floor.entry(provider.to_owned()).or_insert(0);

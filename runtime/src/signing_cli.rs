@@ -173,7 +173,7 @@ fn strict(broker: &Broker) -> Result<Trust, String> {
     let t = broker.trust().map_err(|e| e.to_string())?;
     Ok(Trust {
         mode: TrustMode::RequireSigned,
-        ..t.clone()
+        ..(*t).clone()
     })
 }
 
@@ -602,7 +602,9 @@ fn install(broker: &Broker, component: &Path, statement: Option<PathBuf>) -> Res
         cache: broker.compile_cache(),
         trust: &trust,
     };
-    loader.admit(&name, &vetted).map_err(|e| e.to_string())?;
+    loader
+        .admit_with(&name, &vetted, crate::loader::FloorWrite::Required)
+        .map_err(|e| e.to_string())?;
     let providers = broker.paths().providers_dir();
     std::fs::create_dir_all(&providers).map_err(|e| format!("cannot create {}: {e}", providers.display()))?;
     let target = providers.join(format!("{name}.wasm"));

@@ -131,8 +131,7 @@ impl Manifest {
             .iter()
             .map(|o| OriginPattern::parse(o))
             .collect::<Result<_, _>>()?;
-        let semver_chars = |c: char| c.is_ascii_alphanumeric() || ".-+".contains(c);
-        if raw.version.is_empty() || raw.version.len() > 64 || !raw.version.chars().all(semver_chars) {
+        if !valid_version(&raw.version) {
             return Err(ManifestError::Syntax(format!(
                 "version {:?} is not a semver version",
                 raw.version
@@ -158,6 +157,14 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A version as a manifest may state it: 1 to 64 characters of semver (letters, digits,
+/// `.`, `-`, `+`). The statement holds the same rule, so nothing printed from one can
+/// carry a control character.
+pub fn valid_version(version: &str) -> bool {
+    let semver_chars = |c: char| c.is_ascii_alphanumeric() || ".-+".contains(c);
+    !version.is_empty() && version.len() <= 64 && version.chars().all(semver_chars)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 
 use crate::Limits;
 use crate::keys::{KeyId, SecretKey};
-use crate::manifest::{Manifest, PromptKind, WORLD, valid_name};
+use crate::manifest::{Manifest, PromptKind, WORLD, valid_name, valid_version};
 use crate::origin::{Origin, OriginPattern};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -158,6 +158,9 @@ impl Statement {
         if !valid_name(&self.provider.name) {
             return Err(format!("provider name {:?} is not valid", self.provider.name));
         }
+        if !valid_version(&self.provider.version) {
+            return Err(format!("provider version {:?} is not a semver version", self.provider.version));
+        }
         if self.component.sha256.len() != 64
             || !self
                 .component
@@ -235,6 +238,9 @@ impl StatementFile {
                 bytes.len()
             ));
         }
+        // Straight into the structs first: they refuse a member named twice, which a
+        // `Value` would quietly collapse to its last (and another verifier to its first).
+        serde_json::from_slice::<StatementFile>(bytes).map_err(|e| format!("not a statement file: {e}"))?;
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| format!("not a statement file: {e}"))?;
         let file: StatementFile =

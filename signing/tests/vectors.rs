@@ -209,3 +209,19 @@ wildcard-origins = ["https://*.b.example", "https://a.example:*"]
     let statement = Statement::new(COMPONENT, &manifest, &key.public().key_id(), 1_790_000_000, None);
     assert_eq!(statement.ceiling(), Ok(manifest));
 }
+
+#[test]
+fn a_statement_member_named_twice_or_a_version_with_escapes_is_malformed() {
+    let text = file_text();
+    assert!(StatementFile::parse(text.as_bytes()).is_ok());
+    // A second "signatures" member: serde's `Value` would keep the last, another parser
+    // the first; the format has one.
+    let twice = text.replacen("{\n  \"statement\": ", "{\n  \"signatures\": [],\n  \"statement\": ", 1);
+    assert_ne!(twice, text);
+    let err = StatementFile::parse(twice.as_bytes()).unwrap_err();
+    assert!(err.contains("duplicate field"), "{err}");
+    let mut file = StatementFile::parse(text.as_bytes()).unwrap();
+    file.statement.provider.version = "0.1.0\u{1b}[8m verdict trusted".into();
+    let err = StatementFile::parse(file.to_pretty().as_bytes()).unwrap_err();
+    assert!(err.contains("is not a semver version"), "{err}");
+}
