@@ -705,3 +705,32 @@ fn a_stored_credential_is_not_served_once_its_key_expires_or_its_providers_dir_i
     assert_refused(&run, 3, &format!("key {} (Feed publisher) expired", key.id));
     assert_eq!(stored_entries(&home), 0);
 }
+
+/// A long-running host (the NuGet plugin, later the agent) must see a revocation made
+/// while it runs, for a provider run and for what it stored.
+#[test]
+fn a_revocation_reaches_a_nuget_plugin_that_is_already_running() {
+    let server = token_server();
+    let (home, key, _) = exchange_home(&server);
+    let mut nuget = credence_tests::NuGet::session(&home, &[]);
+    let ask = |n: &mut credence_tests::NuGet, id: &str| {
+        n.request(
+            id,
+            "GetAuthenticationCredentials",
+            serde_json::json!({"Uri": "https://feed.example/v3/index.json", "IsRetry": false, "IsNonInteractive": true, "CanShowDialog": false}),
+        )["Payload"]
+            .clone()
+    };
+    assert_eq!(ask(&mut nuget, "r1")["ResponseCode"], "Success");
+    assert_eq!(ask(&mut nuget, "r2")["ResponseCode"], "Success");
+    assert_eq!(server.hits(), 1, "the second answer is the stored one");
+    assert_eq!(home.run(&["trust", "revoke", &key.id]).code, Some(0));
+    let after = ask(&mut nuget, "r3");
+    assert_eq!(after["ResponseCode"], "Error", "{after}");
+    assert_eq!(server.hits(), 1, "the revoked provider never ran again");
+    // Also when the plugin itself had stored nothing: forget, then ask again.
+    assert_eq!(home.run(&["forget"]).code, Some(0));
+    let fresh = ask(&mut nuget, "r4");
+    assert_eq!(fresh["ResponseCode"], "Error", "{fresh}");
+    assert_eq!(server.hits(), 1);
+}
