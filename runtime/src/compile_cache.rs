@@ -217,7 +217,7 @@ impl CompileCache {
         digest: &[u8; 32],
         engine_hash: &[u8; 32],
     ) -> Result<Component, Miss> {
-        let file = match open_entry(path) {
+        let file = match crate::private_dir::open_no_follow(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Miss::Absent),
             // A symlink (ELOOP with O_NOFOLLOW) or anything else unreadable: not ours.
@@ -255,17 +255,4 @@ impl CompileCache {
         // into memory of its own, so the mapping ends here.
         unsafe { Component::deserialize(engine, compiled) }.map_err(|e| Miss::Unusable(e.to_string()))
     }
-}
-
-/// Opens a cache entry without following a symlink (a link is never an entry this host
-/// wrote) and without blocking (on a FIFO planted under the entry's name).
-fn open_entry(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    }
-    options.open(path)
 }

@@ -56,13 +56,54 @@ pub fn write_private_file(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()
     Ok(())
 }
 
+/// Opens `path` for reading without following a symlink (nothing credence writes in a
+/// private directory is one) and without blocking (on a FIFO planted under its name).
+pub fn open_no_follow(path: &Path) -> io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    }
+    options.open(path)
+}
+
+/// Reads a file credence wrote in a private directory, at most `limit` bytes: `None` if it
+/// is missing; an error if it is not a regular file of this user that only this user can
+/// access, judged on the open descriptor, so the file read is the file checked.
+pub fn read_private_file(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let file = match open_no_follow(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !is_private_metadata(&meta) {
+        return Err(io::Error::other(format!(
+            "{} is not a private file of this user (owner, mode or type is wrong)",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len().min(limit) as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::other(format!(
+            "{} is larger than {limit} bytes",
+            path.display()
+        )));
+    }
+    Ok(Some(bytes))
+}
+
 /// A random 32-byte key in `dir/name`, created on first use: kept 0600 by this user, and
 /// replaced by a new one if it is not (others may have read it), which only invalidates
 /// what it protected.
 pub fn installation_key(dir: &Path, name: &str) -> io::Result<[u8; 32]> {
     let path = dir.join(name);
-    if is_private_file(&path).unwrap_or(false)
-        && let Ok(key) = <[u8; 32]>::try_from(fs::read(&path)?.as_slice())
+    if let Ok(Some(bytes)) = read_private_file(&path, 32)
+        && let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice())
     {
         return Ok(key);
     }
@@ -108,5 +149,16 @@ mod tests {
         assert!(!is_private_file(&sub.join("a")).unwrap());
         std::os::unix::fs::symlink(sub.join("a"), sub.join("link")).unwrap();
         assert!(!is_private_file(&sub.join("link")).unwrap());
+        // Read through the descriptor: a link or a FIFO under a secret's name is refused
+        // (without blocking), a missing file is `None`.
+        fs::set_permissions(sub.join("a"), fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_private_file(&sub.join("a"), 10).unwrap().unwrap(), b"x");
+        assert!(read_private_file(&sub.join("link"), 10).is_err());
+        let fifo = std::ffi::CString::new(sub.join("fifo").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(read_private_file(&sub.join("fifo"), 10).is_err());
+        assert!(read_private_file(&sub.join("none"), 10).unwrap().is_none());
+        assert!(read_private_file(&sub.join("a"), 0).is_err(), "bounded");
     }
 }

@@ -210,7 +210,10 @@ mod tests {
         let stamp = FileStamp::of(&trust);
         assert!(signed(stamp, None).trust_unchanged(stamp, 100));
         assert!(signed(stamp, Some(101)).trust_unchanged(stamp, 100));
-        assert!(!signed(stamp, Some(100)).trust_unchanged(stamp, 100), "an expiry passed");
+        assert!(
+            !signed(stamp, Some(100)).trust_unchanged(stamp, 100),
+            "an expiry passed"
+        );
         assert!(!signed(None, None).trust_unchanged(None, 100), "unknown store: read it");
         assert!(!signed(stamp, None).trust_unchanged(None, 100), "store deleted");
         // Replaced by rename, as credence writes it: the old file is still there when the

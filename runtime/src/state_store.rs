@@ -11,7 +11,7 @@
 //! given back to the same provider instance, and never logged.
 
 use crate::os_store::{OsStore, StoreMode};
-use crate::private_dir::{ensure_private_dir, is_private_file, write_private_file};
+use crate::private_dir::{ensure_private_dir, read_private_file, write_private_file};
 use crate::producer::Producer;
 use crate::request::{CachePolicy, Credential};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Stored state and credentials larger than this are not read (state is capped at 64 KiB,
+/// a credential at 64 KiB of output plus its record).
+const MAX_STORED_BYTES: u64 = 1 << 20;
 
 /// A stored credential is not used in its last minute: the tool still has to use it.
 const EXPIRY_MARGIN_SECS: u64 = 60;
@@ -195,13 +199,18 @@ impl StateStore {
     }
 
     fn read_private(&self, path: &PathBuf) -> Option<Vec<u8>> {
-        match is_private_file(path) {
-            Ok(true) => std::fs::read(path).ok(),
-            Ok(false) => {
-                tracing::warn!(path = %path.display(), "ignoring a stored file others can write");
+        // A secret is only as private as the directories above it: if others could have
+        // swapped one of them, what is there may be theirs.
+        if let Err(e) = crate::trusted_file::check_dir_chain(&self.dir) {
+            tracing::warn!("ignoring stored state and credentials: {e}");
+            return None;
+        }
+        match read_private_file(path, MAX_STORED_BYTES) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring a stored file: {e}");
                 None
             }
-            Err(_) => None,
         }
     }
 

@@ -73,6 +73,19 @@ pub fn read_file(path: &Path, limit: u64, writers: Writers) -> Result<Vec<u8>, F
         if let Some(parent) = path.parent() {
             check_dir_chain(parent)?;
         }
+        // Through a symlink, the file's real directories decide who could replace it.
+        let real = std::fs::canonicalize(path).map_err(io_err)?;
+        if real != path {
+            if let Some(parent) = real.parent() {
+                check_dir_chain(parent)?;
+            }
+            if !same_file(&meta, &std::fs::metadata(&real).map_err(io_err)?) {
+                return Err(FileError::Io {
+                    path: path.to_owned(),
+                    source: io::Error::other("it changed while it was being opened"),
+                });
+            }
+        }
     }
     if meta.len() > limit {
         return Err(FileError::TooLarge {
@@ -104,8 +117,31 @@ pub fn read_optional(path: &Path, limit: u64, writers: Writers) -> Result<Option
 }
 
 /// Checks that `dir` and every directory above it could only have been changed by this
-/// user or root (sticky shared directories such as `/tmp` allowed).
+/// user or root (sticky shared directories such as `/tmp` allowed): as written, and, where
+/// a symlink leads elsewhere, where it leads (as OpenSSH's `secure_path` checks the real path).
 pub fn check_dir_chain(dir: &Path) -> Result<(), FileError> {
+    check_chain_as_written(dir)?;
+    if let Ok(real) = std::fs::canonicalize(dir)
+        && real != dir
+    {
+        check_chain_as_written(&real)?;
+    }
+    Ok(())
+}
+
+fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        a.dev() == b.dev() && a.ino() == b.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        a.len() == b.len()
+    }
+}
+
+fn check_chain_as_written(dir: &Path) -> Result<(), FileError> {
     #[cfg(unix)]
     {
         let absolute = if dir.is_absolute() {
@@ -260,6 +296,32 @@ mod tests {
             err.contains("writable by everyone"),
             "the directory holding the file is itself checked: {err}"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_is_judged_by_the_directories_it_leads_to() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let target = shared.join("trust.toml");
+        std::fs::write(&target, "x").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let link = home.join("trust.toml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert_eq!(read_file(&link, 10, Writers::UserOnly).unwrap(), b"x");
+        // The link's own directory is fine; the one it leads into is open to a team.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let err = read_file(&link, 10, Writers::UserOnly).unwrap_err().to_string();
+        assert!(err.contains("shared") && err.contains("writable by its group"), "{err}");
+        // A directory reached through a link, likewise.
+        let linked_dir = dir.path().join("providers");
+        std::os::unix::fs::symlink(&shared, &linked_dir).unwrap();
+        assert!(check_dir_chain(&linked_dir).is_err());
     }
 
     #[test]

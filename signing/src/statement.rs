@@ -159,7 +159,10 @@ impl Statement {
             return Err(format!("provider name {:?} is not valid", self.provider.name));
         }
         if !valid_version(&self.provider.version) {
-            return Err(format!("provider version {:?} is not a semver version", self.provider.version));
+            return Err(format!(
+                "provider version {:?} is not a semver version",
+                self.provider.version
+            ));
         }
         if self.component.sha256.len() != 64
             || !self
