@@ -32,6 +32,8 @@ pub struct StateStore {
     mode: StoreMode,
     /// Opened on first use: a request answered without a stored secret never asks for it.
     os: OnceLock<Option<OsStore>>,
+    /// Whether no one else could have swapped a directory above `dir`, once known.
+    dir_chain: OnceLock<Result<(), String>>,
 }
 
 const MARKER: &str = ".in-os-store";
@@ -60,6 +62,7 @@ impl StateStore {
             dir,
             mode,
             os: OnceLock::new(),
+            dir_chain: OnceLock::new(),
         }
     }
 
@@ -201,7 +204,11 @@ impl StateStore {
     fn read_private(&self, path: &PathBuf) -> Option<Vec<u8>> {
         // A secret is only as private as the directories above it: if others could have
         // swapped one of them, what is there may be theirs.
-        if let Err(e) = crate::trusted_file::check_dir_chain(&self.dir) {
+        // Checked once per process (the first read), like the directory's creation.
+        let chain = self
+            .dir_chain
+            .get_or_init(|| crate::trusted_file::check_dir_chain(&self.dir).map_err(|e| e.to_string()));
+        if let Err(e) = chain {
             tracing::warn!("ignoring stored state and credentials: {e}");
             return None;
         }

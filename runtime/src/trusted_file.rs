@@ -74,8 +74,12 @@ pub fn read_file(path: &Path, limit: u64, writers: Writers) -> Result<Vec<u8>, F
             check_dir_chain(parent)?;
         }
         // Through a symlink, the file's real directories decide who could replace it.
-        let real = std::fs::canonicalize(path).map_err(io_err)?;
-        if real != path {
+        if std::fs::symlink_metadata(path)
+            .map_err(io_err)?
+            .file_type()
+            .is_symlink()
+        {
+            let real = std::fs::canonicalize(path).map_err(io_err)?;
             if let Some(parent) = real.parent() {
                 check_dir_chain(parent)?;
             }
@@ -120,13 +124,22 @@ pub fn read_optional(path: &Path, limit: u64, writers: Writers) -> Result<Option
 /// user or root (sticky shared directories such as `/tmp` allowed): as written, and, where
 /// a symlink leads elsewhere, where it leads (as OpenSSH's `secure_path` checks the real path).
 pub fn check_dir_chain(dir: &Path) -> Result<(), FileError> {
-    check_chain_as_written(dir)?;
-    if let Ok(real) = std::fs::canonicalize(dir)
-        && real != dir
-    {
+    // Walked with lstat: a path without symlinks (the usual case) costs one call per
+    // directory, and only one that has them is resolved and walked again.
+    if check_chain_as_written(dir)? == Links::Some {
+        let real = std::fs::canonicalize(dir).map_err(|source| FileError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         check_chain_as_written(&real)?;
     }
     Ok(())
+}
+
+#[derive(PartialEq, Eq)]
+enum Links {
+    None,
+    Some,
 }
 
 fn same_file(a: &Metadata, b: &Metadata) -> bool {
@@ -141,7 +154,10 @@ fn same_file(a: &Metadata, b: &Metadata) -> bool {
     }
 }
 
-fn check_chain_as_written(dir: &Path) -> Result<(), FileError> {
+/// Checks each directory of `dir` as written; a symlink among them is skipped here (its
+/// own mode means nothing) and reported, so the caller checks where it leads.
+fn check_chain_as_written(dir: &Path) -> Result<Links, FileError> {
+    let mut links = Links::None;
     #[cfg(unix)]
     {
         let absolute = if dir.is_absolute() {
@@ -156,10 +172,10 @@ fn check_chain_as_written(dir: &Path) -> Result<(), FileError> {
         };
         let mut first = true;
         for d in absolute.ancestors() {
-            let meta = match std::fs::metadata(d) {
+            let meta = match std::fs::symlink_metadata(d) {
                 Ok(m) => m,
                 // The directory itself may not exist yet (no config): nothing in it is read.
-                Err(e) if first && e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if first && e.kind() == io::ErrorKind::NotFound => return Ok(Links::None),
                 Err(source) => {
                     return Err(FileError::Io {
                         path: d.to_owned(),
@@ -168,6 +184,10 @@ fn check_chain_as_written(dir: &Path) -> Result<(), FileError> {
                 }
             };
             first = false;
+            if meta.file_type().is_symlink() {
+                links = Links::Some;
+                continue;
+            }
             use std::os::unix::fs::MetadataExt;
             let sticky = meta.mode() & 0o1000 != 0;
             if sticky && d != absolute {
@@ -181,7 +201,7 @@ fn check_chain_as_written(dir: &Path) -> Result<(), FileError> {
     }
     #[cfg(not(unix))]
     let _ = dir;
-    Ok(())
+    Ok(links)
 }
 
 fn check_writers(path: &Path, meta: &Metadata) -> Result<(), FileError> {
