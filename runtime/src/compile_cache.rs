@@ -183,8 +183,7 @@ impl CompileCache {
                 }
                 Err(_) => return false,
             };
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            let me = unsafe { libc::geteuid() };
+            let me = crate::private_dir::current_uid();
             if !meta.is_dir() || meta.uid() != me {
                 tracing::warn!(
                     "not using the compiled-component cache {}: it is not a directory of yours; run `rm -rf {}`",

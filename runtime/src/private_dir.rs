@@ -125,10 +125,13 @@ pub fn installation_key(dir: &Path, name: &str) -> io::Result<[u8; 32]> {
     }
 }
 
+/// This process's effective uid, asked once: every ownership check needs it, and credence
+/// never changes it.
 #[cfg(unix)]
-fn current_uid() -> u32 {
+pub fn current_uid() -> u32 {
+    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    *UID.get_or_init(|| unsafe { libc::geteuid() })
 }
 
 #[cfg(test)]

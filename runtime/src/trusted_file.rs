@@ -226,8 +226,7 @@ fn check_writers(path: &Path, meta: &Metadata) -> Result<(), FileError> {
 #[cfg(unix)]
 fn check_owner(path: &Path, meta: &Metadata) -> Result<(), FileError> {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::private_dir::current_uid();
     if meta.uid() != me && meta.uid() != 0 {
         return Err(FileError::Owner {
             path: path.to_owned(),
