@@ -77,11 +77,11 @@ impl CompileCache {
         hasher.0.finalize().into()
     }
 
-    pub fn entry_path(&self, engine: &Engine, component_digest: &[u8; 32]) -> PathBuf {
+    fn entry_path(&self, engine_hash: &[u8; 32], component_digest: &[u8; 32]) -> PathBuf {
         let mut h = Sha256::new();
         h.update(b"credence precompiled component v2\0");
         h.update(component_digest);
-        h.update(Self::engine_hash(engine));
+        h.update(engine_hash);
         self.dir.join(format!("{}.cwasm", hex::encode(h.finalize())))
     }
 
@@ -117,8 +117,9 @@ impl CompileCache {
         digest: &[u8; 32],
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
-        let path = self.entry_path(engine, digest);
+        // Hashed once: it names the entry and goes into its tag.
         let engine_hash = Self::engine_hash(engine);
+        let path = self.entry_path(&engine_hash, digest);
         let usable_dir = self.key().is_some() && self.check_dir();
         if usable_dir {
             match self.try_load(engine, &path, digest, &engine_hash) {

@@ -471,6 +471,20 @@ impl Home {
         run.stdout.trim().to_owned()
     }
 
+    /// static-token as instance `registry` (serving https://registry.example/ with the
+    /// token `signed-token`), signed by a publisher key trusted for it alone.
+    pub fn signed_static_token() -> (Home, Key) {
+        let home = Home::new();
+        home.install("static-token", "static-token", &manifest("static-token", &[], &[]));
+        home.write_config(
+            "[[provider]]\nname = \"registry\"\ncomponent = \"static-token.wasm\"\nserves = [\"https://registry.example/\"]\nsettings = { token = \"signed-token\" }\n",
+        );
+        let key = home.keygen("publisher");
+        home.trust(&key, "Sample publisher", "publisher", "static-token");
+        home.sign("static-token", &key, &[]);
+        (home, key)
+    }
+
     /// Installs each (crate, declared origins, prompt kinds) as `<crate>.wasm` and signs it
     /// with one test key that the trust store accepts for every provider name.
     pub fn install_signed(&self, components: &[(&str, &[String], &[&str])]) {

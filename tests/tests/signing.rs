@@ -2,20 +2,7 @@
 //! a key or the policy can be wrong is refused with its own message and non-zero exit,
 //! before anything is compiled.
 
-use credence_tests::{Home, Key, Reply, TestServer, manifest};
-
-/// A home with static-token installed and signed by a trusted publisher key.
-fn signed_home() -> (Home, Key) {
-    let home = Home::new();
-    home.install("static-token", "static-token", &manifest("static-token", &[], &[]));
-    home.write_config(
-        "[[provider]]\nname = \"registry\"\ncomponent = \"static-token.wasm\"\nserves = [\"https://registry.example/\"]\nsettings = { token = \"signed-token\" }\n",
-    );
-    let key = home.keygen("publisher");
-    home.trust(&key, "Sample publisher", "publisher", "static-token");
-    home.sign("static-token", &key, &[]);
-    (home, key)
-}
+use credence_tests::{Home, Reply, TestServer, manifest};
 
 fn get(home: &Home) -> credence_tests::Run {
     home.run(&["get", "https://registry.example/"])
@@ -40,7 +27,7 @@ fn assert_refused(home: &Home, expected: &str) {
 
 #[test]
 fn a_trusted_signed_provider_runs_without_any_flag() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     let run = get(&home);
     assert_eq!((run.code, run.stdout.as_str()), (Some(0), "signed-token\n"), "{run:#?}");
     assert!(!run.stderr.contains("warning"), "{}", run.stderr);
@@ -55,14 +42,14 @@ fn tamper(home: &Home, f: impl FnOnce(&mut Vec<u8>)) {
 
 #[test]
 fn one_flipped_bit_at_the_start_is_refused() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     tamper(&home, |b| b[0] ^= 1);
     assert_refused(&home, "the component does not match its statement");
 }
 
 #[test]
 fn one_flipped_bit_in_the_middle_is_refused() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     tamper(&home, |b| {
         let mid = b.len() / 2;
         b[mid] ^= 0x10
@@ -72,28 +59,28 @@ fn one_flipped_bit_in_the_middle_is_refused() {
 
 #[test]
 fn one_flipped_bit_in_the_last_byte_is_refused() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     tamper(&home, |b| *b.last_mut().unwrap() ^= 0x80);
     assert_refused(&home, "the component does not match its statement");
 }
 
 #[test]
 fn a_truncated_component_is_refused() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     tamper(&home, |b| b.truncate(b.len() - 1));
     assert_refused(&home, "the component does not match its statement");
 }
 
 #[test]
 fn an_appended_byte_is_refused() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     tamper(&home, |b| b.push(0));
     assert_refused(&home, "the component does not match its statement");
 }
 
 #[test]
 fn a_statement_for_another_component_is_refused() {
-    let (home, key) = signed_home();
+    let (home, key) = Home::signed_static_token();
     home.install("hostile", "hostile", &manifest("static-token", &[], &[]));
     home.sign("hostile", &key, &[]);
     std::fs::copy(
@@ -106,7 +93,7 @@ fn a_statement_for_another_component_is_refused() {
 
 #[test]
 fn a_signature_by_an_untrusted_key_is_refused() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     let stranger = home.keygen("stranger");
     home.sign("static-token", &stranger, &[]);
     assert_refused(
@@ -134,14 +121,14 @@ fn a_key_not_allowed_for_the_provider_name_is_refused() {
 
 #[test]
 fn a_revoked_key_is_refused() {
-    let (home, key) = signed_home();
+    let (home, key) = Home::signed_static_token();
     assert_eq!(home.run(&["trust", "revoke", &key.id]).code, Some(0));
     assert_refused(&home, &format!("key {} (Sample publisher) is revoked", key.id));
 }
 
 #[test]
 fn a_revoked_statement_digest_is_refused() {
-    let (home, key) = signed_home();
+    let (home, key) = Home::signed_static_token();
     let digest = home.sign("static-token", &key, &[]);
     assert_eq!(home.run(&["trust", "revoke", &digest]).code, Some(0));
     assert_refused(&home, &format!("the statement {digest} is revoked"));
@@ -149,14 +136,14 @@ fn a_revoked_statement_digest_is_refused() {
 
 #[test]
 fn an_expired_statement_is_refused() {
-    let (home, key) = signed_home();
+    let (home, key) = Home::signed_static_token();
     home.sign("static-token", &key, &["--expires-in-days", "0"]);
     assert_refused(&home, "the statement expired at");
 }
 
 #[test]
 fn a_lower_sequence_than_one_already_seen_is_refused() {
-    let (home, key) = signed_home();
+    let (home, key) = Home::signed_static_token();
     home.sign("static-token", &key, &["--sequence", "5"]);
     assert_eq!(get(&home).code, Some(0));
     home.sign("static-token", &key, &["--sequence", "4"]);
@@ -175,7 +162,7 @@ fn a_lower_sequence_than_one_already_seen_is_refused() {
 
 #[test]
 fn a_capability_ceiling_edited_after_signing_is_refused() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     let path = home.provider_file("static-token.statement.json");
     let text = std::fs::read_to_string(&path).unwrap();
     let edited = text.replace("\"origins\": []", "\"origins\": [\"https://evil.example\"]");
@@ -186,7 +173,7 @@ fn a_capability_ceiling_edited_after_signing_is_refused() {
 
 #[test]
 fn a_policy_requiring_an_auditor_refuses_a_publisher_only_statement() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     assert_eq!(
         home.run(&["trust", "policy", "--require", "publisher,auditor"]).code,
         Some(0)
@@ -259,7 +246,7 @@ fn a_wildcard_port_in_the_signed_ceiling_admits_granted_loopback_origins() {
 
 #[test]
 fn verify_exits_zero_only_when_the_policy_is_satisfied() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     let component = home.provider_file("static-token.wasm");
     let ok = home.run(&["verify", component.to_str().unwrap()]);
     assert_eq!(ok.code, Some(0), "{ok:#?}");
@@ -282,7 +269,7 @@ fn verify_exits_zero_only_when_the_policy_is_satisfied() {
 
 #[test]
 fn inspect_shows_a_reviewer_identity_signatures_ceiling_and_imports() {
-    let (home, key) = signed_home();
+    let (home, key) = Home::signed_static_token();
     let stranger = home.keygen("stranger");
     let statement = home.provider_file("static-token.statement.json");
     home.run(&[

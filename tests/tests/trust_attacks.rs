@@ -9,23 +9,6 @@
 use credence_tests::{Home, Key, Reply, TestServer, component, manifest};
 use std::path::{Path, PathBuf};
 
-fn sign_as(home: &Home, stem: &str, key: &Key, extra: &[&str]) -> String {
-    home.sign(stem, key, extra)
-}
-
-/// static-token as instance `registry`, signed by a publisher trusted for it alone.
-fn signed_home() -> (Home, Key) {
-    let home = Home::new();
-    home.install("static-token", "static-token", &manifest("static-token", &[], &[]));
-    home.write_config(
-        "[[provider]]\nname = \"registry\"\ncomponent = \"static-token.wasm\"\nserves = [\"https://registry.example/\"]\nsettings = { token = \"signed-token\" }\n",
-    );
-    let key = home.keygen("publisher");
-    home.trust(&key, "Sample publisher", "publisher", "static-token");
-    sign_as(&home, "static-token", &key, &[]);
-    (home, key)
-}
-
 fn get(home: &Home) -> credence_tests::Run {
     home.run(&["get", "https://registry.example/"])
 }
@@ -104,7 +87,7 @@ settings = { attack = "not-mine", token = "b-settings-read-by-the-wrong-code" }
 #[cfg(unix)]
 #[test]
 fn a_cache_dir_others_could_write_is_discarded_not_fixed_and_used() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     assert_ok(&home);
     let dir = home.cache().join("credence/cwasm");
     let entry = cache_entries(&home).remove(0);
@@ -127,13 +110,13 @@ fn a_cache_dir_others_could_write_is_discarded_not_fixed_and_used() {
 
 #[test]
 fn a_validly_signed_other_provider_swapped_in_under_an_instances_file_is_refused() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     assert_ok(&home);
     // A key trusted only for "hostile" signs hostile; it is put where static-token was.
     let other = home.keygen("other");
     home.trust(&other, "Other publisher", "publisher", "hostile");
     home.install("hostile", "hostile", &manifest("hostile", &[], &[]));
-    sign_as(&home, "hostile", &other, &[]);
+    home.sign("hostile", &other, &[]);
     for ext in ["wasm", "statement.json"] {
         std::fs::copy(
             home.provider_file(&format!("hostile.{ext}")),
@@ -151,7 +134,7 @@ fn a_validly_signed_other_provider_swapped_in_under_an_instances_file_is_refused
 
 #[test]
 fn a_component_signed_by_another_publisher_than_the_pinned_one_is_refused() {
-    let (home, key) = signed_home();
+    let (home, key) = Home::signed_static_token();
     let second = home.keygen("second");
     home.trust(&second, "Second publisher", "publisher", "static-token");
     home.write_config(&format!(
@@ -159,7 +142,7 @@ fn a_component_signed_by_another_publisher_than_the_pinned_one_is_refused() {
         key.id.to_uppercase()
     ));
     assert_ok(&home);
-    sign_as(&home, "static-token", &second, &["--sequence", "2"]);
+    home.sign("static-token", &second, &["--sequence", "2"]);
     let run = get(&home);
     assert_refused(
         &run,
@@ -204,7 +187,7 @@ fn verify_inspect_and_providers_refuse_a_signed_component_with_forbidden_imports
 
 #[test]
 fn inspect_of_bytes_that_no_longer_parse_reports_the_digest_mismatch_first() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     let wasm = home.provider_file("static-token.wasm");
     let bytes = std::fs::read(&wasm).unwrap();
     std::fs::write(&wasm, &bytes[..bytes.len() / 3]).unwrap();
@@ -271,22 +254,22 @@ fn a_refused_sequence_9_install_does_not_raise_the_floor_for_the_genuine_release
 
 #[test]
 fn deleting_corrupting_or_loosening_the_floor_does_not_readmit_an_old_release() {
-    let (home, key) = signed_home();
+    let (home, key) = Home::signed_static_token();
     // A second provider with a floor of its own, which no change below may drop.
     home.install("hostile", "hostile", &manifest("hostile", &[], &[]));
     let other = home.keygen("other");
     home.trust(&other, "Other", "publisher", "hostile");
-    sign_as(&home, "hostile", &other, &["--sequence", "7"]);
+    home.sign("hostile", &other, &["--sequence", "7"]);
     let mut config = std::fs::read_to_string(home.home().join("config.toml")).unwrap();
     config.push_str("[[provider]]\nname = \"h\"\ncomponent = \"hostile.wasm\"\nserves = [\"https://h.example/\"]\nsettings = { attack = \"not-mine\" }\n");
     home.write_config(&config);
-    sign_as(&home, "static-token", &key, &["--sequence", "5"]);
+    home.sign("static-token", &key, &["--sequence", "5"]);
     assert_ok(&home);
     assert_eq!(home.run(&["get", "https://h.example/"]).code, Some(1));
 
     let old = home.provider_file("static-token.statement.json");
     let saved = std::fs::read(&old).unwrap();
-    sign_as(&home, "static-token", &key, &["--sequence", "1"]);
+    home.sign("static-token", &key, &["--sequence", "1"]);
     let rollback = "sequence 1 of provider \"static-token\" is below 5";
     assert_refused(&get(&home), 3, rollback);
 
@@ -331,7 +314,7 @@ fn deleting_corrupting_or_loosening_the_floor_does_not_readmit_an_old_release() 
 
 #[test]
 fn an_upper_case_revocation_revokes_and_a_junk_one_is_refused() {
-    let (home, key) = signed_home();
+    let (home, key) = Home::signed_static_token();
     assert_ok(&home);
     let trust = home.home().join("trust.toml");
     let text = std::fs::read_to_string(&trust).unwrap();
@@ -379,7 +362,7 @@ fn exchange_home(server: &TestServer) -> (Home, Key, String) {
     ));
     let key = home.keygen("publisher");
     home.trust(&key, "Feed publisher", "publisher", "token-exchange");
-    let digest = sign_as(&home, "token-exchange", &key, &[]);
+    let digest = home.sign("token-exchange", &key, &[]);
     (home, key, digest)
 }
 
@@ -446,7 +429,7 @@ fn a_stored_credential_is_not_served_after_revocation_removal_replacement_or_a_d
 #[cfg(unix)]
 #[test]
 fn trust_config_providers_and_home_that_others_can_write_are_refused() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     assert_ok(&home);
     let cases = [
         (home.home().join("trust.toml"), 0o600, 0o666, 3),
@@ -474,7 +457,7 @@ fn trust_config_providers_and_home_that_others_can_write_are_refused() {
 #[cfg(unix)]
 #[test]
 fn a_fifo_statement_or_a_component_linked_to_dev_zero_neither_hangs_nor_fills_memory() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     let statement = home.provider_file("static-token.statement.json");
     std::fs::remove_file(&statement).unwrap();
     let c = std::ffi::CString::new(statement.to_str().unwrap()).unwrap();
@@ -505,7 +488,7 @@ fn a_fifo_statement_or_a_component_linked_to_dev_zero_neither_hangs_nor_fills_me
 
 #[test]
 fn allow_unsigned_still_verifies_a_statement_that_is_present() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     assert_ok(&home);
     // Unsigned code put in place of the signed component, the statement left beside it.
     std::fs::copy(component("hostile"), home.provider_file("static-token.wasm")).unwrap();
@@ -523,7 +506,7 @@ fn allow_unsigned_still_verifies_a_statement_that_is_present() {
 
 #[test]
 fn two_required_auditors_are_not_satisfied_by_one_auditor_or_a_repeated_signature() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     let auditor = home.keygen("auditor");
     home.trust(&auditor, "Security team", "auditor", "static-token");
     let statement = home.provider_file("static-token.statement.json");
@@ -588,7 +571,7 @@ fn positional(v: &serde_json::Value) -> serde_json::Value {
 
 #[test]
 fn a_statement_written_with_positional_arrays_is_refused() {
-    let (home, _) = signed_home();
+    let (home, _) = Home::signed_static_token();
     let path = home.provider_file("static-token.statement.json");
     let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     file["statement"] = positional(&file["statement"]);
@@ -603,7 +586,7 @@ fn an_auditor_key_named_as_publisher_is_refused_naming_its_role() {
     home.write_config("[[provider]]\nname = \"registry\"\ncomponent = \"static-token.wasm\"\nserves = [\"https://registry.example/\"]\n");
     let auditor = home.keygen("auditor");
     home.trust(&auditor, "Security team", "auditor", "static-token");
-    sign_as(&home, "static-token", &auditor, &[]);
+    home.sign("static-token", &auditor, &[]);
     assert_refused(
         &get(&home),
         3,
