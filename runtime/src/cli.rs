@@ -1,37 +1,25 @@
-//! The `credence` command line. Exit codes: 0 success; 1 no credential for the URL (no
-//! provider serves it, or none has one), and for `verify` and `inspect` a component the
-//! gate refuses; 2 usage or configuration error; 3 a provider refused or failed, or hit a
-//! limit, and for `providers` one or more configured providers refused at load; 4 a
-//! credential needs interaction the caller forbade.
+//! The `credence` program: the front end a tool ran, or one of the commands that only ask
+//! (`get`, `forget`, `agent status|stop`), answered through the agent. Everything else
+//! (`providers`, `install`, `trust`, `sign`, `setup`, `audit`, `--help`), and every request
+//! when no agent can answer, is the host's: this process becomes `credence-host` (exec, same
+//! pid and stdin). Exit codes: 0 success; 1 no credential for the URL (no provider serves it,
+//! or none has one); 2 usage or configuration error; 3 a provider refused or failed, or hit
+//! a limit; 4 a credential needs interaction the caller forbade; 5 the agent is busy.
 
-use crate::broker::{Broker, Source};
-use crate::config::Config;
-use crate::loader::TrustMode;
+use crate::agent::client::{AgentClient, Unavailable};
+use crate::front::{Tool, front_end};
 use crate::paths::Paths;
-use crate::request::{CredentialRequest, Protocol, Refusal, parse_request_url};
-use crate::sandbox::imports::describe;
+use crate::request::{CredentialRequest, Protocol, Refusal, Source, parse_request_url};
+use crate::resolver::{Forget, Resolver};
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-#[derive(Parser)]
-#[command(
-    name = "credence",
-    version,
-    about = "One credential helper for every build tool, running sandboxed, signed providers"
-)]
-struct Cli {
-    /// Run providers that are not signed. For developing providers only: anyone who can
-    /// write to the providers directory then decides what runs.
-    #[arg(long, global = true)]
-    allow_unsigned: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
+/// The commands both programs run; `credence-host` adds the rest to these.
 #[derive(Subcommand)]
-enum Command {
+pub enum ToolCommand {
     /// Get a credential for a URL from the providers that serve it.
     Get {
         url: String,
@@ -51,31 +39,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the configured providers and whether each one loads.
-    Providers {
-        #[arg(long)]
-        json: bool,
-    },
-    #[command(flatten)]
-    Signing(crate::signing_cli::SigningCommand),
-    /// Show the audit trail: one line per decision, newest last.
-    Audit {
-        #[arg(long)]
-        json: bool,
-        /// Only records since this time: Unix seconds, an RFC 3339 time, or an age such as 30m, 12h, 7d.
-        #[arg(long)]
-        since: Option<String>,
-        /// Only records that involve this provider (instance or signed name).
-        #[arg(long)]
-        provider: Option<String>,
-    },
-    /// Print (or with --write, apply) the configuration that makes a tool use credence.
-    Setup {
-        #[arg(value_parser = ["cargo", "git", "docker", "nuget", "bazel", "goauth", "keyring", "kubectl"])]
-        tool: String,
-        #[arg(long)]
-        write: bool,
-    },
     /// Remove the stored state and credentials of one provider, or of all.
     #[command(alias = "logout")]
     Forget {
@@ -83,48 +46,161 @@ enum Command {
         #[arg(long)]
         provider: Option<String>,
     },
+    /// Run the agent in the foreground, or show or stop the one that runs. Tools start it
+    /// on first use; CREDENCE_AGENT=0 answers every request in-process instead.
+    Agent {
+        #[command(subcommand)]
+        action: Option<AgentAction>,
+        /// Fork into the background (how a client starts it).
+        #[arg(long, hide = true)]
+        detach: bool,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+pub enum AgentAction {
+    /// pid, uptime, providers loaded, cache entries, requests served.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the agent of this credence home.
+    Stop,
+}
+
+#[derive(Parser)]
+#[command(name = "credence")]
+struct ThinCli {
+    #[command(subcommand)]
+    command: ToolCommand,
+}
+
+/// Whether requests go to the agent (`CREDENCE_AGENT=0`: never).
+pub fn agent_enabled() -> bool {
+    std::env::var_os("CREDENCE_AGENT").is_none_or(|v| v != "0")
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
-    // Tools run credence under their own program names or with a protocol word first.
-    if let Some(code) = crate::front::dispatch(&args) {
-        return code;
+    if !agent_enabled() {
+        return crate::exe::exec_host(&args);
     }
-    let cli = match Cli::try_parse_from(args) {
+    if let Some((front, rest)) = front_end(&args) {
+        // Connected before anything is read, so the host can still take over stdin.
+        let client = match agent(true) {
+            Some(c) => c,
+            None => return crate::exe::exec_host(&args),
+        };
+        crate::logging::init();
+        let client: Arc<dyn Resolver> = client;
+        return front.run(&rest, Tool::process(Arc::new(move || Ok(client.clone()))));
+    }
+    let word = args.get(1).and_then(|a| a.to_str());
+    let ours = matches!(word, Some("get" | "forget" | "logout" | "agent"));
+    if !ours {
+        return crate::exe::exec_host(&args);
+    }
+    let cli = match ThinCli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+        Err(_) => return crate::exe::exec_host(&args),
     };
     crate::logging::init();
-    let trust = if cli.allow_unsigned {
-        eprintln!(
-            "credence: warning: --allow-unsigned runs providers nobody signed; use it only while developing a provider"
-        );
-        TrustMode::DangerousAllowUnsigned
-    } else {
-        TrustMode::RequireSigned
-    };
-    match run(cli.command, trust) {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("credence: error: {message}");
-            ExitCode::from(2)
+    match cli.command {
+        command @ ToolCommand::Get { .. } => match agent(true) {
+            Some(client) => run(command, &*client),
+            None => crate::exe::exec_host(&args),
+        },
+        // Forgetting needs no agent: without one the host forgets in-process.
+        command @ ToolCommand::Forget { .. } => match agent(false) {
+            Some(client) => run(command, &*client),
+            None => crate::exe::exec_host(&args),
+        },
+        ToolCommand::Agent {
+            action: Some(action), ..
+        } => agent_command(action),
+        ToolCommand::Agent { action: None, .. } => crate::exe::exec_host(&args),
+    }
+}
+
+/// The agent of this home, or `None` (then the host answers in-process), saying why when
+/// it is something the user should fix.
+fn agent(start: bool) -> Option<Arc<AgentClient>> {
+    let paths = Paths::from_env().ok()?;
+    match AgentClient::connect(&paths, start) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(Unavailable { reason, warn }) => {
+            if warn {
+                eprintln!("credence: warning: {reason}; answering without the agent");
+            }
+            None
         }
     }
 }
 
-pub(crate) fn open(trust: TrustMode) -> Result<Broker, String> {
-    let paths = Paths::from_env()?;
-    let config = Config::load(&paths.config_file()).map_err(|e| e.to_string())?;
-    Ok(Broker::new(paths, config, trust))
+fn agent_command(action: AgentAction) -> ExitCode {
+    let paths = match Paths::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("credence: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = match AgentClient::connect(&paths, false) {
+        Ok(c) => c,
+        Err(u) => {
+            if matches!(action, AgentAction::Stop) {
+                eprintln!("credence: no agent runs for this home");
+                return ExitCode::SUCCESS;
+            }
+            eprintln!(
+                "credence: no agent runs for this home ({}); tools start one on first use",
+                u.reason
+            );
+            return ExitCode::from(1);
+        }
+    };
+    match action {
+        AgentAction::Status { json } => match client.status() {
+            Ok(s) => {
+                if json {
+                    println!("{}", serde_json::to_string(&s).expect("serialises"));
+                } else {
+                    println!(
+                        "agent pid {}, up {} s, {} provider(s) loaded, {} cache entries, {} requests served\n  socket: {}\n  exits after {} s idle; build: {}",
+                        s.pid,
+                        s.uptime_secs,
+                        s.providers_loaded,
+                        s.cache_entries,
+                        s.requests_served,
+                        s.socket,
+                        s.idle_exit_secs,
+                        s.build
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("credence: error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        AgentAction::Stop => match client.stop() {
+            Ok(()) => {
+                eprintln!("credence: agent pid {} stopped", client.agent_pid);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("credence: error: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
 }
 
-fn run(command: Command, trust: TrustMode) -> Result<ExitCode, String> {
+/// `get` and `forget` against any resolver (the agent's, or the host's in-process one).
+pub fn run(command: ToolCommand, resolver: &dyn Resolver) -> ExitCode {
     match command {
-        Command::Get {
+        ToolCommand::Get {
             url,
             operation,
             retry,
@@ -132,8 +208,13 @@ fn run(command: Command, trust: TrustMode) -> Result<ExitCode, String> {
             username,
             json,
         } => {
-            let url = parse_request_url(&url)?;
-            let broker = open(trust)?;
+            let url = match parse_request_url(&url) {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("credence: error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let request = CredentialRequest {
                 url,
                 protocol: Protocol::Generic,
@@ -143,36 +224,31 @@ fn run(command: Command, trust: TrustMode) -> Result<ExitCode, String> {
                 username_hint: username,
                 challenge_headers: Vec::new(),
             };
-            Ok(get(&broker, &request, json))
+            get(resolver, &request, json)
         }
-        Command::Providers { json } => providers(&open(trust)?, json),
-        Command::Audit { json, since, provider } => audit(&open(trust)?, json, since.as_deref(), provider.as_deref()),
-        Command::Setup { tool, write } => crate::front::setup::run(&tool, write),
-        Command::Signing(command) => crate::signing_cli::run(command, open(trust)?),
-        Command::Forget { provider } => {
-            let broker = open(trust)?;
-            if let Some(p) = &provider {
-                if !broker.config().providers.iter().any(|c| &c.name == p) {
-                    return Err(format!(
-                        "no provider named {p:?} in the config; run `credence providers` to list them"
-                    ));
-                }
+        ToolCommand::Forget { provider } => match resolver.forget(Forget::Provider(provider)) {
+            Ok(f) => {
+                eprintln!(
+                    "credence: removed stored state and credentials of {} provider(s) (secrets are kept in {})",
+                    f.count, f.store
+                );
+                ExitCode::SUCCESS
             }
-            let n = broker
-                .state()
-                .forget(provider.as_deref())
-                .map_err(|e| format!("cannot remove stored state: {e}"))?;
-            eprintln!(
-                "credence: removed stored state and credentials of {n} provider(s) (secrets are kept in {})",
-                broker.state().describe()
-            );
-            Ok(ExitCode::SUCCESS)
+            Err(e) => {
+                eprintln!("credence: error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        ToolCommand::Agent { .. } => {
+            eprintln!("credence: error: the agent runs in credence-host");
+            ExitCode::from(2)
         }
     }
 }
 
-fn get(broker: &Broker, request: &CredentialRequest, json: bool) -> ExitCode {
-    match broker.get(request) {
+fn get(resolver: &dyn Resolver, request: &CredentialRequest, json: bool) -> ExitCode {
+    let prompts = Box::new(crate::terminal::ControllingTerminal);
+    match resolver.resolve(request, prompts) {
         Ok(answer) => {
             let c = &answer.credential;
             let out = if json {
@@ -210,216 +286,8 @@ fn get(broker: &Broker, request: &CredentialRequest, json: bool) -> ExitCode {
                 Refusal::NotFound { .. } => 1,
                 Refusal::NeedsInteraction { .. } => 4,
                 Refusal::Denied { .. } | Refusal::Failed(_) => 3,
+                Refusal::Busy(_) => 5,
             })
-        }
-    }
-}
-
-fn providers(broker: &Broker, json: bool) -> Result<ExitCode, String> {
-    let mut rows = Vec::new();
-    for p in &broker.config().providers {
-        let status = broker.load(p).map(|loaded| {
-            let (imports, exports) = describe(broker.engine().expect("loaded with it"), &loaded.component);
-            serde_json::json!({
-                "status": "ok",
-                "provider": loaded.ceiling.name,
-                "version": loaded.ceiling.version,
-                "signed_by": loaded.signers.iter().map(|s| format!("{} {} ({})", s.role, s.key_id, s.name)).collect::<Vec<_>>(),
-                "sha256": hex::encode(loaded.digest),
-                "size": loaded.size,
-                "declared_origins": loaded.ceiling.origins.iter().map(|o| o.to_string())
-                    .chain(loaded.ceiling.wildcard_origins.iter().map(|o| format!("{o} (WILDCARD)"))).collect::<Vec<_>>(),
-                "effective_origins": loaded.origins.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
-                "prompts": loaded.prompts.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
-                "memory_mib": loaded.limits.memory_bytes >> 20,
-                "cpu_ms": loaded.limits.cpu.as_millis() as u64,
-                "wall_ms": loaded.limits.wall.as_millis() as u64,
-                "imports": imports,
-                "exports": exports,
-            })
-        });
-        let mut row = serde_json::json!({
-            "name": p.name,
-            "component": p.component,
-            "serves": p.serves.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            "granted_origins": p.granted_origins.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
-        });
-        match status {
-            Ok(details) => row
-                .as_object_mut()
-                .unwrap()
-                .extend(details.as_object().unwrap().clone()),
-            Err(e) => {
-                row["status"] = "refused".into();
-                row["error"] = e.to_string().into();
-            }
-        }
-        rows.push(row);
-    }
-    let refused = rows.iter().any(|r| r["status"] == "refused");
-    let mut out = String::new();
-    if json {
-        out = format!("{}\n", serde_json::Value::Array(rows));
-    } else if rows.is_empty() {
-        out.push_str("no providers configured\n");
-    } else {
-        for r in &rows {
-            let list = |k: &str| {
-                r[k].as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
-                    .unwrap_or_default()
-            };
-            out.push_str(&format!(
-                "{} ({})\n",
-                r["name"].as_str().unwrap_or(""),
-                r["component"].as_str().unwrap_or("")
-            ));
-            out.push_str(&format!("  serves:  {}\n", list("serves")));
-            if r["status"] == "ok" {
-                out.push_str(&format!(
-                    "  status:  ok: {} {}, sha256 {}\n  signed:  {}\n  origins: {}\n  prompts: {}\n  limits:  {} MiB, {} ms CPU, {} ms wall\n",
-                    r["provider"].as_str().unwrap_or(""),
-                    r["version"].as_str().unwrap_or(""),
-                    r["sha256"].as_str().unwrap_or(""),
-                    if list("signed_by").is_empty() { "UNSIGNED (--allow-unsigned)".into() } else { list("signed_by") },
-                    if list("effective_origins").is_empty() { "none".into() } else { list("effective_origins") },
-                    if list("prompts").is_empty() { "none".into() } else { list("prompts") },
-                    r["memory_mib"], r["cpu_ms"], r["wall_ms"],
-                ));
-            } else {
-                out.push_str(&format!("  status:  refused: {}\n", r["error"].as_str().unwrap_or("")));
-            }
-        }
-        out.push_str(&format!(
-            "stored credentials and state: {}\n",
-            broker.state().describe()
-        ));
-    }
-    print!("{out}");
-    Ok(ExitCode::from(if refused { 3 } else { 0 }))
-}
-
-/// `--since`: Unix seconds, an RFC 3339 time (`2026-11-23T10:00:00Z`), or an age before
-/// `now` in jiff's friendly duration format (`30m`, `12h`, `7d`, `1h30m`, `2 days`), where a
-/// day is 24 hours.
-fn parse_since(text: &str, now: u64) -> Result<u64, String> {
-    if let Ok(t) = text.parse::<u64>() {
-        return Ok(t);
-    }
-    if let Ok(t) = text.parse::<jiff::Timestamp>() {
-        return Ok(u64::try_from(t.as_second()).unwrap_or(0));
-    }
-    let age = text
-        .parse::<jiff::Span>()
-        .map_err(|e| e.to_string())
-        .and_then(|span| {
-            span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-                .map_err(|e| e.to_string())
-        })
-        .and_then(|age| u64::try_from(age.as_secs()).map_err(|_| "an age cannot be negative".to_owned()));
-    match age {
-        Ok(secs) => Ok(now.saturating_sub(secs)),
-        Err(why) => Err(format!(
-            "--since {text:?} is not Unix seconds, an RFC 3339 time such as 2026-11-23T10:00:00Z, or an age such as 30m, 12h or 7d ({why})"
-        )),
-    }
-}
-
-fn audit(broker: &Broker, json: bool, since: Option<&str>, provider: Option<&str>) -> Result<ExitCode, String> {
-    let now = crate::state_store::now_unix();
-    let since = since.map(|s| parse_since(s, now)).transpose()?;
-    let records = broker
-        .audit()
-        .read()
-        .map_err(|e| format!("cannot read {}: {e}", broker.audit().path().display()))?;
-    let mut out = String::new();
-    for r in records {
-        if since.is_some_and(|s| r.time < s) {
-            continue;
-        }
-        if let Some(p) = provider {
-            if !r
-                .providers
-                .iter()
-                .any(|a| a.instance == p || a.provider.as_deref() == Some(p))
-            {
-                continue;
-            }
-        }
-        if json {
-            out.push_str(&serde_json::to_string(&r).map_err(|e| e.to_string())?);
-            out.push('\n');
-            continue;
-        }
-        let attempts: Vec<String> = r
-            .providers
-            .iter()
-            .map(|a| {
-                let mut s = a.instance.clone();
-                if let (Some(p), Some(v)) = (&a.provider, &a.version) {
-                    s.push_str(&format!(" ({p} {v})"));
-                }
-                s.push_str(&format!(" {}", a.verdict));
-                if let Some(ans) = &a.answer {
-                    s.push_str(&format!(" -> {ans}"));
-                }
-                if let Some(l) = &a.limit {
-                    s.push_str(&format!(" [{l}]"));
-                }
-                for u in &a.uses {
-                    s.push_str(&format!("; {u}"));
-                }
-                s
-            })
-            .collect();
-        out.push_str(&format!(
-            "{} {} {} {} -> {}{} [{}] {:.1} ms\n",
-            crate::front::rfc3339(r.time),
-            r.protocol,
-            r.operation,
-            r.url,
-            r.outcome,
-            r.credential_fingerprint
-                .as_deref()
-                .map(|f| format!(" (fp {f})"))
-                .unwrap_or_default(),
-            attempts.join(" | "),
-            r.duration_ms
-        ));
-    }
-    print!("{out}");
-    Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_takes_unix_seconds_rfc3339_and_ages_and_refuses_the_rest_without_panicking() {
-        let now = 1_767_225_600; // 2026-01-01T00:00:00Z
-        assert_eq!(parse_since("1700000000", now), Ok(1_700_000_000));
-        assert_eq!(parse_since("2025-12-31T23:00:00Z", now), Ok(now - 3600));
-        assert_eq!(parse_since("2025-12-31T23:00:00+01:00", now), Ok(now - 7200));
-        assert_eq!(parse_since("30m", now), Ok(now - 1800));
-        assert_eq!(parse_since("12h", now), Ok(now - 43_200));
-        assert_eq!(parse_since("7d", now), Ok(now - 7 * 86_400));
-        assert_eq!(parse_since("1h30m", now), Ok(now - 5400));
-        // An age reaching before 1970 is everything.
-        assert_eq!(parse_since("7000000d", now), Ok(0));
-        for bad in [
-            "5é",
-            "999999999999999999d",
-            "",
-            "d",
-            "-5d",
-            "5x",
-            "1y",
-            "é",
-            "99999999999999999999999",
-        ] {
-            let err = parse_since(bad, now).unwrap_err();
-            assert!(err.starts_with("--since "), "{bad:?}: {err}");
         }
     }
 }

@@ -1,26 +1,17 @@
-//! credence: one credential helper for every build tool. Requests from each tool's helper
-//! protocol go to providers, WebAssembly components that run sandboxed with only an HTTP
-//! client limited to their origins and a prompt on the user's terminal.
+//! credence: one credential helper for every build tool. This crate is the program tools
+//! run: the protocol front ends, the seam they ask through ([`resolver::Resolver`]), and the
+//! client of the agent that runs the providers. It does not link wasmtime (`credence-host`
+//! does): a tool spawns it on every fetch, and its start-up is the cost users feel.
 
-pub mod audit;
-pub mod broker;
-pub mod capability;
+pub mod agent;
 pub mod cli;
-pub mod compile_cache;
-pub mod component_info;
-pub mod config;
+pub mod exe;
 pub mod front;
-pub mod loader;
 pub mod logging;
-pub mod os_store;
 pub mod paths;
-mod private_dir;
-pub mod producer;
+pub mod private_dir;
 pub mod request;
-pub mod sandbox;
+pub mod resolver;
 pub mod secret;
-pub mod sequence_store;
-pub mod signing_cli;
-pub mod state_store;
-pub mod trust_file;
+pub mod terminal;
 pub mod trusted_file;

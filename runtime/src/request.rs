@@ -19,7 +19,7 @@ pub enum Protocol {
     Generic,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CredentialRequest {
     /// Absolute http(s) URL without userinfo or fragment.
     pub url: Url,
@@ -51,8 +51,29 @@ pub struct Credential {
     pub cache: CachePolicy,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// A credential stored by an earlier run; no provider ran.
+    Stored,
+    Provider,
+}
+
+/// A credential and where it came from: the provider instance (its name in config.toml)
+/// and whether that provider ran for this request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Answer {
+    pub credential: Credential,
+    pub provider: String,
+    pub source: Source,
+    /// The `serves` prefix of that instance that matched the URL (Go's GOAUTH answer names
+    /// the prefix a credential covers).
+    pub serves: Option<String>,
+}
+
 /// Why no credential came back, in the terms every front end can map to its own error form.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Refusal {
     #[error("no configured provider serves {0}")]
     NotServed(String),
@@ -64,6 +85,10 @@ pub enum Refusal {
     Denied { provider: String, message: String },
     #[error("{0}")]
     Failed(String),
+    /// The agent has more requests in hand than it queues; the client answers in-process
+    /// or the tool tries again.
+    #[error("the credence agent is busy ({0} requests queued); try again")]
+    Busy(usize),
 }
 
 /// The latest expiry credence hands any tool: 9999-12-31T23:59:59Z, the last second a
@@ -77,6 +102,13 @@ pub const LATEST_EXPIRY: u64 = 253_402_300_799;
 /// A provider's expiry as every tool can represent it (see [`LATEST_EXPIRY`]).
 pub fn representable_expiry(expires_at: Option<u64>) -> Option<u64> {
     expires_at.map(|t| t.min(LATEST_EXPIRY))
+}
+
+/// The URL as it may appear in messages: no query (which can hold tokens).
+pub fn shown_url(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.to_string()
 }
 
 fn with_detail(d: &str) -> String {

@@ -4,11 +4,10 @@
 //! Bazel cannot prompt, so providers run non-interactively. A URI no provider serves gets
 //! `{}` ("no credentials needed"), so an unscoped helper does not break public downloads.
 
-use super::{auth_headers, open_broker, request, rfc3339};
+use super::{Tool, auth_headers, request, rfc3339};
 use crate::request::{CredentialRequest, Protocol, Refusal};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Deserialize)]
@@ -27,12 +26,12 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
-pub fn run(args: &[String]) -> ExitCode {
+pub fn run(args: &[String], mut tool: Tool) -> ExitCode {
     if args.first().map(String::as_str) != Some("get") {
         eprintln!("usage: credence-bazel get  (reads {{\"uri\": ...}} on stdin)");
         return ExitCode::from(2);
     }
-    let input = match super::read_stdin_bounded() {
+    let input = match tool.read_all() {
         Ok(i) => i,
         Err(e) => return fail(&e),
     };
@@ -40,11 +39,11 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let broker = match open_broker() {
-        Ok(b) => b,
+    let resolver = match tool.resolver() {
+        Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let json = match broker.get(&request) {
+    let json = match resolver.resolve(&request, tool.prompts()) {
         Ok(answer) => {
             let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for (k, v) in auth_headers(&answer.credential) {
@@ -59,8 +58,7 @@ pub fn run(args: &[String]) -> ExitCode {
         Err(Refusal::NotServed(_)) => "{}".to_owned(),
         Err(e) => return fail(&e.to_string()),
     };
-    let mut stdout = std::io::stdout().lock();
-    if writeln!(stdout, "{json}").and_then(|()| stdout.flush()).is_err() {
+    if !tool.answer(format!("{json}\n").as_bytes()) {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS

@@ -2,12 +2,13 @@
 //! `credence --cargo-plugin`): a hello line, then one JSON request per line, each answered
 //! with `{"Ok":…}` or `{"Err":{"kind":…}}`; exit status 0 after good answers.
 
-use super::{MAX_INPUT, check_value, open_broker, read_line_bounded, request};
-use crate::broker::Broker;
+use super::{MAX_INPUT, Tool, check_value, read_line_bounded, request};
 use crate::request::{CachePolicy, CredentialRequest, Protocol, Refusal};
+use crate::resolver::{Forget, Resolver};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -80,21 +81,20 @@ enum Answer {
     Err(Failure),
 }
 
-pub fn run() -> ExitCode {
-    let mut stdout = std::io::stdout().lock();
+pub fn run(mut tool: Tool) -> ExitCode {
     // The hello goes out before anything is read, or cargo and credence wait on each other.
-    if writeln!(stdout, r#"{{"v":[1]}}"#)
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
+    if !tool.answer(b"{\"v\":[1]}\n") {
         return ExitCode::from(1);
     }
-    let broker = open_broker();
-    serve(std::io::stdin().lock(), stdout, |line| match &broker {
-        Ok(broker) => answer(broker, line),
+    let resolver = tool.resolver();
+    let prompts = tool.terminal.clone();
+    serve(tool.stdin, tool.stdout, |line| match &resolver {
+        Ok(resolver) => answer(resolver, &*prompts, line),
         Err(e) => Answer::Err(other(format!("credence cannot start: {e}"))),
     })
 }
+
+type Prompts = dyn Fn() -> Box<dyn crate::terminal::Terminal> + Send + Sync;
 
 /// Answers each request line until EOF. A line over `MAX_INPUT` gets one error and ends
 /// the session: the reader stops inside it, and its tail is no request of cargo's, so
@@ -114,8 +114,8 @@ fn serve(mut input: impl BufRead, mut output: impl Write, mut answer: impl FnMut
     }
 }
 
-fn answer(broker: &Broker, line: &[u8]) -> Answer {
-    match parse_request(line).and_then(|parsed| handle(broker, parsed)) {
+fn answer(resolver: &Arc<dyn Resolver>, prompts: &Prompts, line: &[u8]) -> Answer {
+    match parse_request(line).and_then(|parsed| handle(&**resolver, prompts, parsed)) {
         Ok(s) => Answer::Ok(s),
         Err(f) => Answer::Err(f),
     }
@@ -168,11 +168,11 @@ pub fn parse_request(line: &[u8]) -> Result<ParsedRequest, Failure> {
     })
 }
 
-fn handle(broker: &Broker, parsed: ParsedRequest) -> Result<Success, Failure> {
+fn handle(resolver: &dyn Resolver, prompts: &Prompts, parsed: ParsedRequest) -> Result<Success, Failure> {
     let ParsedRequest { action, mut request } = parsed;
     match action {
         Action::Get { .. } => {
-            let answer = broker.get(&request).map_err(failure)?;
+            let answer = resolver.resolve(&request, prompts()).map_err(failure)?;
             let c = answer.credential;
             let token = super::authorization(&c).unwrap_or_else(|| c.secret.expose().clone());
             let (cache, expiration) = match (c.cache, c.expires_at) {
@@ -196,22 +196,16 @@ fn handle(broker: &Broker, parsed: ParsedRequest) -> Result<Success, Failure> {
             // sets a registry up), and a fixed-token provider would refuse its own token.
             // So the credentials stored for every operation are dropped, and the provider
             // runs as for a read, whose answer the next `get` finds stored.
-            if broker.config().providers_for(&request.url).next().is_none() {
-                return Err(Failure::UrlNotSupported);
-            }
             for operation in OPERATIONS {
                 request.operation = (*operation).to_owned();
-                broker.drop_stored(&request);
+                resolver.forget(Forget::Stored(request.clone())).map_err(failure)?;
             }
             request.operation = "read".into();
-            broker.get(&request).map_err(failure)?;
+            resolver.resolve(&request, prompts()).map_err(failure)?;
             Ok(Success::Login)
         }
         Action::Logout => {
-            if broker.config().providers_for(&request.url).next().is_none() {
-                return Err(Failure::UrlNotSupported);
-            }
-            broker.log_out(&request).map_err(other)?;
+            resolver.forget(Forget::LoggedOut(request)).map_err(failure)?;
             Ok(Success::Logout)
         }
         Action::Unknown => Err(Failure::OperationNotSupported),

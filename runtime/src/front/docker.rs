@@ -3,10 +3,10 @@
 //! `version`; errors are written to **stdout** with exit status 1, as docker expects.
 //! `erase` is `docker logout`: what is stored for the registry is forgotten.
 
-use super::{MAX_LINE, check_value, open_broker, request};
+use super::{MAX_LINE, Tool, check_value, request};
 use crate::request::{Protocol, Refusal};
+use crate::resolver::Forget;
 use serde::Serialize;
-use std::io::Write;
 use std::process::ExitCode;
 
 /// The exact text docker compares against to mean "no credentials here".
@@ -22,9 +22,8 @@ struct Credentials<'a> {
     secret: &'a str,
 }
 
-fn out(text: &str, code: u8) -> ExitCode {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{text}").and_then(|()| stdout.flush());
+fn out(tool: &mut Tool, text: &str, code: u8) -> ExitCode {
+    tool.answer(format!("{text}\n").as_bytes());
     ExitCode::from(code)
 }
 
@@ -45,54 +44,56 @@ pub fn server_url(raw: &str) -> Result<String, String> {
     })
 }
 
-pub fn run(args: &[String]) -> ExitCode {
+pub fn run(args: &[String], mut tool: Tool) -> ExitCode {
     let [action] = args else {
         eprintln!("usage: docker-credential-credence <store|get|erase|list|version>");
         return ExitCode::from(1);
     };
     match action.as_str() {
         "version" | "--version" | "-v" => out(
+            &mut tool,
             concat!("docker-credential-credence (credence) ", env!("CARGO_PKG_VERSION")),
             0,
         ),
-        "list" => out("{}", 0),
+        "list" => out(&mut tool, "{}", 0),
         "store" => {
             // Read it all even when refusing, so docker is not left writing into a closed pipe.
-            let _ = super::read_stdin_bounded();
+            let _ = tool.read_all();
             out(
+                &mut tool,
                 "credence does not store credentials: its providers supply them; configure one in credence's config.toml",
                 1,
             )
         }
         "get" | "erase" => {
-            let raw = match super::read_stdin_bounded() {
+            let raw = match tool.read_all() {
                 Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-                Err(e) => return out(&e, 1),
+                Err(e) => return out(&mut tool, &e, 1),
             };
             let server = match server_url(&raw) {
                 Ok(s) => s,
-                Err(e) => return out(&e, 1),
+                Err(e) => return out(&mut tool, &e, 1),
             };
             let req = match request(&server, Protocol::Docker, "pull") {
                 Ok(r) => r,
-                Err(e) => return out(&e, 1),
+                Err(e) => return out(&mut tool, &e, 1),
             };
-            let broker = match open_broker() {
-                Ok(b) => b,
-                Err(e) => return out(&e, 1),
+            let resolver = match tool.resolver() {
+                Ok(r) => r,
+                Err(e) => return out(&mut tool, &e, 1),
             };
             if action == "erase" {
                 // `docker logout`: forget what is stored for the registry. Docker erases
                 // only then, never after a refused pull, so it is no rejection: the next
                 // `get` is a first request, which a fixed-token provider answers.
-                return match broker.log_out(&req) {
-                    Ok(_) => ExitCode::SUCCESS,
-                    Err(e) => out(&format!("cannot forget what is stored for {server}: {e}"), 1),
+                return match resolver.forget(Forget::LoggedOut(req)) {
+                    Ok(_) | Err(Refusal::NotServed(_)) => ExitCode::SUCCESS,
+                    Err(e) => out(&mut tool, &format!("cannot forget what is stored for {server}: {e}"), 1),
                 };
             }
             // Only ever an answer for the host asked about: a failure is a failure, never a
             // fallback to another registry (CVE-2021-41092).
-            match broker.get(&req) {
+            match resolver.resolve(&req, tool.prompts()) {
                 Ok(answer) => {
                     let c = &answer.credential;
                     // A credential without a user name is an identity token to docker.
@@ -103,13 +104,14 @@ pub fn run(args: &[String]) -> ExitCode {
                         secret: c.secret.expose(),
                     })
                     .expect("serialises");
-                    out(&json, 0)
+                    out(&mut tool, &json, 0)
                 }
-                Err(Refusal::NotServed(_) | Refusal::NotFound { .. }) => out(NOT_FOUND, 1),
-                Err(e) => out(&e.to_string(), 1),
+                Err(Refusal::NotServed(_) | Refusal::NotFound { .. }) => out(&mut tool, NOT_FOUND, 1),
+                Err(e) => out(&mut tool, &e.to_string(), 1),
             }
         }
         other => out(
+            &mut tool,
             &format!("unknown action {other:?}; expected store, get, erase, list or version"),
             1,
         ),

@@ -7,9 +7,9 @@
 //! may be kept). `store` tells credence the credential worked, `erase` that it was refused:
 //! the next `get` is then a retry. Interactivity: `GIT_TERMINAL_PROMPT=0` means none.
 
-use super::{MAX_INPUT, MAX_LINE, check_value, open_broker, request};
+use super::{MAX_INPUT, MAX_LINE, Tool, check_value, request};
 use crate::request::{CachePolicy, Protocol, Refusal};
-use std::io::Write;
+use crate::resolver::Verdict;
 use std::process::ExitCode;
 
 #[derive(Debug, Default, PartialEq)]
@@ -94,7 +94,7 @@ impl GitRequest {
     }
 }
 
-pub fn run(args: &[String]) -> ExitCode {
+pub fn run(args: &[String], mut tool: Tool) -> ExitCode {
     // The operation is git's last word; configured arguments come before it.
     let Some(operation) = args.last().map(String::as_str) else {
         eprintln!("credence git: expected get, store or erase (see `credence setup git`)");
@@ -104,7 +104,7 @@ pub fn run(args: &[String]) -> ExitCode {
         // Helpers ignore operations they do not know, for git's forward compatibility.
         return ExitCode::SUCCESS;
     }
-    let input = match super::read_stdin_bounded().and_then(|i| parse(&i)) {
+    let input = match tool.read_all().and_then(|i| parse(&i)) {
         Ok(i) => i,
         Err(e) => return fail(&e),
     };
@@ -123,26 +123,26 @@ pub fn run(args: &[String]) -> ExitCode {
         .iter()
         .map(|v| ("WWW-Authenticate".to_owned(), v.clone()))
         .collect();
-    req.interactive =
-        std::env::var("GIT_TERMINAL_PROMPT").map_or(true, |v| !matches!(v.as_str(), "0" | "false" | "no" | "off"));
-    let broker = match open_broker() {
-        Ok(b) => b,
+    req.interactive = tool
+        .var("GIT_TERMINAL_PROMPT")
+        .map_or(true, |v| !matches!(v.as_str(), "0" | "false" | "no" | "off"));
+    let resolver = match tool.resolver() {
+        Ok(r) => r,
         Err(e) => return fail(&e),
     };
     match operation {
         "store" => {
-            broker.accept(&req);
+            resolver.verdict(&req, Verdict::Accepted);
             ExitCode::SUCCESS
         }
         "erase" => {
-            broker.reject(&req);
+            resolver.verdict(&req, Verdict::Rejected);
             ExitCode::SUCCESS
         }
-        _ => match broker.get(&req) {
+        _ => match resolver.resolve(&req, tool.prompts()) {
             Ok(answer) => {
                 let out = render(&answer.credential, &input, req.username_hint.as_deref());
-                let mut stdout = std::io::stdout().lock();
-                if stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+                if !tool.answer(out.as_bytes()) {
                     return ExitCode::from(1);
                 }
                 ExitCode::SUCCESS

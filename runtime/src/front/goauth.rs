@@ -3,9 +3,8 @@
 //! 4xx, go runs it again with the URL as last argument and the response head on stdin; the
 //! answer is the served URL prefix, a blank line, header lines and a blank line, LF only.
 
-use super::{auth_headers, check_value, open_broker, request};
+use super::{Tool, auth_headers, check_value, request};
 use crate::request::{CredentialRequest, Protocol, Refusal};
-use std::io::Write;
 use std::process::ExitCode;
 
 fn fail(message: &str) -> ExitCode {
@@ -42,11 +41,11 @@ pub fn parse_request(url: &str, head: &str) -> Result<CredentialRequest, String>
     Ok(req)
 }
 
-pub fn run(args: &[String]) -> ExitCode {
+pub fn run(args: &[String], mut tool: Tool) -> ExitCode {
     let Some(url) = args.last() else {
         return ExitCode::SUCCESS;
     };
-    let head = match super::read_stdin_bounded() {
+    let head = match tool.read_all() {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) => return fail(&e),
     };
@@ -54,31 +53,26 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let broker = match open_broker() {
-        Ok(b) => b,
+    let resolver = match tool.resolver() {
+        Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    let answer = match broker.get(&req) {
+    let answer = match resolver.resolve(&req, tool.prompts()) {
         Ok(a) => a,
         Err(Refusal::NotServed(_) | Refusal::NotFound { .. }) => return ExitCode::SUCCESS,
         Err(e) => return fail(&e.to_string()),
     };
     // The prefix the provider serves covers every module path under it.
-    let prefix = broker
-        .config()
-        .providers
-        .iter()
-        .find(|p| p.name == answer.provider)
-        .and_then(|p| p.serves.iter().find(|s| s.matches(&req.url)))
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| crate::broker::shown_url(&req.url));
+    let prefix = answer
+        .serves
+        .clone()
+        .unwrap_or_else(|| crate::request::shown_url(&req.url));
     let mut out = format!("{prefix}\n\n");
     for (k, v) in auth_headers(&answer.credential) {
         out.push_str(&format!("{k}: {v}\n"));
     }
     out.push('\n');
-    let mut stdout = std::io::stdout().lock();
-    if stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+    if !tool.answer(out.as_bytes()) {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS

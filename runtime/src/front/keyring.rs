@@ -5,9 +5,9 @@
 //! (refused); `del <service> <user>` forgets what is stored for the service.
 //! Not found: exit 1 with no output; bad arguments: usage on stderr, exit 2.
 
-use super::{open_broker, request};
-use crate::request::{CredentialRequest, Protocol};
-use std::io::Write;
+use super::{Tool, request};
+use crate::request::{CredentialRequest, Protocol, Refusal};
+use crate::resolver::Forget;
 use std::process::ExitCode;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, String> {
     })
 }
 
-pub fn run(args: &[String]) -> ExitCode {
+pub fn run(args: &[String], mut tool: Tool) -> ExitCode {
     let inv = match parse(args) {
         Ok(i) => i,
         Err(e) => {
@@ -96,7 +96,7 @@ pub fn run(args: &[String]) -> ExitCode {
     match inv.command.as_str() {
         "get" | "del" => {}
         "set" => {
-            let _ = super::read_stdin_bounded();
+            let _ = tool.read_all();
             eprintln!("credence does not store passwords: its providers supply them");
             return ExitCode::from(1);
         }
@@ -114,7 +114,12 @@ pub fn run(args: &[String]) -> ExitCode {
     };
     if inv.command == "del" {
         // The user removes what is kept for the service: a logout, as docker's `erase`.
-        return match open_broker().and_then(|b| b.log_out(&req)) {
+        return match tool
+            .resolver()
+            .and_then(|r| match r.forget(Forget::LoggedOut(req.clone())) {
+                Ok(_) | Err(Refusal::NotServed(_)) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("credence: {e}");
@@ -122,7 +127,10 @@ pub fn run(args: &[String]) -> ExitCode {
             }
         };
     }
-    let answer = match open_broker().and_then(|b| b.get(&req).map_err(|e| e.to_string())) {
+    let answer = match tool
+        .resolver()
+        .and_then(|r| r.resolve(&req, tool.prompts()).map_err(|e| e.to_string()))
+    {
         Ok(a) => a,
         Err(e) => {
             tracing::debug!("keyring lookup: {e}");
@@ -144,8 +152,7 @@ pub fn run(args: &[String]) -> ExitCode {
         (true, false) => format!("{username}\n{}\n", c.secret.expose()),
         (false, false) => format!("{}\n", c.secret.expose()),
     };
-    let mut stdout = std::io::stdout().lock();
-    if stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+    if !tool.answer(out.as_bytes()) {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS

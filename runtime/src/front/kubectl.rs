@@ -2,10 +2,9 @@
 //! `args: [kubectl]`, optionally `--server URL`): the request is `KUBERNETES_EXEC_INFO`,
 //! the answer an `ExecCredential` with `status.token` and `expirationTimestamp`.
 
-use super::{check_value, open_broker, request, rfc3339};
+use super::{Tool, check_value, request, rfc3339};
 use crate::request::{CredentialRequest, Protocol};
 use serde::Deserialize;
-use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Deserialize)]
@@ -67,11 +66,11 @@ pub fn parse_request(info: &str, args: &[String]) -> Result<KubectlRequest, Stri
     })
 }
 
-pub fn run(args: &[String]) -> ExitCode {
-    let info = match std::env::var("KUBERNETES_EXEC_INFO") {
-        Ok(i) if i.len() <= super::MAX_INPUT => i,
-        Ok(_) => return fail("KUBERNETES_EXEC_INFO is too large"),
-        Err(_) => return fail("KUBERNETES_EXEC_INFO is not set; run credence from a kubeconfig `exec` entry"),
+pub fn run(args: &[String], mut tool: Tool) -> ExitCode {
+    let info = match tool.var("KUBERNETES_EXEC_INFO") {
+        Some(i) if i.len() <= super::MAX_INPUT => i,
+        Some(_) => return fail("KUBERNETES_EXEC_INFO is too large"),
+        None => return fail("KUBERNETES_EXEC_INFO is not set; run credence from a kubeconfig `exec` entry"),
     };
     let KubectlRequest {
         request: req,
@@ -80,7 +79,10 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(k) => k,
         Err(e) => return fail(&e),
     };
-    let answer = match open_broker().and_then(|b| b.get(&req).map_err(|e| e.to_string())) {
+    let answer = match tool
+        .resolver()
+        .and_then(|r| r.resolve(&req, tool.prompts()).map_err(|e| e.to_string()))
+    {
         Ok(a) => a,
         Err(e) => return fail(&e),
     };
@@ -92,8 +94,7 @@ pub fn run(args: &[String]) -> ExitCode {
         status["expirationTimestamp"] = rfc3339(t).into();
     }
     let out = serde_json::json!({ "apiVersion": api_version, "kind": "ExecCredential", "status": status });
-    let mut stdout = std::io::stdout().lock();
-    if writeln!(stdout, "{out}").and_then(|()| stdout.flush()).is_err() {
+    if !tool.answer(format!("{out}\n").as_bytes()) {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS

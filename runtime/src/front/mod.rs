@@ -1,7 +1,10 @@
-//! Protocol front ends: one module per tool, each mapping its wire format to the one
-//! internal `CredentialRequest` and the broker's answer back to its own success and error
-//! forms. No protocol logic lives in the broker or the sandbox, and nothing but protocol
-//! bytes is ever written to stdout.
+//! Protocol front ends: one module per tool, each a codec from its wire format to the one
+//! internal `CredentialRequest` and from the resolver's answer or refusal back to its own
+//! success and error forms. A front end reads and writes only the [`Tool`] it is handed
+//! and asks only the [`Resolver`] it is handed (the agent, or the in-process host), so the
+//! same codec runs in the thin client, in the host and against a fake resolver in tests. No
+//! protocol logic lives in the resolver or the sandbox, and nothing but protocol bytes is
+//! ever written to stdout.
 
 pub mod bazel;
 pub mod cargo;
@@ -11,23 +14,83 @@ pub mod goauth;
 pub mod keyring;
 pub mod kubectl;
 pub mod nuget;
-pub mod setup;
 
-use crate::broker::Broker;
-use crate::loader::TrustMode;
 use crate::request::{Credential, CredentialRequest, LATEST_EXPIRY, Protocol, parse_request_url};
+use crate::resolver::Resolver;
+use crate::terminal::{ControllingTerminal, Terminal};
 use std::ffi::OsString;
-use std::io::{BufRead, Read};
+use std::io::{BufRead, Read, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// The most any front end reads from a tool in one exchange.
 pub const MAX_INPUT: usize = 1 << 20;
 /// The longest line a line-framed protocol accepts (git's own limit is 65535 bytes).
 pub const MAX_LINE: usize = 64 << 10;
 
-/// Picks the front end from the program name a tool ran (a symlink such as
-/// `git-credential-credence`) or from the first argument, before clap is involved.
-pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
+/// What a front end gets from its driver: the tool's stdin and stdout, its environment,
+/// where prompts go, and the resolver to ask (opened only when a request needs it, so
+/// an error in the config is reported in the tool's own error form).
+pub struct Tool {
+    pub stdin: Box<dyn BufRead + Send>,
+    pub stdout: Box<dyn Write + Send>,
+    pub env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    pub resolver: Arc<dyn Fn() -> Result<Arc<dyn Resolver>, String> + Send + Sync>,
+    /// A fresh prompt sink per request (the controlling terminal in a real run).
+    pub terminal: Arc<dyn Fn() -> Box<dyn Terminal> + Send + Sync>,
+}
+
+/// Opens the resolver a process-level driver hands its front end.
+pub type OpenResolver = Arc<dyn Fn() -> Result<Arc<dyn Resolver>, String> + Send + Sync>;
+
+impl Tool {
+    /// The real process: stdin, stdout, the environment and the controlling terminal.
+    pub fn process(resolver: OpenResolver) -> Tool {
+        Tool {
+            stdin: Box::new(std::io::BufReader::new(std::io::stdin())),
+            stdout: Box::new(std::io::stdout()),
+            env: Arc::new(|name| std::env::var(name).ok()),
+            resolver,
+            terminal: Arc::new(|| Box::new(ControllingTerminal)),
+        }
+    }
+
+    pub fn var(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
+
+    pub fn resolver(&self) -> Result<Arc<dyn Resolver>, String> {
+        (self.resolver)()
+    }
+
+    pub fn prompts(&self) -> Box<dyn Terminal> {
+        (self.terminal)()
+    }
+
+    /// All of stdin, refusing more than `MAX_INPUT` bytes.
+    pub fn read_all(&mut self) -> Result<Vec<u8>, String> {
+        let mut buf = Vec::new();
+        self.stdin
+            .by_ref()
+            .take(MAX_INPUT as u64 + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read stdin: {e}"))?;
+        if buf.len() > MAX_INPUT {
+            return Err(format!("the input is larger than {MAX_INPUT} bytes"));
+        }
+        Ok(buf)
+    }
+
+    /// Writes the whole answer and flushes it; false if the tool has gone.
+    pub fn answer(&mut self, bytes: &[u8]) -> bool {
+        self.stdout.write_all(bytes).and_then(|()| self.stdout.flush()).is_ok()
+    }
+}
+
+/// Which front end a tool ran: from the program name (a symlink such as
+/// `git-credential-credence`) or from the first argument, before clap is involved. The
+/// returned arguments are the front end's own.
+pub fn front_end(args: &[OsString]) -> Option<(FrontEnd, Vec<String>)> {
     let program = args
         .first()
         .map(std::path::Path::new)
@@ -37,45 +100,64 @@ pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
     let rest: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let first = rest.first().map(String::as_str);
     let lower = program.to_ascii_lowercase();
+    let tail = || rest[1..].to_vec();
     Some(match (program, first) {
-        ("git-credential-credence", _) => git::run(&rest),
-        ("docker-credential-credence", _) => docker::run(&rest),
-        ("nuget-plugin-credence", _) => nuget::run_plugin(&rest),
-        ("keyring", _) => keyring::run(&rest),
-        ("credence-bazel", _) => bazel::run(&rest),
-        _ if lower.starts_with("credentialprovider") => nuget::run_v1(&rest),
-        (_, Some("--cargo-plugin")) => cargo::run(),
-        (_, Some("cargo")) if rest.get(1).map(String::as_str) == Some("--cargo-plugin") => cargo::run(),
-        (_, Some("git")) => git::run(&rest[1..]),
-        (_, Some("docker")) => docker::run(&rest[1..]),
-        (_, Some("nuget")) => nuget::run_plugin(&rest[1..]),
-        (_, Some("nuget-v1")) => nuget::run_v1(&rest[1..]),
-        (_, Some("bazel")) => bazel::run(&rest[1..]),
-        (_, Some("goauth")) => goauth::run(&rest[1..]),
-        (_, Some("keyring")) => keyring::run(&rest[1..]),
-        (_, Some("kubectl")) => kubectl::run(&rest[1..]),
+        ("git-credential-credence", _) => (FrontEnd::Git, rest),
+        ("docker-credential-credence", _) => (FrontEnd::Docker, rest),
+        ("nuget-plugin-credence", _) => (FrontEnd::NugetPlugin, rest),
+        ("keyring", _) => (FrontEnd::Keyring, rest),
+        ("credence-bazel", _) => (FrontEnd::Bazel, rest),
+        _ if lower.starts_with("credentialprovider") => (FrontEnd::NugetV1, rest),
+        (_, Some("--cargo-plugin")) => (FrontEnd::Cargo, Vec::new()),
+        (_, Some("cargo")) if rest.get(1).map(String::as_str) == Some("--cargo-plugin") => {
+            (FrontEnd::Cargo, Vec::new())
+        }
+        (_, Some("git")) => (FrontEnd::Git, tail()),
+        (_, Some("docker")) => (FrontEnd::Docker, tail()),
+        (_, Some("nuget")) => (FrontEnd::NugetPlugin, tail()),
+        (_, Some("nuget-v1")) => (FrontEnd::NugetV1, tail()),
+        (_, Some("bazel")) => (FrontEnd::Bazel, tail()),
+        (_, Some("goauth")) => (FrontEnd::Goauth, tail()),
+        (_, Some("keyring")) => (FrontEnd::Keyring, tail()),
+        (_, Some("kubectl")) => (FrontEnd::Kubectl, tail()),
         _ => return None,
     })
 }
 
-/// The broker for a front end: signed providers only, logging set up as for the CLI.
-pub fn open_broker() -> Result<Broker, String> {
-    crate::logging::init();
-    crate::cli::open(TrustMode::RequireSigned)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrontEnd {
+    Git,
+    Docker,
+    NugetPlugin,
+    NugetV1,
+    Keyring,
+    Bazel,
+    Cargo,
+    Goauth,
+    Kubectl,
 }
 
-/// All of stdin, refusing more than `MAX_INPUT` bytes.
-pub fn read_stdin_bounded() -> Result<Vec<u8>, String> {
-    let mut buf = Vec::new();
-    std::io::stdin()
-        .lock()
-        .take(MAX_INPUT as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read stdin: {e}"))?;
-    if buf.len() > MAX_INPUT {
-        return Err(format!("the input is larger than {MAX_INPUT} bytes"));
+impl FrontEnd {
+    /// Runs the front end over `tool` to the exit code the tool expects.
+    pub fn run(self, args: &[String], tool: Tool) -> ExitCode {
+        match self {
+            FrontEnd::Git => git::run(args, tool),
+            FrontEnd::Docker => docker::run(args, tool),
+            FrontEnd::NugetPlugin => nuget::run_plugin(args, tool),
+            FrontEnd::NugetV1 => nuget::run_v1(args, tool),
+            FrontEnd::Keyring => keyring::run(args, tool),
+            FrontEnd::Bazel => bazel::run(args, tool),
+            FrontEnd::Cargo => cargo::run(tool),
+            FrontEnd::Goauth => goauth::run(args, tool),
+            FrontEnd::Kubectl => kubectl::run(args, tool),
+        }
     }
-    Ok(buf)
+
+    /// Whether the conversation is long-running (one process, many requests), so the
+    /// process keeps running whatever the resolver does.
+    pub fn is_conversation(self) -> bool {
+        matches!(self, FrontEnd::Cargo | FrontEnd::NugetPlugin)
+    }
 }
 
 /// One `\n`-terminated line of at most `max` bytes (without the `\n`), or `None` at EOF.

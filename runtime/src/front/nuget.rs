@@ -13,10 +13,10 @@
 //! **v1** (`CredentialProviderCredence.exe -uri … [-isRetry] [-nonInteractive]`, nuget.exe):
 //! one JSON object on stdout, exit 0 (credential), 1 (not applicable), 2 (failure).
 
-use super::{MAX_INPUT, open_broker, read_line_bounded, request};
-use crate::broker::Broker;
-use crate::capability::prompt::{ControllingTerminal, Terminal};
+use super::{MAX_INPUT, Tool, read_line_bounded, request};
 use crate::request::{CredentialRequest, Protocol, Refusal};
+use crate::resolver::Resolver;
+use crate::terminal::Terminal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -89,13 +89,12 @@ pub fn negotiate(payload: Option<&Value>) -> Value {
 
 /// Writes whole messages, one per line, from any thread.
 #[derive(Clone)]
-struct Outbox(Arc<Mutex<std::io::Stdout>>);
+struct Outbox(Arc<Mutex<Box<dyn Write + Send>>>);
 
 impl Outbox {
     fn send(&self, m: &Message) {
         let line = serde_json::to_string(m).expect("messages serialise");
-        let out = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = out.lock();
+        let mut out = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
             // NuGet went away.
             std::process::exit(0);
@@ -116,11 +115,13 @@ impl Outbox {
 struct NugetTerminal {
     outbox: Outbox,
     logging: Arc<AtomicBool>,
+    /// The plugin process's own terminal.
+    terminal: Box<dyn Terminal>,
 }
 
 impl Terminal for NugetTerminal {
     fn ask(&mut self, line: &str, secret: bool) -> std::io::Result<Option<String>> {
-        ControllingTerminal.ask(line, secret)
+        self.terminal.ask(line, secret)
     }
     fn show(&mut self, line: &str) -> std::io::Result<()> {
         if self.logging.load(Ordering::SeqCst) {
@@ -132,18 +133,17 @@ impl Terminal for NugetTerminal {
             });
             Ok(())
         } else {
-            ControllingTerminal.show(line)
+            self.terminal.show(line)
         }
     }
     /// Messages reach the user through NuGet once it has set a log level, terminal or not.
     fn can_prompt(&self) -> bool {
-        self.logging.load(Ordering::SeqCst) || ControllingTerminal.can_prompt()
+        self.logging.load(Ordering::SeqCst) || self.terminal.can_prompt()
     }
 }
 
-fn env_duration(var: &str, default: Duration, unit_ms: bool) -> Duration {
-    std::env::var(var)
-        .ok()
+fn env_duration(tool: &Tool, var: &str, default: Duration, unit_ms: bool) -> Duration {
+    tool.var(var)
         .and_then(|v| v.parse::<u64>().ok())
         .map(|n| {
             if unit_ms {
@@ -155,28 +155,35 @@ fn env_duration(var: &str, default: Duration, unit_ms: bool) -> Duration {
         .unwrap_or(default)
 }
 
-pub fn run_plugin(args: &[String]) -> ExitCode {
+pub fn run_plugin(args: &[String], tool: Tool) -> ExitCode {
     if !args.iter().any(|a| a.eq_ignore_ascii_case("-plugin")) {
         eprintln!(
             "nuget-plugin-credence is a NuGet credential plugin: NuGet starts it with -Plugin.\n  see `credence setup nuget`"
         );
         return ExitCode::from(2);
     }
-    let outbox = Outbox(Arc::new(Mutex::new(std::io::stdout())));
     let logging = Arc::new(AtomicBool::new(false));
-    let progress_every = env_duration("CREDENCE_NUGET_PROGRESS_MS", Duration::from_secs(2), true);
-    let idle = env_duration("NUGET_PLUGIN_IDLE_TIMEOUT_IN_SECONDS", Duration::from_secs(120), false);
-
-    let broker: Arc<Result<Broker, String>> = Arc::new(open_broker().map(|mut b| {
-        let (o, l) = (outbox.clone(), logging.clone());
-        b.set_terminal(Box::new(move || {
-            Box::new(NugetTerminal {
-                outbox: o.clone(),
-                logging: l.clone(),
-            })
-        }));
-        b
-    }));
+    let progress_every = env_duration(&tool, "CREDENCE_NUGET_PROGRESS_MS", Duration::from_secs(2), true);
+    let idle = env_duration(
+        &tool,
+        "NUGET_PLUGIN_IDLE_TIMEOUT_IN_SECONDS",
+        Duration::from_secs(120),
+        false,
+    );
+    let resolver = tool.resolver();
+    let Tool {
+        stdin,
+        stdout,
+        terminal,
+        ..
+    } = tool;
+    let outbox = Outbox(Arc::new(Mutex::new(stdout)));
+    let broker = Arc::new(Session {
+        resolver,
+        outbox: outbox.clone(),
+        logging: logging.clone(),
+        terminal,
+    });
 
     // Our half of the symmetric handshake goes out at once.
     outbox.send(&Message {
@@ -188,7 +195,7 @@ pub fn run_plugin(args: &[String]) -> ExitCode {
 
     let (tx, rx) = mpsc::channel::<Result<Option<Vec<u8>>, String>>();
     std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
+        let mut stdin = stdin;
         loop {
             let line = read_line_bounded(&mut stdin, MAX_INPUT);
             let end = !matches!(line, Ok(Some(_)));
@@ -294,6 +301,25 @@ pub fn run_plugin(args: &[String]) -> ExitCode {
     }
 }
 
+/// What every request of one plugin conversation shares: the resolver (or why it did not
+/// open), and where prompts go.
+struct Session {
+    resolver: Result<std::sync::Arc<dyn Resolver>, String>,
+    outbox: Outbox,
+    logging: Arc<AtomicBool>,
+    terminal: Arc<dyn Fn() -> Box<dyn Terminal> + Send + Sync>,
+}
+
+impl Session {
+    fn prompts(&self) -> Box<dyn Terminal> {
+        Box::new(NugetTerminal {
+            outbox: self.outbox.clone(),
+            logging: self.logging.clone(),
+            terminal: (self.terminal)(),
+        })
+    }
+}
+
 /// One line from NuGet as a plugin message; `Ok(None)` for a blank line.
 pub fn parse_message(line: &[u8]) -> Result<Option<Message>, String> {
     let text = String::from_utf8_lossy(line);
@@ -351,7 +377,7 @@ impl AuthRequest {
 fn authenticate(
     msg: Message,
     outbox: Outbox,
-    broker: Arc<Result<Broker, String>>,
+    broker: Arc<Session>,
     pending: Arc<Mutex<std::collections::HashSet<String>>>,
     every: Duration,
 ) {
@@ -377,21 +403,21 @@ fn authenticate(
     }
 }
 
-fn get_credentials(msg: &Message, broker: &Result<Broker, String>) -> Value {
+fn get_credentials(msg: &Message, session: &Session) -> Value {
     let error = |m: String| json!({ "ResponseCode": "Error", "Message": m });
     let req = match AuthRequest::from_message(msg) {
         Ok(r) => r,
         Err(e) => return error(e),
     };
-    let broker = match broker {
-        Ok(b) => b,
+    let resolver = match &session.resolver {
+        Ok(r) => r,
         Err(e) => return error(e.clone()),
     };
     let request = match req.credential_request() {
         Ok(r) => r,
         Err(e) => return error(e),
     };
-    match broker.get(&request) {
+    match resolver.resolve(&request, session.prompts()) {
         Ok(answer) => {
             let c = answer.credential;
             json!({
@@ -435,15 +461,16 @@ pub fn parse_v1_args(args: &[String]) -> V1Args {
 }
 
 /// nuget.exe's v1 credential provider.
-pub fn run_v1(args: &[String]) -> ExitCode {
+pub fn run_v1(args: &[String], mut tool: Tool) -> ExitCode {
     let V1Args {
         uri,
         is_retry: retry,
         non_interactive,
     } = parse_v1_args(args);
-    let answer = |code: u8, v: Value| {
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{v}").and_then(|()| stdout.flush());
+    let prompts = tool.prompts();
+    let resolver = tool.resolver();
+    let mut answer = |code: u8, v: Value| {
+        tool.answer(format!("{v}\n").as_bytes());
         ExitCode::from(code)
     };
     let Some(uri) = uri else {
@@ -458,7 +485,7 @@ pub fn run_v1(args: &[String]) -> ExitCode {
     };
     req.is_retry = retry;
     req.interactive = !non_interactive;
-    match open_broker().map_err(Refusal::Failed).and_then(|b| b.get(&req)) {
+    match resolver.map_err(Refusal::Failed).and_then(|r| r.resolve(&req, prompts)) {
         Ok(a) => answer(
             0,
             json!({

@@ -51,6 +51,23 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub duration_ms: f64,
+    /// The agent's client: who asked (the process as the kernel named it at connect time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<Client>,
+    /// Where the answer came from: `hit` (the agent's memory), `stored`, `miss` (a provider
+    /// ran), `negative` (a recent refusal answered again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+}
+
+/// The process on the other end of the agent's socket. The pid and executable are for
+/// reading the trail, not identities: only the uid is checked.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Client {
+    pub pid: i32,
+    pub uid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -150,9 +167,16 @@ impl Record {
         ] {
             f(s);
         }
-        for s in [&mut self.source, &mut self.credential_fingerprint, &mut self.error]
-            .into_iter()
-            .flatten()
+        let exe = self.client.as_mut().and_then(|c| c.exe.as_mut());
+        for s in [
+            &mut self.source,
+            &mut self.credential_fingerprint,
+            &mut self.error,
+            &mut self.cache,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(exe)
         {
             f(s);
         }

@@ -1,8 +1,8 @@
 //! One call of a provider's `get-credential`, from a compiled component to its answer or
 //! to the limit that stopped it.
 
-use super::bindings::Provider;
 use super::bindings::exports::credence::provider::credential_provider as wit;
+use super::bindings::{Provider, ProviderPre};
 use super::engine::EPOCH_TICK;
 use super::limits::{CallClock, LimitHit, Limiter, ProviderLimits};
 pub use super::store::CapabilityUse;
@@ -20,6 +20,9 @@ pub use wit::{CachePolicy, Credential, CredentialError, CredentialRequest, Proto
 pub struct ProviderCall<'a> {
     pub engine: &'a Engine,
     pub component: &'a Component,
+    /// The component linked once, ahead of time (a long-running host keeps one per
+    /// verified component); without it the call links the component itself.
+    pub pre: Option<&'a Prepared>,
     pub limits: ProviderLimits,
     pub http: HttpCapability,
     pub prompt: PromptCapability,
@@ -46,6 +49,27 @@ pub enum ProviderRunError {
 
 fn ticks(d: Duration) -> u64 {
     (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+/// A component linked against the host's imports and type-checked once: each call then
+/// only instantiates it, in a fresh store. Never an instance: nothing a provider keeps in
+/// memory outlives the request it was made for.
+pub type Prepared = ProviderPre<ProviderStore>;
+
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<ProviderStore>> {
+    let mut linker: Linker<ProviderStore> = Linker::new(engine);
+    add_inert_wasi(&mut linker)?;
+    Provider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+/// Links `component` once for many calls.
+pub fn prepare(engine: &Engine, component: &Component) -> Result<Prepared, String> {
+    let pre = linker(engine)
+        .and_then(|l| l.instantiate_pre(component))
+        .and_then(ProviderPre::new)
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(pre)
 }
 
 pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
@@ -81,24 +105,24 @@ pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
         }
     });
 
-    let mut linker: Linker<ProviderStore> = Linker::new(call.engine);
-    let linked =
-        add_inert_wasi(&mut linker).and_then(|()| Provider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s));
-    if let Err(e) = linked {
-        return ProviderAnswer {
-            result: Err(ProviderRunError::Instantiate(e.to_string())),
-            uses: Vec::new(),
-        };
-    }
-
-    let outcome = Provider::instantiate(&mut store, call.component, &linker)
-        .map_err(|e| (e, true))
-        .and_then(|provider| {
-            provider
-                .credence_provider_credential_provider()
-                .call_get_credential(&mut store, &call.request)
-                .map_err(|e| (e, false))
-        });
+    let instance = match call.pre {
+        Some(pre) => pre.instantiate(&mut store),
+        None => match linker(call.engine) {
+            Ok(linker) => Provider::instantiate(&mut store, call.component, &linker),
+            Err(e) => {
+                return ProviderAnswer {
+                    result: Err(ProviderRunError::Instantiate(e.to_string())),
+                    uses: Vec::new(),
+                };
+            }
+        },
+    };
+    let outcome = instance.map_err(|e| (e, true)).and_then(|provider| {
+        provider
+            .credence_provider_credential_provider()
+            .call_get_credential(&mut store, &call.request)
+            .map_err(|e| (e, false))
+    });
 
     let diagnostics = stderr.contents();
     if !diagnostics.is_empty() {

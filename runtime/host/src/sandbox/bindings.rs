@@ -1,6 +1,6 @@
 //! Host bindings generated from `wit/`, the contract shared with providers.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "provider",
 });

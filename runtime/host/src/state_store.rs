@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const MAX_STORED_BYTES: u64 = 1 << 20;
 
 /// A stored credential is not used in its last minute: the tool still has to use it.
-const EXPIRY_MARGIN_SECS: u64 = 60;
+pub const EXPIRY_MARGIN_SECS: u64 = 60;
 
 pub struct StateStore {
     dir: PathBuf,

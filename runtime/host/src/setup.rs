@@ -4,15 +4,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The program tools run: the thin `credence` beside this host binary (never the host
+/// itself, which links wasmtime and would cost every fetch its start-up).
 fn exe() -> String {
-    std::env::current_exe()
+    credence::exe::sibling("credence")
         .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "credence".into())
+        .unwrap_or_else(|| "credence".into())
 }
 
 fn dir() -> String {
-    std::env::current_exe()
-        .ok()
+    credence::exe::sibling("credence")
         .and_then(|p| p.parent().map(|d| d.display().to_string()))
         .unwrap_or_else(|| ".".into())
 }

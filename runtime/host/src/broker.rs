@@ -4,20 +4,24 @@
 
 use crate::audit::{self, Attempt, AuditLog};
 use crate::capability::http::{HttpCapability, HttpLimits};
-use crate::capability::prompt::{ControllingTerminal, PromptCapability, Terminal};
+use crate::capability::prompt::{PromptCapability, Terminal};
 use crate::compile_cache::CompileCache;
 use crate::config::{Config, ProviderConfig};
+use crate::credential_cache::CredentialCache;
 use crate::loader::{LoadedProvider, Loader, Trust, TrustMode};
 use crate::paths::Paths;
 use crate::producer::{FileStamp, Producer};
-use crate::request::{CachePolicy, Credential, CredentialRequest, Protocol, Refusal};
+use crate::request::{Answer, CachePolicy, Credential, CredentialRequest, Protocol, Refusal, Source, shown_url};
+use crate::run_slots::RunSlots;
 use crate::sandbox::limits::LimitHit;
 use crate::sandbox::new_engine;
-use crate::sandbox::run::{self as wit, ProviderCall, ProviderRunError, run_provider};
+use crate::sandbox::run::{self as wit, Prepared, ProviderCall, ProviderRunError, run_provider};
 use crate::secret::Secret;
 use crate::sequence_store::SequenceStore;
 use crate::state_store::StateStore;
+use credence::resolver::{Forget, Forgotten, Resolver, Verdict};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use wasmtime::Engine;
 
@@ -32,21 +36,31 @@ pub struct Broker {
     state: StateStore,
     cache: CompileCache,
     engine: OnceLock<Engine>,
-    terminal: Box<dyn Fn() -> Box<dyn Terminal> + Send + Sync>,
+    /// Credentials answered in this process (the agent: until it exits).
+    memory: CredentialCache,
+    /// Providers that passed the gate, per instance.
+    warm: Mutex<HashMap<String, Arc<Warm>>>,
+    /// The agent bounds provider runs across all its requests; a one-shot run has one.
+    runs: Option<Arc<RunSlots>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// A credential stored by an earlier run; no provider ran.
-    Stored,
-    Provider,
+/// A provider as it passed the gate, linked once, and the producer record that says when
+/// it would no longer pass.
+struct Warm {
+    loaded: LoadedProvider,
+    pre: Option<Prepared>,
+    producer: Producer,
 }
 
-#[derive(Debug)]
-pub struct Answer {
-    pub credential: Credential,
-    pub provider: String,
-    pub source: Source,
+/// One instance's turn at a request.
+enum Step {
+    Answered(Answer),
+    NotMine,
+    NotFound(String),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Broker {
@@ -60,14 +74,33 @@ impl Broker {
             trust_mode: trust,
             trust: Mutex::new(None),
             engine: OnceLock::new(),
-            terminal: Box::new(|| Box::new(ControllingTerminal)),
+            memory: CredentialCache::default(),
+            warm: Mutex::new(HashMap::new()),
+            runs: None,
         }
     }
 
-    /// Where provider prompts go (the terminal by default; NuGet's front end routes
-    /// messages through its protocol).
-    pub fn set_terminal(&mut self, terminal: Box<dyn Fn() -> Box<dyn Terminal> + Send + Sync>) {
-        self.terminal = terminal;
+    /// Provider runs take a slot of `runs` (the agent's).
+    pub fn with_run_slots(mut self, runs: Arc<RunSlots>) -> Broker {
+        self.runs = Some(runs);
+        self
+    }
+
+    /// A broker for a new config that keeps this one's engine (the agent after a config
+    /// change): compiled providers stay valid, answers and warm providers do not.
+    pub fn with_config(&self, config: Config) -> Broker {
+        let mut broker = Broker::new(self.paths.clone(), config, self.trust_mode);
+        if let Some(engine) = self.engine.get() {
+            let _ = broker.engine.set(engine.clone());
+        }
+        broker.runs = self.runs.clone();
+        broker
+    }
+
+    /// Starts the engine now (the agent, so its first request does not pay for it).
+    pub fn with_engine(self, engine: Engine) -> Broker {
+        let _ = self.engine.set(engine);
+        self
     }
 
     pub fn config(&self) -> &Config {
@@ -214,8 +247,10 @@ impl Broker {
     /// and make the next request for it a retry.
     pub fn reject(&self, request: &CredentialRequest) {
         self.audit.append(&self.tool_decision(request, "rejected"));
+        self.memory.clear_negative(&negative_key(request));
         for provider in self.config.providers_for(&request.url) {
             let key = credential_key(provider, request);
+            self.memory.evict(&key);
             self.state.evict(&provider.name, &key);
             if let Err(e) = self.state.mark_rejected(&provider.name, &key) {
                 tracing::warn!(provider = %provider.name, "cannot record the rejection: {e}");
@@ -249,8 +284,11 @@ impl Broker {
     /// Drops the credential stored for this request at each provider that serves its URL,
     /// keeping their state, so the next request runs the provider (cargo `login`).
     pub fn drop_stored(&self, request: &CredentialRequest) {
+        self.memory.clear_negative(&negative_key(request));
         for provider in self.config.providers_for(&request.url) {
-            self.state.evict(&provider.name, &credential_key(provider, request));
+            let key = credential_key(provider, request);
+            self.memory.evict(&key);
+            self.state.evict(&provider.name, &key);
         }
     }
 
@@ -258,17 +296,49 @@ impl Broker {
     pub fn logout(&self, url: &url::Url) -> Result<usize, String> {
         let mut n = 0;
         for provider in self.config.providers_for(url) {
+            self.memory.evict_instance(Some(&provider.name));
             n += self.state.forget(Some(&provider.name)).map_err(|e| e.to_string())?;
         }
         Ok(n)
     }
 
     /// Answers a request and writes its audit record.
-    pub fn get(&self, request: &CredentialRequest) -> Result<Answer, Refusal> {
-        let request = &crate::capability::prompt::interactive_only_with_a_terminal(request, &*(self.terminal)());
+    pub fn get(&self, request: &CredentialRequest, prompts: Box<dyn Terminal>) -> Result<Answer, Refusal> {
+        self.get_for(request, prompts, None)
+    }
+
+    /// [`get`](Self::get) for a client of the agent, whom the audit record names.
+    pub fn get_for(
+        &self,
+        request: &CredentialRequest,
+        prompts: Box<dyn Terminal>,
+        client: Option<audit::Client>,
+    ) -> Result<Answer, Refusal> {
+        let request = &crate::capability::prompt::interactive_only_with_a_terminal(request, &*prompts);
+        let mut prompts = Some(prompts);
         let started = std::time::Instant::now();
         let mut record = self.record(request);
-        let result = self.answer(request, &mut record);
+        record.client = client;
+        let negative_key = negative_key(request);
+        let negative = if request.is_retry {
+            None
+        } else {
+            self.memory.negative(&negative_key)
+        };
+        let result = match negative {
+            Some(refusal) => {
+                record.cache = Some("negative".into());
+                Err(refusal)
+            }
+            None => {
+                let result = self.answer(request, &mut record, &mut prompts);
+                match &result {
+                    Ok(_) => self.memory.clear_negative(&negative_key),
+                    Err(refusal) => self.memory.put_negative(&negative_key, refusal, request.interactive),
+                }
+                result
+            }
+        };
         record.duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         match &result {
             Ok(answer) => {
@@ -289,6 +359,7 @@ impl Broker {
                     Refusal::NeedsInteraction { .. } => "needs-interaction",
                     Refusal::Denied { .. } => "denied",
                     Refusal::Failed(_) => "failed",
+                    Refusal::Busy(_) => "busy",
                 }
                 .into();
                 record.error = Some(refusal.to_string());
@@ -313,115 +384,27 @@ impl Broker {
         }
     }
 
-    fn answer(&self, request: &CredentialRequest, record: &mut audit::Record) -> Result<Answer, Refusal> {
+    fn answer(
+        &self,
+        request: &CredentialRequest,
+        record: &mut audit::Record,
+        prompts: &mut Option<Box<dyn Terminal>>,
+    ) -> Result<Answer, Refusal> {
         let mut not_found = Vec::new();
         for provider in self.config.providers_for(&request.url) {
             record.providers.push(Attempt {
                 instance: provider.name.clone(),
                 ..Default::default()
             });
-            let attempt = record.providers.last_mut().expect("just pushed");
             let key = credential_key(provider, request);
-            let mut request = request.clone();
-            if self.state.take_rejected(&provider.name, &key) {
-                request.is_retry = true;
-                record.is_retry = true;
-            }
-            let request = &request;
-            if request.is_retry {
-                self.state.evict(&provider.name, &key);
-            } else if let Some((credential, producer)) = self.state.cached_credential(&provider.name, &key) {
-                match self.still_admitted(provider, &producer) {
-                    Ok(()) => {
-                        tracing::debug!(provider = %provider.name, "answered from a stored credential");
-                        attempt.verdict = "stored".into();
-                        attempt.provider = Some(producer.provider.clone());
-                        attempt.sha256 = Some(producer.component_sha256.clone());
-                        return Ok(Answer {
-                            credential,
-                            provider: provider.name.clone(),
-                            source: Source::Stored,
-                        });
-                    }
-                    Err(why) => {
-                        // Whatever changed, the provider goes through the whole gate again.
-                        tracing::debug!(provider = %provider.name, "not serving the stored credential: {why}");
-                        self.state.evict(&provider.name, &key);
-                    }
-                }
-            }
-
-            let loaded = match self.load(provider) {
-                Ok(l) => l,
-                Err(e) => {
-                    attempt.verdict = format!("refused: {e}");
-                    return Err(e);
-                }
-            };
-            attempt.verdict = "loaded".into();
-            attempt.provider = Some(loaded.ceiling.name.clone());
-            attempt.version = Some(loaded.ceiling.version.clone());
-            attempt.sha256 = Some(hex::encode(loaded.digest));
-            attempt.signers = loaded
-                .signers
-                .iter()
-                .map(|s| format!("{} {}", s.role, s.key_id))
-                .collect();
-            let started = std::time::Instant::now();
-            let outcome = self.run(provider, &loaded, request, attempt)?;
-            tracing::debug!(provider = %provider.name, run_us = started.elapsed().as_micros() as u64, "provider call finished");
-            attempt.answer = Some(
-                match &outcome {
-                    Ok(_) => "credential",
-                    Err(wit::CredentialError::NotMine) => "not-mine",
-                    Err(wit::CredentialError::NotFound(_)) => "not-found",
-                    Err(wit::CredentialError::NeedsInteraction(_)) => "needs-interaction",
-                    Err(wit::CredentialError::Denied(_)) => "denied",
-                    Err(wit::CredentialError::Failed(_)) => "failed",
-                }
-                .into(),
-            );
-            match outcome {
-                Ok(credential) => {
-                    let producer = Producer::of(&loaded, &*self.trust()?);
-                    if let Err(e) = self
-                        .state
-                        .cache_credential(&provider.name, &key, &credential, &producer)
-                    {
-                        tracing::warn!(provider = %provider.name, "cannot store the credential for later runs: {e}");
-                    }
-                    return Ok(Answer {
-                        credential,
-                        provider: provider.name.clone(),
-                        source: Source::Provider,
-                    });
-                }
-                Err(wit::CredentialError::NotMine) => {
-                    tracing::debug!(provider = %provider.name, "not mine; trying the next provider");
-                }
-                Err(wit::CredentialError::NotFound(message)) => {
-                    tracing::debug!(provider = %provider.name, "not found; trying the next provider");
-                    not_found.push(format!("{}: {}", provider.name, message));
-                }
-                Err(wit::CredentialError::NeedsInteraction(message)) => {
-                    return Err(Refusal::NeedsInteraction {
-                        provider: provider.name.clone(),
-                        message: clean(&message),
-                    });
-                }
-                Err(wit::CredentialError::Denied(message)) => {
-                    return Err(Refusal::Denied {
-                        provider: provider.name.clone(),
-                        message: clean(&message),
-                    });
-                }
-                Err(wit::CredentialError::Failed(message)) => {
-                    return Err(Refusal::Failed(format!(
-                        "provider {} failed: {}",
-                        provider.name,
-                        clean(&message)
-                    )));
-                }
+            // Concurrent identical requests wait for this one and find its answer cached.
+            let step = self
+                .memory
+                .single_flight(&key, || self.attempt(provider, &key, request, record, prompts));
+            match step? {
+                Step::Answered(answer) => return Ok(answer),
+                Step::NotMine => {}
+                Step::NotFound(message) => not_found.push(format!("{}: {}", provider.name, message)),
             }
         }
         let url = shown_url(&request.url);
@@ -435,20 +418,198 @@ impl Broker {
         }
     }
 
+    /// One provider instance's turn: its cached or stored credential if the gate would
+    /// still admit what made it, else a run.
+    fn attempt(
+        &self,
+        provider: &ProviderConfig,
+        key: &str,
+        request: &CredentialRequest,
+        record: &mut audit::Record,
+        prompts: &mut Option<Box<dyn Terminal>>,
+    ) -> Result<Step, Refusal> {
+        let mut request = request.clone();
+        if self.state.take_rejected(&provider.name, key) {
+            request.is_retry = true;
+            record.is_retry = true;
+        }
+        let request = &request;
+        let attempt = record.providers.last_mut().expect("pushed by the caller");
+        let now = crate::state_store::now_unix();
+        if request.is_retry {
+            self.memory.evict(key);
+            self.state.evict(&provider.name, key);
+        } else {
+            let cached = match self.memory.get(key, now) {
+                Some(hit) => Some((hit, "hit")),
+                None => self.state.cached_credential(&provider.name, key).map(|c| (c, "stored")),
+            };
+            if let Some(((credential, producer), cache)) = cached {
+                match self.still_admitted(provider, &producer) {
+                    Ok(()) => {
+                        tracing::debug!(provider = %provider.name, cache, "answered from a kept credential");
+                        attempt.verdict = "stored".into();
+                        attempt.provider = Some(producer.provider.clone());
+                        attempt.sha256 = Some(producer.component_sha256.clone());
+                        record.cache = Some(cache.into());
+                        if cache == "stored" {
+                            self.memory.put(key, &provider.name, &credential, &producer, now);
+                        }
+                        return Ok(Step::Answered(Answer {
+                            credential,
+                            provider: provider.name.clone(),
+                            source: Source::Stored,
+                            serves: serving_prefix(provider, &request.url),
+                        }));
+                    }
+                    Err(why) => {
+                        // Whatever changed, the provider goes through the whole gate again.
+                        tracing::debug!(provider = %provider.name, "not serving the kept credential: {why}");
+                        self.memory.evict(key);
+                        self.state.evict(&provider.name, key);
+                    }
+                }
+            }
+        }
+        record.cache = Some("miss".into());
+
+        let warm = match self.warm(provider) {
+            Ok(w) => w,
+            Err(e) => {
+                attempt.verdict = format!("refused: {e}");
+                return Err(e);
+            }
+        };
+        let loaded = &warm.loaded;
+        attempt.verdict = "loaded".into();
+        attempt.provider = Some(loaded.ceiling.name.clone());
+        attempt.version = Some(loaded.ceiling.version.clone());
+        attempt.sha256 = Some(hex::encode(loaded.digest));
+        attempt.signers = loaded
+            .signers
+            .iter()
+            .map(|s| format!("{} {}", s.role, s.key_id))
+            .collect();
+        let started = std::time::Instant::now();
+        let _slot = match &self.runs {
+            Some(runs) => Some(runs.acquire()?),
+            None => None,
+        };
+        let outcome = self.run(provider, &warm, request, attempt, prompts)?;
+        tracing::debug!(provider = %provider.name, run_us = started.elapsed().as_micros() as u64, "provider call finished");
+        attempt.answer = Some(
+            match &outcome {
+                Ok(_) => "credential",
+                Err(wit::CredentialError::NotMine) => "not-mine",
+                Err(wit::CredentialError::NotFound(_)) => "not-found",
+                Err(wit::CredentialError::NeedsInteraction(_)) => "needs-interaction",
+                Err(wit::CredentialError::Denied(_)) => "denied",
+                Err(wit::CredentialError::Failed(_)) => "failed",
+            }
+            .into(),
+        );
+        match outcome {
+            Ok(credential) => {
+                let producer = &warm.producer;
+                self.memory.put(key, &provider.name, &credential, producer, now);
+                if let Err(e) = self.state.cache_credential(&provider.name, key, &credential, producer) {
+                    tracing::warn!(provider = %provider.name, "cannot store the credential for later runs: {e}");
+                }
+                Ok(Step::Answered(Answer {
+                    credential,
+                    provider: provider.name.clone(),
+                    source: Source::Provider,
+                    serves: serving_prefix(provider, &request.url),
+                }))
+            }
+            Err(wit::CredentialError::NotMine) => {
+                tracing::debug!(provider = %provider.name, "not mine; trying the next provider");
+                Ok(Step::NotMine)
+            }
+            Err(wit::CredentialError::NotFound(message)) => {
+                tracing::debug!(provider = %provider.name, "not found; trying the next provider");
+                Ok(Step::NotFound(message))
+            }
+            Err(wit::CredentialError::NeedsInteraction(message)) => Err(Refusal::NeedsInteraction {
+                provider: provider.name.clone(),
+                message: clean(&message),
+            }),
+            Err(wit::CredentialError::Denied(message)) => Err(Refusal::Denied {
+                provider: provider.name.clone(),
+                message: clean(&message),
+            }),
+            Err(wit::CredentialError::Failed(message)) => Err(Refusal::Failed(format!(
+                "provider {} failed: {}",
+                provider.name,
+                clean(&message)
+            ))),
+        }
+    }
+
+    /// The instance's provider as it last passed the gate, linked and ready to instantiate,
+    /// while the gate would still admit it (the same judgement as for a stored credential:
+    /// the component, statement and trust store unchanged, no expiry passed); otherwise
+    /// through the whole gate again. A 2 MB component is hashed once, not per request.
+    fn warm(&self, provider: &ProviderConfig) -> Result<Arc<Warm>, Refusal> {
+        let known = lock(&self.warm).get(&provider.name).cloned();
+        if let Some(w) = known {
+            if self.still_admitted(provider, &w.producer).is_ok() {
+                return Ok(w);
+            }
+            lock(&self.warm).remove(&provider.name);
+        }
+        let loaded = self.load(provider)?;
+        let pre = match crate::sandbox::run::prepare(self.engine()?, &loaded.component) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                // Left to the call, which reports it as the provider's instantiation error.
+                tracing::debug!(provider = %provider.name, "cannot link the provider ahead of its call: {e}");
+                None
+            }
+        };
+        let producer = Producer::of(&loaded, &*self.trust()?);
+        let warm = Arc::new(Warm { loaded, pre, producer });
+        lock(&self.warm).insert(provider.name.clone(), warm.clone());
+        Ok(warm)
+    }
+
+    /// How many providers are loaded and warm.
+    pub fn providers_loaded(&self) -> usize {
+        lock(&self.warm).len()
+    }
+
+    /// How many credentials are kept in memory.
+    pub fn cache_entries(&self) -> usize {
+        self.memory.len()
+    }
+
     /// Runs one loaded provider. The outer error ends the request; the inner one is the
     /// provider's own answer.
     fn run(
         &self,
         provider: &ProviderConfig,
-        loaded: &LoadedProvider,
+        warm: &Warm,
         request: &CredentialRequest,
         attempt: &mut Attempt,
+        prompts: &mut Option<Box<dyn Terminal>>,
     ) -> Result<Result<Credential, wit::CredentialError>, Refusal> {
         let name = &provider.name;
+        let loaded = &warm.loaded;
+        // An instance with state runs one request at a time, from reading its state to
+        // writing what replaces it: a rotating refresh token is never sent twice.
+        let instance_lock;
+        let _serialised = match self.state.provider_state(name) {
+            Some(_) => {
+                instance_lock = self.memory.instance_lock(name);
+                Some(instance_lock.lock().unwrap_or_else(|e| e.into_inner()))
+            }
+            None => None,
+        };
         let state = self.state.provider_state(name);
         let call = ProviderCall {
             engine: self.engine()?,
             component: &loaded.component,
+            pre: warm.pre.as_ref(),
             limits: loaded.limits,
             http: HttpCapability::new(loaded.origins.clone(), HttpLimits::default()),
             // Labelled with the verified (signed) name, not the user's instance name.
@@ -456,7 +617,9 @@ impl Broker {
                 &loaded.ceiling.name,
                 request.interactive,
                 loaded.prompts.clone(),
-                (self.terminal)(),
+                // The first provider that runs gets the requester's terminal; one after it
+                // (the first said not-mine) cannot prompt.
+                prompts.take().unwrap_or_else(|| Box::new(NoTerminal)),
             ),
             request: wit::CredentialRequest {
                 url: request.url.to_string(),
@@ -589,11 +752,72 @@ fn clean(message: &str) -> String {
     crate::capability::prompt::neutralise(message)
 }
 
-/// The URL as it may appear in messages: no query (which can hold tokens).
-pub fn shown_url(url: &url::Url) -> String {
-    let mut u = url.clone();
-    u.set_query(None);
-    u.to_string()
+/// The `serves` prefix of `provider` that matched `url`.
+fn serving_prefix(provider: &ProviderConfig, url: &url::Url) -> Option<String> {
+    provider.serves.iter().find(|s| s.matches(url)).map(|s| s.to_string())
+}
+
+/// Where prompts go once the requester's terminal went to an earlier provider.
+struct NoTerminal;
+
+impl Terminal for NoTerminal {
+    fn ask(&mut self, _line: &str, _secret: bool) -> std::io::Result<Option<String>> {
+        Err(std::io::Error::other("another provider already had the terminal"))
+    }
+    fn show(&mut self, _line: &str) -> std::io::Result<()> {
+        Err(std::io::Error::other("another provider already had the terminal"))
+    }
+    fn can_prompt(&self) -> bool {
+        false
+    }
+}
+
+impl Resolver for Broker {
+    fn resolve(&self, request: &CredentialRequest, prompts: Box<dyn Terminal>) -> Result<Answer, Refusal> {
+        self.get(request, prompts)
+    }
+
+    fn verdict(&self, request: &CredentialRequest, verdict: Verdict) {
+        match verdict {
+            Verdict::Accepted => self.accept(request),
+            Verdict::Rejected => self.reject(request),
+        }
+    }
+
+    fn forget(&self, what: Forget) -> Result<Forgotten, Refusal> {
+        let count = match what {
+            Forget::LoggedOut(request) => {
+                if self.config.providers_for(&request.url).next().is_none() {
+                    return Err(Refusal::NotServed(shown_url(&request.url)));
+                }
+                self.log_out(&request).map_err(Refusal::Failed)?
+            }
+            Forget::Stored(request) => {
+                if self.config.providers_for(&request.url).next().is_none() {
+                    return Err(Refusal::NotServed(shown_url(&request.url)));
+                }
+                self.drop_stored(&request);
+                0
+            }
+            Forget::Provider(provider) => {
+                if let Some(p) = &provider {
+                    if !self.config.providers.iter().any(|c| &c.name == p) {
+                        return Err(Refusal::Failed(format!(
+                            "no provider named {p:?} in the config; run `credence providers` to list them"
+                        )));
+                    }
+                }
+                self.memory.evict_instance(provider.as_deref());
+                self.state
+                    .forget(provider.as_deref())
+                    .map_err(|e| Refusal::Failed(format!("cannot remove stored state: {e}")))?
+            }
+        };
+        Ok(Forgotten {
+            count,
+            store: self.state.describe(),
+        })
+    }
 }
 
 /// Key for a stored credential: the provider's configuration, the URL, the tool's protocol
@@ -626,6 +850,24 @@ fn credential_key(provider: &ProviderConfig, request: &CredentialRequest) -> Str
     for part in [request.url.as_str(), request.operation.as_str()] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Key for a refusal answered again (see `credential_cache::negative_for`): the request as
+/// the router sees it, under this config (a new config is a new broker and a new cache).
+fn negative_key(request: &CredentialRequest) -> String {
+    let mut h = Sha256::new();
+    let protocol = serde_json::to_string(&request.protocol).unwrap_or_default();
+    for part in [
+        b"credence negative v1".as_slice(),
+        protocol.as_bytes(),
+        request.url.as_str().as_bytes(),
+        request.operation.as_bytes(),
+        request.username_hint.as_deref().unwrap_or("").as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
     }
     hex::encode(h.finalize())
 }

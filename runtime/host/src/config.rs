@@ -30,10 +30,25 @@ use std::path::{Path, PathBuf};
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 use url::Url;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub store: StoreMode,
     pub providers: Vec<ProviderConfig>,
+    /// `[agent] idle`: how long the agent waits for a request before it exits.
+    pub agent_idle: std::time::Duration,
+}
+
+/// The agent's idle exit when `[agent] idle` is not set.
+pub const DEFAULT_AGENT_IDLE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            store: StoreMode::default(),
+            providers: Vec::new(),
+            agent_idle: DEFAULT_AGENT_IDLE,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +124,34 @@ struct RawConfig {
     store: StoreMode,
     #[serde(default)]
     provider: Vec<RawProvider>,
+    #[serde(default)]
+    agent: RawAgent,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawAgent {
+    /// A duration such as `30m`, `2h` or `90s`.
+    idle: Option<String>,
+}
+
+/// `[agent] idle`: jiff's friendly durations (`30m`, `1h30m`, `90s`), at least a second and
+/// at most a week.
+fn agent_idle(raw: &RawAgent) -> Result<std::time::Duration, String> {
+    let Some(text) = &raw.idle else {
+        return Ok(DEFAULT_AGENT_IDLE);
+    };
+    let span: jiff::Span = text
+        .parse()
+        .map_err(|e| format!("[agent] idle = {text:?} is not a duration such as \"30m\" or \"2h\": {e}"))?;
+    let d = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|e| format!("[agent] idle = {text:?}: {e}"))?;
+    let d = std::time::Duration::try_from(d).map_err(|_| format!("[agent] idle = {text:?} is negative"))?;
+    if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(7 * 86_400) {
+        return Err(format!("[agent] idle = {text:?} must be between 1 s and 7 days"));
+    }
+    Ok(d)
 }
 
 #[derive(Deserialize)]
@@ -221,6 +264,7 @@ impl Config {
         Ok(Config {
             store: raw.store,
             providers,
+            agent_idle: agent_idle(&raw.agent)?,
         })
     }
 

@@ -3,15 +3,14 @@
 //! with the provider's name with its text neutralised, so a provider can neither draw on
 //! the terminal nor pass itself off as credence or another provider.
 
-use crate::request::CredentialRequest;
 use credence_signing::PromptKind;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const MAX_MESSAGE_CHARS: usize = 1024;
-const MAX_ANSWER_BYTES: usize = 4096;
+pub use credence::terminal::{
+    ControllingTerminal, MAX_ANSWER_BYTES, Terminal, interactive_only_with_a_terminal, neutralise, neutralise_within,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PromptError {
@@ -21,66 +20,6 @@ pub enum PromptError {
     Cancelled,
     #[error("{0}")]
     Unavailable(String),
-}
-
-/// Where prompts are shown. The real one is the terminal; tests substitute their own.
-pub trait Terminal: Send + 'static {
-    /// Shows `line` and reads one answer, hidden when `secret`. `Ok(None)` is end of input.
-    fn ask(&mut self, line: &str, secret: bool) -> std::io::Result<Option<String>>;
-    fn show(&mut self, line: &str) -> std::io::Result<()>;
-    /// Whether a prompt can be shown at all (see [`interactive_only_with_a_terminal`]).
-    fn can_prompt(&self) -> bool {
-        true
-    }
-}
-
-/// A request is interactive only when the tool allows prompts *and* one can be shown: a
-/// provider told it may prompt where there is no terminal fails at its prompt instead of
-/// answering `needs-interaction` (which the tools report as "run interactively").
-pub fn interactive_only_with_a_terminal(request: &CredentialRequest, terminal: &dyn Terminal) -> CredentialRequest {
-    let mut request = request.clone();
-    request.interactive = request.interactive && terminal.can_prompt();
-    request
-}
-
-/// The controlling terminal, `/dev/tty`.
-pub struct ControllingTerminal;
-
-impl Terminal for ControllingTerminal {
-    fn ask(&mut self, line: &str, secret: bool) -> std::io::Result<Option<String>> {
-        if secret {
-            // rpassword writes the prompt to and reads from the terminal, with echo off.
-            return rpassword::prompt_password(format!("{line}: ")).map(Some);
-        }
-        let mut tty = std::fs::OpenOptions::new().read(true).write(true).open(tty_path())?;
-        write!(tty, "{line}: ")?;
-        tty.flush()?;
-        let mut text = String::new();
-        let mut reader = BufReader::new(tty.take(MAX_ANSWER_BYTES as u64 + 1));
-        if reader.read_line(&mut text)? == 0 {
-            return Ok(None);
-        }
-        Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
-    }
-
-    fn show(&mut self, line: &str) -> std::io::Result<()> {
-        let mut tty = std::fs::OpenOptions::new().write(true).open(tty_path())?;
-        writeln!(tty, "{line}")
-    }
-
-    /// The process has a controlling terminal: without one (a CI job, a daemon, a tool
-    /// that started credence in a new session) `/dev/tty` does not open.
-    fn can_prompt(&self) -> bool {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(tty_path())
-            .is_ok()
-    }
-}
-
-fn tty_path() -> &'static str {
-    if cfg!(windows) { "CONOUT$" } else { "/dev/tty" }
 }
 
 /// The effective prompt capability of one provider for one request.
@@ -178,64 +117,6 @@ impl PromptCapability {
             Err(_) => Err(PromptError::Unavailable("the prompt timed out".into())),
         }
     }
-}
-
-/// Untrusted text made inert for a terminal: control characters (ANSI escapes, CR,
-/// backspace), bidi overrides and invisible characters are shown as `\u{..}` escapes, and
-/// the length is capped.
-pub fn neutralise(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE_CHARS));
-    for (i, c) in text.chars().enumerate() {
-        if i == MAX_MESSAGE_CHARS {
-            out.push('…');
-            break;
-        }
-        push_neutralised(&mut out, c);
-    }
-    out
-}
-
-/// [`neutralise`], but capped at `max_bytes` of output (escapes included), ending in `…`
-/// when cut: for records that must stay within a size, such as the audit trail's.
-pub fn neutralise_within(text: &str, max_bytes: usize) -> String {
-    // Nearly every audited string (a URL, a verdict, a method) is plain printable ASCII that
-    // fits: it comes back unchanged, so say so without rebuilding it character by character.
-    if text.len() <= max_bytes && text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return text.to_owned();
-    }
-    const CUT: &str = "…";
-    let budget = max_bytes.saturating_sub(CUT.len());
-    let mut out = String::with_capacity(text.len().min(max_bytes));
-    let mut piece = String::new();
-    // Where to cut if the rest does not fit: text that fits whole is never marked.
-    let mut cut_at = 0;
-    for c in text.chars() {
-        piece.clear();
-        push_neutralised(&mut piece, c);
-        if out.len() + piece.len() > max_bytes {
-            out.truncate(cut_at);
-            out.push_str(CUT);
-            return out;
-        }
-        out.push_str(&piece);
-        if out.len() <= budget {
-            cut_at = out.len();
-        }
-    }
-    out
-}
-
-fn push_neutralised(out: &mut String, c: char) {
-    if c.is_control() || is_invisible_or_bidi(c) {
-        out.push_str(&format!("\\u{{{:x}}}", c as u32));
-    } else {
-        out.push(c);
-    }
-}
-
-fn is_invisible_or_bidi(c: char) -> bool {
-    matches!(c as u32,
-        0x061C | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2069 | 0xFEFF | 0xFFF9..=0xFFFB)
 }
 
 #[cfg(test)]

@@ -1,0 +1,523 @@
+//! The agent: `credence-host agent`, one per user and credence home, serving the
+//! [`Resolver`] seam on a Unix socket to every tool's `credence`. It keeps what a one-shot
+//! run rebuilds each time: the engine, each provider as it passed the gate (linked once, a
+//! fresh instance per request), answered credentials (`session` ones included), and the
+//! trust store, re-read when its file changes. Config and trust changes apply to the next
+//! request; a revoked key or statement stops new runs at once and what it produced is no
+//! longer served (each answer's producer is judged again before it is handed out).
+//!
+//! Where it listens and who may connect: see `credence::agent::endpoint`. Each connection
+//! gets a thread; provider runs are bounded ([`MAX_RUNS`] at once, [`MAX_QUEUED`] waiting,
+//! then `busy`). It exits after `[agent] idle` without a request, on `credence agent stop`,
+//! or when its socket or its home is gone.
+//!
+//! [`Resolver`]: credence::resolver::Resolver
+
+use crate::audit;
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::loader::TrustMode;
+use crate::paths::Paths;
+use crate::producer::FileStamp;
+use crate::run_slots::RunSlots;
+use credence::agent::endpoint::{Endpoint, Peer, build_id, peer};
+use credence::agent::wire::{AgentStatus, FromAgent, PROTOCOL, ToAgent, read_frame, write_frame};
+use credence::request::Refusal;
+use credence::resolver::Resolver;
+use credence::terminal::Terminal;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// Connections served at once; one more is told so and closed.
+pub const MAX_CONNECTIONS: usize = 512;
+
+struct Agent {
+    paths: Paths,
+    endpoint: Endpoint,
+    build: String,
+    started: Instant,
+    /// The broker for the config as last read (or why it did not load), and that file's
+    /// identity then.
+    broker: RwLock<(Option<FileStamp>, Result<Arc<Broker>, String>)>,
+    engine: wasmtime::Engine,
+    runs: Arc<RunSlots>,
+    served: AtomicU64,
+    connections: AtomicUsize,
+    /// Requests being answered now (a stop waits for them).
+    in_flight: AtomicUsize,
+    last_request: Mutex<Instant>,
+    stopping: AtomicBool,
+    idle: Duration,
+}
+
+pub fn serve(detach: bool) -> Result<ExitCode, String> {
+    let paths = Paths::from_env()?;
+    let endpoint = Endpoint::of(&paths)?;
+    endpoint.prepare_dir()?;
+    let lock = take_lock(&endpoint)?;
+    let Some(lock) = lock else {
+        eprintln!("credence: an agent already runs for this home; see `credence agent status`");
+        return Ok(ExitCode::SUCCESS);
+    };
+    if detach {
+        detach_from_the_client(&paths)?;
+    }
+    not_dumpable();
+
+    let engine = crate::sandbox::new_engine().map_err(|e| format!("cannot start the WebAssembly engine: {e}"))?;
+    let runs = Arc::new(RunSlots::for_this_machine());
+    let config_file = paths.config_file();
+    let stamp = FileStamp::of(&config_file);
+    let config = Config::load(&config_file).map_err(|e| e.to_string());
+    let idle = config
+        .as_ref()
+        .map_or(crate::config::DEFAULT_AGENT_IDLE, |c| c.agent_idle);
+    let broker = config.map(|c| {
+        Arc::new(
+            Broker::new(paths.clone(), c, TrustMode::RequireSigned)
+                .with_engine(engine.clone())
+                .with_run_slots(runs.clone()),
+        )
+    });
+
+    // Only the lock holder removes a socket: one left by a killed agent, never a live one.
+    match std::fs::remove_file(&endpoint.socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot remove the old socket {}: {e}",
+                endpoint.socket.display()
+            ));
+        }
+    }
+    endpoint.prepare_dir()?;
+    let listener = UnixListener::bind(&endpoint.socket)
+        .map_err(|e| format!("cannot listen on {}: {e}", endpoint.socket.display()))?;
+    let socket_id = std::fs::symlink_metadata(&endpoint.socket).ok().map(|m| ino(&m));
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot set up the socket: {e}"))?;
+
+    let host = std::env::current_exe().map_err(|e| e.to_string())?;
+    let agent = Arc::new(Agent {
+        build: build_id(&host),
+        paths,
+        endpoint,
+        started: Instant::now(),
+        broker: RwLock::new((stamp, broker)),
+        engine,
+        runs,
+        served: AtomicU64::new(0),
+        connections: AtomicUsize::new(0),
+        in_flight: AtomicUsize::new(0),
+        last_request: Mutex::new(Instant::now()),
+        stopping: AtomicBool::new(false),
+        idle,
+    });
+    tracing::info!(socket = %agent.endpoint.socket.display(), "agent listening");
+    let code = agent.accept_loop(&listener, socket_id);
+    // The socket goes before the lock: a client that then takes the lock finds no socket
+    // to mistake for a live agent. Requests in hand are finished (for up to 10 s).
+    if std::fs::symlink_metadata(&agent.endpoint.socket).ok().map(|m| ino(&m)) == socket_id {
+        let _ = std::fs::remove_file(&agent.endpoint.socket);
+    }
+    drop(listener);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(lock);
+    Ok(code)
+}
+
+fn ino(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+/// The lock a running agent holds: inherited from the client that started this agent
+/// (`CREDENCE_AGENT_LOCK_FD`, already locked), or taken here. `None`: another agent has it.
+fn take_lock(endpoint: &Endpoint) -> Result<Option<std::fs::File>, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    if let Some(fd) = std::env::var("CREDENCE_AGENT_LOCK_FD")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        // SAFETY: the descriptor was left open for this process by the client that started
+        // it, which passed its number; it is checked below to be the lock file.
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
+        // SAFETY: unsetenv before any thread exists.
+        unsafe { std::env::remove_var("CREDENCE_AGENT_LOCK_FD") };
+        let (Ok(held), Ok(named)) = (file.metadata(), std::fs::symlink_metadata(&endpoint.lock)) else {
+            return Err("the agent lock handed over is not the lock file".into());
+        };
+        if (held.dev(), held.ino()) != (named.dev(), named.ino()) {
+            return Err("the agent lock handed over is not the lock file".into());
+        }
+        set_cloexec(&file);
+        return Ok(Some(file));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&endpoint.lock)
+        .map_err(|e| format!("cannot open the agent lock {}: {e}", endpoint.lock.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Ok(None);
+    }
+    Ok(Some(file))
+}
+
+fn set_cloexec(file: &std::fs::File) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(file.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// Forks once so the client that started this agent can reap it at once, starts a new
+/// session (no controlling terminal: a terminal closing does not end the agent), and sends
+/// diagnostics to `agent.log` in the state dir (0600) instead of the client's stderr.
+fn detach_from_the_client(paths: &Paths) -> Result<(), String> {
+    // SAFETY: called before this process starts any thread, so the child is a full copy.
+    match unsafe { libc::fork() } {
+        -1 => return Err(format!("cannot fork: {}", io::Error::last_os_error())),
+        0 => {}
+        // SAFETY: the parent leaves without running destructors the child also owns.
+        _ => unsafe { libc::_exit(0) },
+    }
+    // SAFETY: no preconditions; the child is not a process group leader.
+    unsafe { libc::setsid() };
+    crate::private_dir::ensure_private_dir(&paths.trust_state)
+        .map_err(|e| format!("cannot create {}: {e}", paths.trust_state.display()))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(paths.trust_state.join("agent.log"))
+        .map_err(|e| format!("cannot open agent.log: {e}"))?;
+    // SAFETY: dup2 onto stderr of this single-threaded process.
+    unsafe { libc::dup2(log.as_raw_fd(), 2) };
+    Ok(())
+}
+
+/// No ptrace, no core dumps, no /proc/<pid>/mem for other processes of the user (as
+/// ssh-agent does): the agent's memory holds every answered secret.
+fn not_dumpable() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with constant arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
+impl Agent {
+    fn accept_loop(self: &Arc<Self>, listener: &UnixListener, socket_id: Option<(u64, u64)>) -> ExitCode {
+        let mut last_check = Instant::now();
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return ExitCode::SUCCESS;
+            }
+            match listener.accept() {
+                Ok((stream, _)) => self.admit(stream),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut fds = libc::pollfd {
+                        fd: listener.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut fds, 1, 250) };
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!("accepting a connection failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            if last_check.elapsed() >= Duration::from_millis(500) {
+                last_check = Instant::now();
+                if let Some(why) = self.reason_to_exit(socket_id) {
+                    tracing::info!("agent exits: {why}");
+                    return ExitCode::SUCCESS;
+                }
+            }
+        }
+    }
+
+    fn reason_to_exit(&self, socket_id: Option<(u64, u64)>) -> Option<String> {
+        let now_id = std::fs::symlink_metadata(&self.endpoint.socket).ok().map(|m| ino(&m));
+        if now_id != socket_id {
+            return Some("its socket was removed or replaced".into());
+        }
+        if !self.paths.home.exists() {
+            return Some(format!("its home {} is gone", self.paths.home.display()));
+        }
+        let quiet = self.last_request.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+        if quiet >= self.idle && self.connections.load(Ordering::SeqCst) == 0 {
+            return Some(format!("idle for {} s", quiet.as_secs()));
+        }
+        None
+    }
+
+    fn admit(self: &Arc<Self>, stream: UnixStream) {
+        let _ = stream.set_nonblocking(false);
+        let who = match peer(&stream) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("cannot tell who connected: {e}");
+                return;
+            }
+        };
+        if who.uid != credence::private_dir::current_uid() {
+            // The directory should have kept them out; say that someone got this far.
+            tracing::warn!(uid = who.uid, pid = who.pid, "refused a connection from another user");
+            crate::audit::AuditLog::new(self.paths.trust_state.clone()).append(&audit::Record {
+                time: crate::state_store::now_unix(),
+                outcome: "refused-peer".into(),
+                error: Some(format!("refused peer uid {}", who.uid)),
+                client: Some(client_of(who)),
+                ..Default::default()
+            });
+            return;
+        }
+        if self.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            self.connections.fetch_sub(1, Ordering::SeqCst);
+            let mut stream = stream;
+            let _ = write_frame(
+                &mut stream,
+                &FromAgent::Refused {
+                    message: format!("the agent serves {MAX_CONNECTIONS} connections already"),
+                    restart: false,
+                },
+            );
+            return;
+        }
+        let agent = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("credence-conn".into())
+            .stack_size(1 << 20)
+            .spawn(move || {
+                agent.converse(stream, who);
+                agent.connections.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            self.connections.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!("cannot start a thread for a connection: {e}");
+        }
+    }
+
+    /// The broker for the config in force: read again when `config.toml` changed. A config
+    /// that does not load is no config to answer under: the reason is returned instead.
+    fn broker(&self) -> Result<Arc<Broker>, String> {
+        let stamp = FileStamp::of(&self.paths.config_file());
+        {
+            let current = self.broker.read().unwrap_or_else(|e| e.into_inner());
+            if current.0 == stamp {
+                return current.1.clone();
+            }
+        }
+        let mut current = self.broker.write().unwrap_or_else(|e| e.into_inner());
+        if current.0 == stamp {
+            return current.1.clone();
+        }
+        tracing::info!("config.toml changed; the answers and providers kept so far are dropped");
+        let next = Config::load(&self.paths.config_file())
+            .map_err(|e| e.to_string())
+            .map(|config| {
+                Arc::new(
+                    Broker::new(self.paths.clone(), config, TrustMode::RequireSigned)
+                        .with_engine(self.engine.clone())
+                        .with_run_slots(self.runs.clone()),
+                )
+            });
+        *current = (stamp, next.clone());
+        next
+    }
+
+    fn converse(&self, mut stream: UnixStream, who: Peer) {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let hello: ToAgent = match read_frame(&mut stream) {
+            Ok(m) => m,
+            Err(_) => return,
+        };
+        let ToAgent::Hello { protocol, build, home } = hello else {
+            return;
+        };
+        if let Err(why) = self.broker() {
+            // The client answers in-process, where the config error reaches the tool in its
+            // own protocol's error form.
+            let _ = write_frame(
+                &mut stream,
+                &FromAgent::Refused {
+                    message: why,
+                    restart: false,
+                },
+            );
+            return;
+        }
+        if home != self.endpoint.home {
+            let _ = write_frame(
+                &mut stream,
+                &FromAgent::Refused {
+                    message: "this agent serves another credence home".into(),
+                    restart: false,
+                },
+            );
+            return;
+        }
+        if protocol != PROTOCOL || build != self.build {
+            // Another build asks: it starts its own agent once this one is gone, so this one
+            // finishes what it has in hand and exits.
+            let _ = write_frame(
+                &mut stream,
+                &FromAgent::Refused {
+                    message: format!("this agent is {}", self.build),
+                    restart: true,
+                },
+            );
+            self.stopping.store(true, Ordering::SeqCst);
+            return;
+        }
+        let welcome = FromAgent::Welcome {
+            build: self.build.clone(),
+            pid: std::process::id(),
+        };
+        if write_frame(&mut stream, &welcome).is_err() {
+            return;
+        }
+        let client = client_of(who);
+        // Between requests a client may sit idle as long as it likes (cargo's conversation).
+        let _ = stream.set_read_timeout(None);
+        loop {
+            let message: ToAgent = match read_frame(&mut stream) {
+                Ok(m) => m,
+                Err(_) => return,
+            };
+            *self.last_request.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            let reply = self.answer(message, &mut stream, &client);
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let Some(reply) = reply else { return };
+            let stop = matches!(reply, FromAgent::Stopping);
+            if write_frame(&mut stream, &reply).is_err() || stop {
+                return;
+            }
+        }
+    }
+
+    fn answer(&self, message: ToAgent, stream: &mut UnixStream, client: &audit::Client) -> Option<FromAgent> {
+        let failed = |e: String| Refusal::Failed(e);
+        Some(match message {
+            ToAgent::Resolve { request, can_prompt } => {
+                self.served.fetch_add(1, Ordering::Relaxed);
+                let prompts = Box::new(ClientTerminal {
+                    stream: stream.try_clone().ok(),
+                    can_prompt,
+                });
+                let result = self
+                    .broker()
+                    .map_err(failed)
+                    .and_then(|b| b.get_for(&request, prompts, Some(client.clone())));
+                FromAgent::Answer { result }
+            }
+            ToAgent::Verdict { request, verdict } => {
+                if let Ok(b) = self.broker() {
+                    b.verdict(&request, verdict);
+                }
+                FromAgent::Done
+            }
+            ToAgent::Forget { what } => FromAgent::Forgot {
+                result: self.broker().map_err(failed).and_then(|b| b.forget(what)),
+            },
+            ToAgent::Status => {
+                let broker = self.broker().ok();
+                FromAgent::Status {
+                    status: AgentStatus {
+                        pid: std::process::id(),
+                        build: self.build.clone(),
+                        uptime_secs: self.started.elapsed().as_secs(),
+                        providers_loaded: broker.as_ref().map_or(0, |b| b.providers_loaded()),
+                        cache_entries: broker.as_ref().map_or(0, |b| b.cache_entries()),
+                        requests_served: self.served.load(Ordering::Relaxed),
+                        socket: self.endpoint.socket.display().to_string(),
+                        idle_exit_secs: self.idle.as_secs(),
+                    },
+                }
+            }
+            ToAgent::Stop => {
+                self.stopping.store(true, Ordering::SeqCst);
+                FromAgent::Stopping
+            }
+            ToAgent::Hello { .. } | ToAgent::Asked { .. } | ToAgent::Shown { .. } => return None,
+        })
+    }
+}
+
+fn client_of(who: Peer) -> audit::Client {
+    audit::Client {
+        pid: who.pid,
+        uid: who.uid,
+        exe: std::fs::read_link(format!("/proc/{}/exe", who.pid))
+            .ok()
+            .map(|p| p.display().to_string()),
+    }
+}
+
+/// A provider's prompts for one request, sent to the client that asked, which shows them
+/// on its own terminal and sends the answer back.
+struct ClientTerminal {
+    stream: Option<UnixStream>,
+    can_prompt: bool,
+}
+
+impl ClientTerminal {
+    fn exchange(&mut self, message: &FromAgent) -> io::Result<ToAgent> {
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no connection to the client"))?;
+        write_frame(stream, message)?;
+        read_frame(stream)
+    }
+}
+
+impl Terminal for ClientTerminal {
+    fn ask(&mut self, line: &str, secret: bool) -> io::Result<Option<String>> {
+        let reply = self.exchange(&FromAgent::Ask {
+            line: line.to_owned(),
+            secret,
+        })?;
+        match reply {
+            ToAgent::Asked { answer } => answer.map_err(io::Error::other),
+            _ => Err(io::Error::other("the client answered a prompt with something else")),
+        }
+    }
+
+    fn show(&mut self, line: &str) -> io::Result<()> {
+        match self.exchange(&FromAgent::Show { line: line.to_owned() })? {
+            ToAgent::Shown { result } => result.map_err(io::Error::other),
+            _ => Err(io::Error::other("the client answered a message with something else")),
+        }
+    }
+
+    fn can_prompt(&self) -> bool {
+        self.can_prompt
+    }
+}

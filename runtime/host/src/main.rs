@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    credence_host::cli::main(std::env::args_os())
+}

@@ -1,0 +1,300 @@
+//! The agent's client: the [`Resolver`] every tool's `credence` asks through when an agent
+//! runs, and the start of one when none does. Nothing here links wasmtime.
+//!
+//! Starting: the running agent holds `flock` on the endpoint's lock file for its whole life.
+//! A client that finds no agent takes that lock without blocking; if it gets it, no agent
+//! is alive, and it starts `credence-host agent --detach` with the locked descriptor
+//! inherited, so the lock passes to the new agent with no gap in which a second client
+//! could start another. Clients that do not get the lock wait for the socket. Either way
+//! a client waits at most [`START_WAIT`]; after that it answers in-process.
+
+use super::endpoint::{Endpoint, build_id, peer};
+use super::wire::{AgentStatus, FromAgent, PROTOCOL, ToAgent, read_frame, write_frame};
+use crate::paths::Paths;
+use crate::request::{Answer, CredentialRequest, Refusal};
+use crate::resolver::{Forget, Forgotten, Resolver, Verdict};
+use crate::terminal::Terminal;
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a client waits for an agent to start, and for any agent's first frame.
+pub const START_WAIT: Duration = Duration::from_secs(2);
+/// A request's own deadline: longer than any provider may run (its wall-clock limit, prompts
+/// included), so only an agent that stopped answering reaches it.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(35 * 60);
+
+pub struct AgentClient {
+    endpoint: Endpoint,
+    host: PathBuf,
+    build: String,
+    /// Connections that finished their last request, for the next one (cargo's and NuGet's
+    /// conversations ask many times; NuGet from several threads at once).
+    idle: Mutex<Vec<UnixStream>>,
+    pub agent_pid: u32,
+}
+
+/// Why the agent cannot answer; the caller answers in-process.
+#[derive(Debug)]
+pub struct Unavailable {
+    pub reason: String,
+    /// A problem the user should fix (a loose socket directory), not just "no agent".
+    pub warn: bool,
+}
+
+impl Unavailable {
+    fn quiet(reason: impl Into<String>) -> Self {
+        Unavailable {
+            reason: reason.into(),
+            warn: false,
+        }
+    }
+    fn loud(reason: impl Into<String>) -> Self {
+        Unavailable {
+            reason: reason.into(),
+            warn: true,
+        }
+    }
+}
+
+enum Handshake {
+    Welcome(u32),
+    OtherBuild,
+    Refused(String),
+}
+
+impl AgentClient {
+    /// The agent of this home, started if none runs and `start` is set.
+    pub fn connect(paths: &Paths, start: bool) -> Result<AgentClient, Unavailable> {
+        let endpoint = Endpoint::of(paths).map_err(Unavailable::loud)?;
+        endpoint.prepare_dir().map_err(Unavailable::loud)?;
+        let host = crate::exe::host().map_err(Unavailable::loud)?;
+        let build = build_id(&host);
+        let mut client = AgentClient {
+            endpoint,
+            host,
+            build,
+            idle: Mutex::new(Vec::new()),
+            agent_pid: 0,
+        };
+        let mut restarted = false;
+        let deadline = Instant::now() + START_WAIT;
+        let mut started = false;
+        loop {
+            match client.open() {
+                Ok((stream, Handshake::Welcome(pid))) => {
+                    client.agent_pid = pid;
+                    client.idle.lock().unwrap().push(stream);
+                    return Ok(client);
+                }
+                Ok((_, Handshake::Refused(why))) => return Err(Unavailable::loud(why)),
+                Ok((_, Handshake::OtherBuild)) if !restarted && start => {
+                    // It finishes what it has in hand and exits; this build's agent replaces it.
+                    restarted = true;
+                    started = false;
+                }
+                Ok((_, Handshake::OtherBuild)) => {
+                    return Err(Unavailable::quiet("the running agent is another build of credence"));
+                }
+                Err(e) if !start => return Err(Unavailable::quiet(format!("no agent answers: {e}"))),
+                Err(_) => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(Unavailable::quiet("the agent did not start within 2 s"));
+            }
+            if !started {
+                started = client.start().map_err(Unavailable::loud)?;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Starts an agent unless one holds the lock. Returns whether this client started it.
+    fn start(&self) -> Result<bool, String> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::process::CommandExt;
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.endpoint.lock)
+            .map_err(|e| format!("cannot open the agent lock {}: {e}", self.endpoint.lock.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            // An agent holds it: running, starting, or finishing before it exits.
+            return Ok(false);
+        }
+        let fd = lock.as_raw_fd();
+        let mut command = std::process::Command::new(&self.host);
+        command
+            .args(["agent", "--detach"])
+            .env("CREDENCE_AGENT_LOCK_FD", fd.to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                // The lock passes to the agent: keep this one descriptor open across exec.
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::umask(0o077);
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start the agent ({}): {e}", self.host.display()))?;
+        // `--detach` forks and its first process exits at once: reap it, leave no zombie.
+        let _ = child.wait();
+        Ok(true)
+    }
+
+    fn open(&self) -> io::Result<(UnixStream, Handshake)> {
+        super::endpoint::check_dir(&self.endpoint.dir).map_err(io::Error::other)?;
+        let mut stream = UnixStream::connect(&self.endpoint.socket)?;
+        let who = peer(&stream)?;
+        if who.uid != crate::private_dir::current_uid() {
+            return Ok((
+                stream,
+                Handshake::Refused(format!(
+                    "the agent socket {} is served by uid {}, not by you; remove it",
+                    self.endpoint.socket.display(),
+                    who.uid
+                )),
+            ));
+        }
+        stream.set_read_timeout(Some(START_WAIT))?;
+        stream.set_write_timeout(Some(START_WAIT))?;
+        write_frame(
+            &mut stream,
+            &ToAgent::Hello {
+                protocol: PROTOCOL,
+                build: self.build.clone(),
+                home: self.endpoint.home.clone(),
+            },
+        )?;
+        let reply = match read_frame(&mut stream)? {
+            FromAgent::Welcome { pid, .. } => Handshake::Welcome(pid),
+            FromAgent::Refused { restart: true, .. } => Handshake::OtherBuild,
+            FromAgent::Refused { message, .. } => Handshake::Refused(message),
+            other => return Err(io::Error::other(format!("unexpected first frame {other:?}"))),
+        };
+        stream.set_read_timeout(Some(REQUEST_DEADLINE))?;
+        Ok((stream, reply))
+    }
+
+    fn connection(&self) -> io::Result<UnixStream> {
+        if let Some(s) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(s);
+        }
+        match self.open()? {
+            (s, Handshake::Welcome(_)) => Ok(s),
+            (_, Handshake::OtherBuild) => Err(io::Error::other("the agent was replaced by another build")),
+            (_, Handshake::Refused(why)) => Err(io::Error::other(why)),
+        }
+    }
+
+    /// One request and its answer, rendering the agent's prompts on `prompts` meanwhile.
+    fn call(&self, message: &ToAgent, prompts: &mut Option<Box<dyn Terminal>>) -> io::Result<FromAgent> {
+        let mut stream = self.connection()?;
+        write_frame(&mut stream, message)?;
+        loop {
+            match read_frame(&mut stream)? {
+                FromAgent::Ask { line, secret } => {
+                    let answer = match prompts.as_mut() {
+                        Some(t) => t.ask(&line, secret).map_err(|e| e.to_string()),
+                        None => Err("this request cannot prompt".into()),
+                    };
+                    write_frame(&mut stream, &ToAgent::Asked { answer })?;
+                }
+                FromAgent::Show { line } => {
+                    let result = match prompts.as_mut() {
+                        Some(t) => t.show(&line).map_err(|e| e.to_string()),
+                        None => Err("this request cannot prompt".into()),
+                    };
+                    write_frame(&mut stream, &ToAgent::Shown { result })?;
+                }
+                reply => {
+                    self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(stream);
+                    return Ok(reply);
+                }
+            }
+        }
+    }
+
+    /// A call that survives the agent going away once (killed, or idle exit in between):
+    /// it is asked again through a fresh agent.
+    fn call_again_once(&self, message: &ToAgent, prompts: &mut Option<Box<dyn Terminal>>) -> Result<FromAgent, String> {
+        match self.call(message, prompts) {
+            Ok(reply) => Ok(reply),
+            Err(first) => {
+                self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                let paths = Paths::from_env()?;
+                let again = AgentClient::connect(&paths, true).map_err(|u| u.reason)?;
+                again.call(message, prompts).map_err(|e| {
+                    format!(
+                        "the credence agent stopped answering ({first}; then {e}); run the command again, or with CREDENCE_AGENT=0 to answer without the agent"
+                    )
+                })
+            }
+        }
+    }
+
+    pub fn status(&self) -> Result<AgentStatus, String> {
+        match self.call(&ToAgent::Status, &mut None).map_err(|e| e.to_string())? {
+            FromAgent::Status { status } => Ok(status),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    pub fn stop(&self) -> Result<(), String> {
+        match self.call(&ToAgent::Stop, &mut None).map_err(|e| e.to_string())? {
+            FromAgent::Stopping => Ok(()),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+}
+
+impl Resolver for AgentClient {
+    fn resolve(&self, request: &CredentialRequest, prompts: Box<dyn Terminal>) -> Result<Answer, Refusal> {
+        let message = ToAgent::Resolve {
+            request: request.clone(),
+            can_prompt: request.interactive && prompts.can_prompt(),
+        };
+        match self
+            .call_again_once(&message, &mut Some(prompts))
+            .map_err(Refusal::Failed)?
+        {
+            FromAgent::Answer { result } => result,
+            other => Err(Refusal::Failed(format!("the agent answered {other:?} to a request"))),
+        }
+    }
+
+    fn verdict(&self, request: &CredentialRequest, verdict: Verdict) {
+        let message = ToAgent::Verdict {
+            request: request.clone(),
+            verdict,
+        };
+        if let Err(e) = self.call_again_once(&message, &mut None) {
+            tracing::warn!("the agent did not take the tool's verdict: {e}");
+        }
+    }
+
+    fn forget(&self, what: Forget) -> Result<Forgotten, Refusal> {
+        match self
+            .call_again_once(&ToAgent::Forget { what }, &mut None)
+            .map_err(Refusal::Failed)?
+        {
+            FromAgent::Forgot { result } => result,
+            other => Err(Refusal::Failed(format!("the agent answered {other:?} to a forget"))),
+        }
+    }
+}
