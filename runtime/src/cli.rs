@@ -76,8 +76,11 @@ struct ThinCli {
 }
 
 /// Whether requests go to the agent (`CREDENCE_AGENT=0`: never).
+/// With `CREDENCE_LOG` set the request is answered in-process, so its diagnostics reach
+/// this stderr (the agent's own go to `agent.log` in the state dir).
 pub fn agent_enabled() -> bool {
     std::env::var_os("CREDENCE_AGENT").is_none_or(|v| v != "0")
+        && std::env::var_os("CREDENCE_LOG").is_none_or(|v| v.is_empty())
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {

@@ -13,6 +13,34 @@ use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
 
+/// At most this many warnings go back with one answer.
+const MAX_CAPTURED: usize = 32;
+
+thread_local! {
+    static CAPTURED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with the warnings it logs on this thread kept instead of printed: the agent
+/// sends a request's warnings to the client that asked, which prints them on the tool's
+/// stderr as an in-process run would have.
+pub fn capture_warnings<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+    let outer = CAPTURED.with(|c| c.borrow_mut().replace(Vec::new()));
+    let result = f();
+    let lines = CAPTURED
+        .with(|c| std::mem::replace(&mut *c.borrow_mut(), outer))
+        .unwrap_or_default();
+    (result, lines)
+}
+
+/// Prints warnings an agent sent back, as they were printed there: already neutralised
+/// `credence: warning: ...` lines.
+pub fn print_warnings(lines: &[String]) {
+    let mut err = std::io::stderr().lock();
+    for line in lines.iter().take(MAX_CAPTURED) {
+        let _ = err.write_all(line.as_bytes());
+    }
+}
+
 pub fn init() {
     match std::env::var("CREDENCE_LOG") {
         Ok(directives) if !directives.is_empty() => {
@@ -76,7 +104,17 @@ impl Subscriber for WarningsToStderr {
             let _ = write!(out, " ({})", line.fields.join(", "));
         }
         out.push('\n');
-        let _ = std::io::stderr().lock().write_all(out.as_bytes());
+        let captured = CAPTURED.with(|c| match c.borrow_mut().as_mut() {
+            Some(lines) if lines.len() < MAX_CAPTURED => {
+                lines.push(out.clone());
+                true
+            }
+            Some(_) => true,
+            None => false,
+        });
+        if !captured {
+            let _ = std::io::stderr().lock().write_all(out.as_bytes());
+        }
     }
 
     fn enter(&self, _: &Id) {}

@@ -117,6 +117,13 @@ impl Home {
         cmd
     }
 
+    /// Stops this home's agent, so the next request starts one that loads everything from
+    /// disk again (what a test that tampers with files on disk attacks).
+    pub fn stop_agent(&self) {
+        let run = self.run(&["agent", "stop"]);
+        assert_eq!(run.code, Some(0), "{run:#?}");
+    }
+
     /// Runs `credence <args>` to completion (killed after a minute, so no test hangs).
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_with(args, &[])

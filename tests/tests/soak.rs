@@ -103,6 +103,8 @@ fn files_under(dir: &Path) -> Vec<(String, u64)> {
 
 /// Processes (of this user) whose environment names this home: anything credence left
 /// running after it answered.
+/// The credence processes of `home` other than its agent, which outlives requests by
+/// design (and is counted on its own).
 fn processes_of(home: &Home) -> Vec<u32> {
     let marker = format!("CREDENCE_HOME={}", home.home().display());
     let mut pids = Vec::new();
@@ -110,6 +112,10 @@ fn processes_of(home: &Home) -> Vec<u32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).nth(1) == Some(b"agent".as_slice()) {
+            continue;
+        }
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };

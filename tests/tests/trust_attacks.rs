@@ -72,6 +72,8 @@ settings = { attack = "not-mine", token = "b-settings-read-by-the-wrong-code" }
 
     // static-token's native code under hostile's name: it would read b's settings.
     std::fs::copy(&a_entry, &b_entry).unwrap();
+    // The agent loaded b already; the next one loads it from the tampered cache.
+    home.stop_agent();
     let run = home.run(&["get", "https://b.example/"]);
     assert!(!run.stdout.contains("b-settings"), "the copied code ran: {run:#?}");
     assert_eq!(run.code, Some(1), "hostile itself ran and declined: {run:#?}");
@@ -95,6 +97,7 @@ fn a_cache_dir_others_could_write_is_discarded_not_fixed_and_used() {
     chmod(&dir, 0o777);
     let planted = dir.join("planted.cwasm");
     std::fs::copy(&entry, &planted).unwrap();
+    home.stop_agent();
     let run = get(&home);
     assert_eq!(run.stdout, "signed-token\n", "{run:#?}");
     assert!(run.stderr.contains("was open to others"), "{}", run.stderr);

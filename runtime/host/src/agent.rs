@@ -327,14 +327,17 @@ impl Agent {
     /// that does not load is no config to answer under: the reason is returned instead.
     fn broker(&self) -> Result<Arc<Broker>, String> {
         let stamp = FileStamp::of(&self.paths.config_file());
+        // The file's identity says it is unchanged; who could write it is a property of
+        // the directories above it, which a chmod changes without touching the file.
+        let chain_ok = crate::trusted_file::check_dir_chain(&self.paths.home).is_ok();
         {
             let current = self.broker.read().unwrap_or_else(|e| e.into_inner());
-            if current.0 == stamp {
+            if current.0 == stamp && chain_ok && current.1.is_ok() {
                 return current.1.clone();
             }
         }
         let mut current = self.broker.write().unwrap_or_else(|e| e.into_inner());
-        if current.0 == stamp {
+        if current.0 == stamp && chain_ok && current.1.is_ok() {
             return current.1.clone();
         }
         tracing::info!("config.toml changed; the answers and providers kept so far are dropped");
@@ -431,21 +434,26 @@ impl Agent {
                     stream: stream.try_clone().ok(),
                     can_prompt,
                 });
-                let result = self
-                    .broker()
-                    .map_err(failed)
-                    .and_then(|b| b.get_for(&request, prompts, Some(client.clone())));
-                FromAgent::Answer { result }
+                let (result, warnings) = credence::logging::capture_warnings(|| {
+                    self.broker()
+                        .map_err(failed)
+                        .and_then(|b| b.get_for(&request, prompts, Some(client.clone())))
+                });
+                FromAgent::Answer { result, warnings }
             }
             ToAgent::Verdict { request, verdict } => {
-                if let Ok(b) = self.broker() {
-                    b.verdict(&request, verdict);
-                }
-                FromAgent::Done
+                let ((), warnings) = credence::logging::capture_warnings(|| {
+                    if let Ok(b) = self.broker() {
+                        b.verdict(&request, verdict);
+                    }
+                });
+                FromAgent::Done { warnings }
             }
-            ToAgent::Forget { what } => FromAgent::Forgot {
-                result: self.broker().map_err(failed).and_then(|b| b.forget(what)),
-            },
+            ToAgent::Forget { what } => {
+                let (result, warnings) =
+                    credence::logging::capture_warnings(|| self.broker().map_err(failed).and_then(|b| b.forget(what)));
+                FromAgent::Forgot { result, warnings }
+            }
             ToAgent::Status => {
                 let broker = self.broker().ok();
                 FromAgent::Status {

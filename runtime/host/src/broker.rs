@@ -320,21 +320,36 @@ impl Broker {
         let mut record = self.record(request);
         record.client = client;
         let negative_key = negative_key(request);
-        let negative = if request.is_retry {
-            None
-        } else {
-            self.memory.negative(&negative_key)
+        let negative = match request.is_retry {
+            true => None,
+            false => self.memory.negative(&negative_key).filter(|(_, producers)| {
+                // Repeated only while every provider that answered would still be admitted.
+                let admitted = producers.iter().all(|(instance, producer)| {
+                    self.config
+                        .providers
+                        .iter()
+                        .find(|p| &p.name == instance)
+                        .is_some_and(|p| self.still_admitted(p, producer).is_ok())
+                });
+                if !admitted {
+                    self.memory.clear_negative(&negative_key);
+                }
+                admitted
+            }),
         };
         let result = match negative {
-            Some(refusal) => {
+            Some((refusal, _)) => {
                 record.cache = Some("negative".into());
                 Err(refusal)
             }
             None => {
-                let result = self.answer(request, &mut record, &mut prompts);
+                let mut ran = Vec::new();
+                let result = self.answer(request, &mut record, &mut prompts, &mut ran);
                 match &result {
                     Ok(_) => self.memory.clear_negative(&negative_key),
-                    Err(refusal) => self.memory.put_negative(&negative_key, refusal, request.interactive),
+                    Err(refusal) => self
+                        .memory
+                        .put_negative(&negative_key, refusal, request.interactive, ran),
                 }
                 result
             }
@@ -389,6 +404,7 @@ impl Broker {
         request: &CredentialRequest,
         record: &mut audit::Record,
         prompts: &mut Option<Box<dyn Terminal>>,
+        ran: &mut Vec<(String, Producer)>,
     ) -> Result<Answer, Refusal> {
         let mut not_found = Vec::new();
         for provider in self.config.providers_for(&request.url) {
@@ -400,7 +416,7 @@ impl Broker {
             // Concurrent identical requests wait for this one and find its answer cached.
             let step = self
                 .memory
-                .single_flight(&key, || self.attempt(provider, &key, request, record, prompts));
+                .single_flight(&key, || self.attempt(provider, &key, request, record, prompts, ran));
             match step? {
                 Step::Answered(answer) => return Ok(answer),
                 Step::NotMine => {}
@@ -427,6 +443,7 @@ impl Broker {
         request: &CredentialRequest,
         record: &mut audit::Record,
         prompts: &mut Option<Box<dyn Terminal>>,
+        ran: &mut Vec<(String, Producer)>,
     ) -> Result<Step, Refusal> {
         let mut request = request.clone();
         if self.state.take_rejected(&provider.name, key) {
@@ -496,6 +513,7 @@ impl Broker {
             None => None,
         };
         let outcome = self.run(provider, &warm, request, attempt, prompts)?;
+        ran.push((provider.name.clone(), warm.producer.clone()));
         tracing::debug!(provider = %provider.name, run_us = started.elapsed().as_micros() as u64, "provider call finished");
         attempt.answer = Some(
             match &outcome {

@@ -26,8 +26,8 @@ pub fn negative_for(refusal: &Refusal, strikes: u32, interactive: bool) -> Optio
         Refusal::Denied { .. } => Some(Duration::from_secs(10u64 << strikes.min(6)).min(Duration::from_secs(600))),
         // A request that can prompt is the user's chance to answer: never served from here.
         Refusal::NeedsInteraction { .. } if !interactive => Some(Duration::from_secs(10)),
-        // Only to absorb a burst (a 20-job build hitting a provider that traps).
-        Refusal::Failed(_) => Some(Duration::from_secs(2)),
+        // Failures (a gate refusal, a trap, a limit) are judged again every time: what the
+        // user does to fix one must show at once.
         _ => None,
     }
 }
@@ -41,6 +41,8 @@ struct Entry {
 
 struct Negative {
     refusal: Refusal,
+    /// The providers whose answers made the refusal, judged again before it is repeated.
+    producers: Vec<(String, Producer)>,
     until: Instant,
     strikes: u32,
 }
@@ -132,12 +134,13 @@ impl CredentialCache {
         before - entries.len()
     }
 
-    /// A refusal answered again for `key` until it lapses.
-    pub fn negative(&self, key: &str) -> Option<Refusal> {
+    /// A refusal answered again for `key` until it lapses, with the producers of the
+    /// answers that made it.
+    pub fn negative(&self, key: &str) -> Option<(Refusal, Vec<(String, Producer)>)> {
         let mut negative = lock(&self.negative);
         let n = negative.get(key)?;
         if Instant::now() < n.until {
-            return Some(n.refusal.clone());
+            return Some((n.refusal.clone(), n.producers.clone()));
         }
         // Lapsed. A denial's strikes stay, so a denial after a denial waits longer.
         if !matches!(n.refusal, Refusal::Denied { .. }) {
@@ -146,7 +149,7 @@ impl CredentialCache {
         None
     }
 
-    pub fn put_negative(&self, key: &str, refusal: &Refusal, interactive: bool) {
+    pub fn put_negative(&self, key: &str, refusal: &Refusal, interactive: bool, producers: Vec<(String, Producer)>) {
         let mut negative = lock(&self.negative);
         let strikes = match (negative.get(key), refusal) {
             (Some(n), Refusal::Denied { .. }) if matches!(n.refusal, Refusal::Denied { .. }) => n.strikes + 1,
@@ -165,6 +168,7 @@ impl CredentialCache {
             key.to_owned(),
             Negative {
                 refusal: refusal.clone(),
+                producers,
                 until: Instant::now() + ttl,
                 strikes,
             },
@@ -262,6 +266,7 @@ mod tests {
                 detail: String::new(),
             },
             false,
+            Vec::new(),
         );
         assert_eq!(c.evict_instance(Some("a")), 1);
         assert!(c.get("b1", 0).is_some());
@@ -297,8 +302,9 @@ mod tests {
         assert_eq!(negative_for(&needs, 0, true), None);
         assert!(negative_for(&Refusal::NotServed("u".into()), 0, false).is_none());
         let c = CredentialCache::default();
-        c.put_negative("k", &denied, false);
-        assert_eq!(c.negative("k"), Some(denied));
+        assert!(negative_for(&Refusal::Failed("trap".into()), 0, false).is_none());
+        c.put_negative("k", &denied, false, Vec::new());
+        assert_eq!(c.negative("k").map(|n| n.0), Some(denied));
         c.clear_negative("k");
         assert!(c.negative("k").is_none());
     }

@@ -59,6 +59,11 @@ impl Unavailable {
     }
 }
 
+enum Prompt {
+    Ask(String, bool),
+    Show(String),
+}
+
 enum Handshake {
     Welcome(u32),
     OtherBuild,
@@ -203,30 +208,53 @@ impl AgentClient {
     }
 
     /// One request and its answer, rendering the agent's prompts on `prompts` meanwhile.
+    /// A prompt is shown on a thread of its own while this one keeps reading: when the
+    /// provider's wall clock ends the request, its answer arrives while the user has still
+    /// not answered, and the tool gets it instead of waiting on the terminal for ever.
     fn call(&self, message: &ToAgent, prompts: &mut Option<Box<dyn Terminal>>) -> io::Result<FromAgent> {
         let mut stream = self.connection()?;
         write_frame(&mut stream, message)?;
+        let terminal = std::sync::Arc::new(Mutex::new(prompts.take()));
+        let outstanding = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         loop {
-            match read_frame(&mut stream)? {
-                FromAgent::Ask { line, secret } => {
-                    let answer = match prompts.as_mut() {
-                        Some(t) => t.ask(&line, secret).map_err(|e| e.to_string()),
-                        None => Err("this request cannot prompt".into()),
-                    };
-                    write_frame(&mut stream, &ToAgent::Asked { answer })?;
-                }
-                FromAgent::Show { line } => {
-                    let result = match prompts.as_mut() {
-                        Some(t) => t.show(&line).map_err(|e| e.to_string()),
-                        None => Err("this request cannot prompt".into()),
-                    };
-                    write_frame(&mut stream, &ToAgent::Shown { result })?;
-                }
+            let frame = read_frame(&mut stream)?;
+            let prompt = match frame {
+                FromAgent::Ask { line, secret } => Prompt::Ask(line, secret),
+                FromAgent::Show { line } => Prompt::Show(line),
                 reply => {
-                    self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(stream);
+                    if outstanding.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(stream);
+                        if let Ok(mut t) = terminal.try_lock() {
+                            *prompts = t.take();
+                        }
+                    }
+                    // Otherwise the connection goes with the unanswered prompt.
                     return Ok(reply);
                 }
-            }
+            };
+            let mut writer = stream.try_clone()?;
+            let (terminal, outstanding) = (terminal.clone(), outstanding.clone());
+            outstanding.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut t = terminal.lock().unwrap_or_else(|e| e.into_inner());
+                let reply = match (prompt, t.as_mut()) {
+                    (Prompt::Ask(line, secret), Some(t)) => ToAgent::Asked {
+                        answer: t.ask(&line, secret).map_err(|e| e.to_string()),
+                    },
+                    (Prompt::Show(line), Some(t)) => ToAgent::Shown {
+                        result: t.show(&line).map_err(|e| e.to_string()),
+                    },
+                    (Prompt::Ask(..), None) => ToAgent::Asked {
+                        answer: Err("this request cannot prompt".into()),
+                    },
+                    (Prompt::Show(_), None) => ToAgent::Shown {
+                        result: Err("this request cannot prompt".into()),
+                    },
+                };
+                // Counted down first: the agent answers the request only after it has read this.
+                outstanding.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = write_frame(&mut writer, &reply);
+            });
         }
     }
 
@@ -273,7 +301,10 @@ impl Resolver for AgentClient {
             .call_again_once(&message, &mut Some(prompts))
             .map_err(Refusal::Failed)?
         {
-            FromAgent::Answer { result } => result,
+            FromAgent::Answer { result, warnings } => {
+                crate::logging::print_warnings(&warnings);
+                result
+            }
             other => Err(Refusal::Failed(format!("the agent answered {other:?} to a request"))),
         }
     }
@@ -283,8 +314,10 @@ impl Resolver for AgentClient {
             request: request.clone(),
             verdict,
         };
-        if let Err(e) = self.call_again_once(&message, &mut None) {
-            tracing::warn!("the agent did not take the tool's verdict: {e}");
+        match self.call_again_once(&message, &mut None) {
+            Ok(FromAgent::Done { warnings }) => crate::logging::print_warnings(&warnings),
+            Ok(other) => tracing::warn!("the agent answered {other:?} to the tool's verdict"),
+            Err(e) => tracing::warn!("the agent did not take the tool's verdict: {e}"),
         }
     }
 
@@ -293,7 +326,10 @@ impl Resolver for AgentClient {
             .call_again_once(&ToAgent::Forget { what }, &mut None)
             .map_err(Refusal::Failed)?
         {
-            FromAgent::Forgot { result } => result,
+            FromAgent::Forgot { result, warnings } => {
+                crate::logging::print_warnings(&warnings);
+                result
+            }
             other => Err(Refusal::Failed(format!("the agent answered {other:?} to a forget"))),
         }
     }

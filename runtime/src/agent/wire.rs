@@ -61,12 +61,17 @@ pub enum FromAgent {
     Show {
         line: String,
     },
+    /// The answer, and the warnings logged while it was made (printed by the client).
     Answer {
         result: Result<Answer, Refusal>,
+        warnings: Vec<String>,
     },
-    Done,
+    Done {
+        warnings: Vec<String>,
+    },
     Forgot {
         result: Result<Forgotten, Refusal>,
+        warnings: Vec<String>,
     },
     Status {
         status: AgentStatus,
