@@ -1,7 +1,7 @@
 //! The command line as a tool or a user meets it with no providers configured. Living in the
 //! runtime package also makes `cargo test --workspace` build the `credence` binary that the
 //! end-to-end suites in `tests/` drive (cargo builds a package's binaries only for its own
-//! integration tests).
+//! integration tests; `runtime/host/tests/` does the same for `credence-host`).
 
 use std::process::{Command, Output};
 
@@ -40,4 +40,17 @@ fn an_unknown_subcommand_is_a_usage_error_with_exit_2() {
     let home = tempfile::tempdir().unwrap();
     let out = credence(home.path(), &["fetch-all-the-secrets"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn the_program_tools_run_links_no_webassembly_compiler() {
+    // Every fetch spawns it: 16 MB of compiler mapped and relocated at each start is what
+    // the split into credence and credence-host removed. cranelift's symbols and panic
+    // locations would be in the binary if anything pulled it in.
+    let bytes = std::fs::read(env!("CARGO_BIN_EXE_credence")).unwrap();
+    let needle = b"cranelift";
+    assert!(
+        !bytes.windows(needle.len()).any(|w| w == needle),
+        "the credence binary links cranelift"
+    );
 }

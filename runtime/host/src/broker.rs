@@ -42,7 +42,12 @@ pub struct Broker {
     warm: Mutex<HashMap<String, Arc<Warm>>>,
     /// The agent bounds provider runs across all its requests; a one-shot run has one.
     runs: Option<Arc<RunSlots>>,
+    /// Per instance, with `runs`.
+    instance_runs: Mutex<HashMap<String, Arc<RunSlots>>>,
 }
+
+/// Runs of one provider instance at once in the agent.
+const RUNS_PER_INSTANCE: usize = 4;
 
 /// A provider as it passed the gate, linked once, and the producer record that says when
 /// it would no longer pass.
@@ -77,6 +82,7 @@ impl Broker {
             memory: CredentialCache::default(),
             warm: Mutex::new(HashMap::new()),
             runs: None,
+            instance_runs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -508,6 +514,18 @@ impl Broker {
             .map(|s| format!("{} {}", s.role, s.key_id))
             .collect();
         let started = std::time::Instant::now();
+        // In the agent, a run takes one of its instance's slots, then one of the agent's: one
+        // slow or hostile instance cannot take every slot from the others.
+        let instance_slots = self.runs.as_ref().map(|_| {
+            lock(&self.instance_runs)
+                .entry(provider.name.clone())
+                .or_insert_with(|| Arc::new(RunSlots::new(RUNS_PER_INSTANCE, 256)))
+                .clone()
+        });
+        let _instance_slot = match &instance_slots {
+            Some(slots) => Some(slots.acquire()?),
+            None => None,
+        };
         let _slot = match &self.runs {
             Some(runs) => Some(runs.acquire()?),
             None => None,
