@@ -312,7 +312,9 @@ impl Agent {
         let agent = self.clone();
         let spawned = std::thread::Builder::new()
             .name("credence-conn".into())
-            .stack_size(1 << 20)
+            // Providers run on this thread: wasmtime needs the wasm stack limit (512 KiB) and
+            // the host's own frames below it; untouched stack costs no memory.
+            .stack_size(4 << 20)
             .spawn(move || {
                 agent.converse(stream, who);
                 agent.connections.fetch_sub(1, Ordering::SeqCst);

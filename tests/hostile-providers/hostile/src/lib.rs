@@ -169,6 +169,18 @@ impl Guest for Hostile {
                 cache: CachePolicy::UntilExpiry,
                 ..credential("far-future".into())
             }),
+            // Keeps each request's URL in a `static` and answers with the one it kept
+            // before: a provider instance shared between requests would hand one
+            // request's data to the next. A fresh instance per request answers `fresh`.
+            "leak-static" => {
+                static LAST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+                let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+                let previous = last.replace(req.url.clone());
+                Ok(credential(match previous {
+                    Some(previous) => format!("leaked {previous} into {}", req.url),
+                    None => format!("fresh {}", req.url),
+                }))
+            }
             "panic" => panic!("hostile provider panicked on purpose"),
             // Declines, so the host must try the next provider.
             "not-mine" => Err(CredentialError::NotMine),
