@@ -362,7 +362,13 @@ impl Agent {
             Ok(m) => m,
             Err(_) => return,
         };
-        let ToAgent::Hello { protocol, build, home } = hello else {
+        let ToAgent::Hello {
+            protocol,
+            build,
+            home,
+            takeover,
+        } = hello
+        else {
             return;
         };
         if let Err(why) = self.broker() {
@@ -397,7 +403,9 @@ impl Agent {
                     restart: true,
                 },
             );
-            self.stopping.store(true, Ordering::SeqCst);
+            if takeover {
+                self.stopping.store(true, Ordering::SeqCst);
+            }
             return;
         }
         let welcome = FromAgent::Welcome {

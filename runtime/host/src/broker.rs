@@ -903,7 +903,11 @@ fn negative_key(request: &CredentialRequest) -> String {
         request.username_hint.as_deref().unwrap_or("").as_bytes(),
         // A request that can prompt is never answered with a refusal made for one that
         // could not.
-        if request.interactive { b"interactive".as_slice() } else { b"non-interactive".as_slice() },
+        if request.interactive {
+            b"interactive".as_slice()
+        } else {
+            b"non-interactive".as_slice()
+        },
     ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);

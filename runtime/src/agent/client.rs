@@ -34,6 +34,8 @@ pub struct AgentClient {
     /// conversations ask many times; NuGet from several threads at once).
     idle: Mutex<Vec<UnixStream>>,
     pub agent_pid: u32,
+    /// Whether this client replaces an agent of another build (it may start one).
+    takeover: bool,
 }
 
 /// Why the agent cannot answer; the caller answers in-process.
@@ -83,6 +85,7 @@ impl AgentClient {
             build,
             idle: Mutex::new(Vec::new()),
             agent_pid: 0,
+            takeover: start,
         };
         let mut restarted = false;
         let deadline = Instant::now() + START_WAIT;
@@ -184,6 +187,7 @@ impl AgentClient {
                 protocol: PROTOCOL,
                 build: self.build.clone(),
                 home: self.endpoint.home.clone(),
+                takeover: self.takeover,
             },
         )?;
         let reply = match read_frame(&mut stream)? {

@@ -15,10 +15,13 @@ pub const MAX_FRAME: usize = 1 << 20;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "m", rename_all = "kebab-case")]
 pub enum ToAgent {
+    /// `takeover`: the client will start an agent of its own build if this one is another
+    /// (a status query or a stop never replaces an agent).
     Hello {
         protocol: u32,
         build: String,
         home: String,
+        takeover: bool,
     },
     Resolve {
         request: CredentialRequest,
