@@ -53,6 +53,8 @@ struct Agent {
     last_request: Mutex<Instant>,
     stopping: AtomicBool,
     idle: Duration,
+    /// `trust.toml` as last seen: a change sweeps what it no longer admits.
+    trust_stamp: Mutex<Option<FileStamp>>,
 }
 
 pub fn serve(detach: bool) -> Result<ExitCode, String> {
@@ -105,6 +107,7 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot set up the socket: {e}"))?;
 
     let host = std::env::current_exe().map_err(|e| e.to_string())?;
+    let paths_trust = paths.trust_file();
     let agent = Arc::new(Agent {
         build: build_id(&host),
         paths,
@@ -119,6 +122,7 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
         last_request: Mutex::new(Instant::now()),
         stopping: AtomicBool::new(false),
         idle,
+        trust_stamp: Mutex::new(FileStamp::of(&paths_trust)),
     });
     tracing::info!(socket = %agent.endpoint.socket.display(), "agent listening");
     let code = agent.accept_loop(&listener, socket_id);
@@ -328,6 +332,17 @@ impl Agent {
     /// The broker for the config in force: read again when `config.toml` changed. A config
     /// that does not load is no config to answer under: the reason is returned instead.
     fn broker(&self) -> Result<Arc<Broker>, String> {
+        let trust = FileStamp::of(&self.paths.trust_file());
+        let trust_changed = {
+            let mut seen = self.trust_stamp.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *seen, trust) != trust
+        };
+        if trust_changed {
+            if let Ok(broker) = &self.broker.read().unwrap_or_else(|e| e.into_inner()).1 {
+                let dropped = broker.drop_what_is_no_longer_admitted();
+                tracing::info!(dropped, "trust.toml changed");
+            }
+        }
         let stamp = FileStamp::of(&self.paths.config_file());
         // The file's identity says it is unchanged; who could write it is a property of
         // the directories above it, which a chmod changes without touching the file.

@@ -609,6 +609,20 @@ impl Broker {
         Ok(warm)
     }
 
+    /// Drops every answer and warm provider the gate would no longer admit (the agent, once
+    /// `trust.toml` changed): a revoked release's credentials are gone, not only unserved.
+    pub fn drop_what_is_no_longer_admitted(&self) -> usize {
+        let admitted = |instance: &str, producer: &Producer| {
+            self.config
+                .providers
+                .iter()
+                .find(|p| p.name == instance)
+                .is_some_and(|p| self.still_admitted(p, producer).is_ok())
+        };
+        lock(&self.warm).retain(|instance, w| admitted(instance, &w.producer));
+        self.memory.retain(admitted)
+    }
+
     /// How many providers are loaded and warm.
     pub fn providers_loaded(&self) -> usize {
         lock(&self.warm).len()
