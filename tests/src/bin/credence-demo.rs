@@ -137,8 +137,14 @@ limits = {{ cpu-ms = 200 }}
     std::fs::write(&path, bytes).unwrap();
     show(&home, &["get", "https://registry.example/index/config.json"]);
 
+    step("Every answer above came from one agent, started by the first request");
+    show(&home, &["agent", "status"]);
+
     step("Forget stored state and credentials");
     show(&home, &["logout"]);
+
+    step("Stop the agent (it also stops by itself after 30 idle minutes)");
+    show(&home, &["agent", "stop"]);
 }
 
 /// A plain HTTP/1.1 GET to the mock feed with a bearer token; returns the status code.
