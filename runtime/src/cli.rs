@@ -89,10 +89,18 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         return crate::exe::exec_host(&args);
     }
     if let Some((front, rest)) = front_end(&args) {
-        // Connected before anything is read, so the host can still take over stdin.
-        let client = match agent(true) {
-            Some(c) => c,
-            None => return crate::exe::exec_host(&args),
+        // Connected before anything is read, so the host can still take over stdin. A
+        // one-shot front end reads stdin whole before it asks: its handshake is answered
+        // while it reads, and what it read is replayed to the host if the agent then
+        // cannot answer. A conversation (cargo, NuGet) hands the host a live stdin.
+        let client = if front.is_conversation() {
+            agent(true)
+        } else {
+            crate::exe::enable_replay(&args);
+            pipelined_agent()
+        };
+        let Some(client) = client else {
+            return crate::exe::exec_host(&args);
         };
         crate::logging::init();
         let client: Arc<dyn Resolver> = client;
@@ -109,7 +117,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     crate::logging::init();
     match cli.command {
-        command @ ToolCommand::Get { .. } => match agent(true) {
+        command @ ToolCommand::Get { .. } => match {
+            crate::exe::enable_replay(&args);
+            pipelined_agent()
+        } {
             Some(client) => run(command, &*client),
             None => crate::exe::exec_host(&args),
         },
@@ -130,6 +141,19 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 fn agent(start: bool) -> Option<Arc<AgentClient>> {
     let paths = Paths::from_env().ok()?;
     match AgentClient::connect(&paths, start) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(Unavailable { reason, warn }) => {
+            if warn {
+                eprintln!("credence: warning: {reason}; answering without the agent");
+            }
+            None
+        }
+    }
+}
+
+fn pipelined_agent() -> Option<Arc<AgentClient>> {
+    let paths = Paths::from_env().ok()?;
+    match AgentClient::connect_pipelined(&paths) {
         Ok(c) => Some(Arc::new(c)),
         Err(Unavailable { reason, warn }) => {
             if warn {

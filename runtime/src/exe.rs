@@ -22,6 +22,49 @@ pub fn host() -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// What a one-shot front end has read of stdin, and the arguments it ran with, so that the
+/// host can still take over after the agent turned out unable to answer.
+static REPLAY: std::sync::Mutex<Option<(Vec<OsString>, Vec<u8>)>> = std::sync::Mutex::new(None);
+
+/// Starts recording: `args` now, stdin as the front end reads it (`record_stdin`).
+pub fn enable_replay(args: &[OsString]) {
+    *REPLAY.lock().unwrap_or_else(|e| e.into_inner()) = Some((args.to_vec(), Vec::new()));
+}
+
+pub fn record_stdin(bytes: &[u8]) {
+    if let Some((_, input)) = REPLAY.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        input.extend_from_slice(bytes);
+    }
+}
+
+/// Becomes the host with the recorded arguments and stdin (what was read, then whatever
+/// the tool still sends is not there: only one-shot front ends, which read stdin whole
+/// before they ask, record). Returns only if nothing was recorded.
+pub fn replay_in_host() -> ! {
+    let recorded = REPLAY.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some((args, input)) = recorded else {
+        eprintln!("credence: error: the agent cannot answer and nothing can be replayed; run the command again");
+        std::process::exit(2);
+    };
+    #[cfg(target_os = "linux")]
+    {
+        use std::io::{Seek, Write};
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: memfd_create with a valid NUL-terminated name; the fd is owned below.
+        let fd = unsafe { libc::memfd_create(c"credence-stdin".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd >= 0 {
+            // SAFETY: a fresh descriptor nobody else owns.
+            let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+            if file.write_all(&input).and_then(|()| file.rewind()).is_ok() {
+                // SAFETY: dup2 onto stdin; exec follows.
+                unsafe { libc::dup2(file.as_raw_fd(), 0) };
+            }
+        }
+    }
+    let code = exec_host(&args);
+    std::process::exit(i32::from(code != std::process::ExitCode::SUCCESS) * 2)
+}
+
 /// Replaces this process with the host, with the same arguments and the same stdin, so
 /// the host answers in this very process (same pid, nothing read yet). Returns only on
 /// failure.

@@ -1,17 +1,17 @@
 //! Where credence's own diagnostics go: stderr, never stdout (every tool's protocol channel).
 //!
-//! By default only warnings, through [`WarningsToStderr`]: tracing-subscriber's formatter
-//! and span registry cost ~0.16 ms of start-up (measured), which a helper spawned on every
-//! fetch pays every time. `CREDENCE_LOG=<directives>` (e.g. `credence=debug`) installs the
-//! full formatter with an `EnvFilter`.
+//! Only warnings, through [`WarningsToStderr`]: tracing-subscriber's formatter and span
+//! registry cost ~0.16 ms of start-up (measured), and the program every fetch spawns does
+//! not link them at all. `CREDENCE_LOG=<directives>` (e.g. `credence=debug`) makes
+//! `credence` answer in-process, and `credence-host` installs the full formatter.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
-use tracing_subscriber::filter::LevelFilter;
 
 /// At most this many warnings go back with one answer.
 const MAX_CAPTURED: usize = 32;
@@ -42,18 +42,7 @@ pub fn print_warnings(lines: &[String]) {
 }
 
 pub fn init() {
-    match std::env::var("CREDENCE_LOG") {
-        Ok(directives) if !directives.is_empty() => {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(directives))
-                .with_writer(std::io::stderr)
-                .with_target(false)
-                .try_init();
-        }
-        _ => {
-            let _ = tracing::subscriber::set_global_default(WarningsToStderr);
-        }
-    }
+    let _ = tracing::subscriber::set_global_default(WarningsToStderr);
 }
 
 /// Prints `credence: warning: <message> (<field>=<value>, ...)` for warnings and errors,

@@ -36,6 +36,18 @@ use std::time::{Duration, Instant};
 /// Connections served at once; one more is told so and closed.
 pub const MAX_CONNECTIONS: usize = 512;
 
+/// Connection threads: each blocks in `accept` on the shared listening socket (the kernel
+/// wakes one), serves that connection, and accepts again, so a connection reaches its
+/// thread with no hand-off (a thread start, then a hand-off, were most of a cached answer's
+/// time). A thread that accepts while no other waits starts one more first; one that has
+/// waited a minute exits while more than a few are alive.
+struct Workers {
+    waiting: AtomicUsize,
+    alive: AtomicUsize,
+}
+
+const WORKERS_KEPT: usize = 4;
+
 struct Agent {
     paths: Paths,
     endpoint: Endpoint,
@@ -55,6 +67,9 @@ struct Agent {
     idle: Duration,
     /// `trust.toml` as last seen: a change sweeps what it no longer admits.
     trust_stamp: Mutex<Option<FileStamp>>,
+    workers: Workers,
+    /// The socket this agent bound (device, inode): only that file is ever removed.
+    socket_id: Option<(u64, u64)>,
 }
 
 pub fn serve(detach: bool) -> Result<ExitCode, String> {
@@ -123,6 +138,11 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
         stopping: AtomicBool::new(false),
         idle,
         trust_stamp: Mutex::new(FileStamp::of(&paths_trust)),
+        socket_id,
+        workers: Workers {
+            waiting: AtomicUsize::new(0),
+            alive: AtomicUsize::new(0),
+        },
     });
     tracing::info!(socket = %agent.endpoint.socket.display(), "agent listening");
     let code = agent.accept_loop(&listener, socket_id);
@@ -232,22 +252,87 @@ fn not_dumpable() {
 }
 
 impl Agent {
+    /// Accepts on a thread of its own, blocking (no polling delay on the hot path), while
+    /// this thread checks every 250 ms whether the agent should exit; then it shuts the
+    /// listening socket down, which ends the blocking accept.
+    /// Starts the connection threads, then checks every 250 ms whether the agent should
+    /// exit; then it shuts the listening socket down, which ends every blocking accept.
     fn accept_loop(self: &Arc<Self>, listener: &UnixListener, socket_id: Option<(u64, u64)>) -> ExitCode {
-        let mut last_check = Instant::now();
+        let shared = match listener.try_clone() {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                tracing::warn!("cannot share the listening socket: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let _ = shared.set_nonblocking(false);
+        // A blocking accept that returns after a minute without a connection, so idle
+        // threads can leave.
+        let timeout = libc::timeval { tv_sec: 60, tv_usec: 0 };
+        // SAFETY: setsockopt with a valid timeval on a socket we own.
+        unsafe {
+            libc::setsockopt(
+                shared.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
+        for _ in 0..2 {
+            self.start_worker(&shared);
+        }
         loop {
-            if self.stopping.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(250));
+            let why = if self.stopping.load(Ordering::SeqCst) {
+                Some("asked to stop".to_owned())
+            } else {
+                self.reason_to_exit(socket_id)
+            };
+            if let Some(why) = why {
+                tracing::info!("agent exits: {why}");
+                self.stopping.store(true, Ordering::SeqCst);
+                // SAFETY: shutdown of the listening socket we own: the blocking accept returns.
+                unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
                 return ExitCode::SUCCESS;
             }
-            match listener.accept() {
-                Ok((stream, _)) => self.admit(stream),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut fds = libc::pollfd {
-                        fd: listener.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    // SAFETY: one valid pollfd.
-                    unsafe { libc::poll(&mut fds, 1, 250) };
+        }
+    }
+
+    fn start_worker(self: &Arc<Self>, listener: &Arc<UnixListener>) {
+        self.workers.alive.fetch_add(1, Ordering::SeqCst);
+        let (agent, listener) = (self.clone(), listener.clone());
+        let spawned = std::thread::Builder::new()
+            .name("credence-conn".into())
+            // Providers run on this thread: wasmtime needs the wasm stack limit (512 KiB) and
+            // the host's own frames below it; untouched stack costs no memory.
+            .stack_size(4 << 20)
+            .spawn(move || agent.work(&listener));
+        if let Err(e) = spawned {
+            self.workers.alive.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!("cannot start a thread for connections: {e}");
+        }
+    }
+
+    /// A connection thread: accepts, serves, accepts again.
+    fn work(self: &Arc<Self>, listener: &Arc<UnixListener>) {
+        loop {
+            self.workers.waiting.fetch_add(1, Ordering::SeqCst);
+            let accepted = listener.accept();
+            let others_waiting = self.workers.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
+            match accepted {
+                Ok((stream, _)) => {
+                    if others_waiting == 0 && !self.stopping.load(Ordering::SeqCst) {
+                        // Someone must be accepting while this thread serves.
+                        self.start_worker(listener);
+                    }
+                    self.admit(stream);
+                }
+                Err(_) if self.stopping.load(Ordering::SeqCst) => break,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if self.workers.alive.load(Ordering::SeqCst) > WORKERS_KEPT {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -255,12 +340,17 @@ impl Agent {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            if last_check.elapsed() >= Duration::from_millis(500) {
-                last_check = Instant::now();
-                if let Some(why) = self.reason_to_exit(socket_id) {
-                    tracing::info!("agent exits: {why}");
-                    return ExitCode::SUCCESS;
-                }
+        }
+        self.workers.alive.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Stops taking connections at once (the socket goes now, so the replacing client
+    /// finds none and starts its own agent as soon as this one lets go of the lock), then
+    /// exits once what it has in hand is answered.
+    fn step_down(&self) {
+        if !self.stopping.swap(true, Ordering::SeqCst) {
+            if std::fs::symlink_metadata(&self.endpoint.socket).ok().map(|m| ino(&m)) == self.socket_id {
+                let _ = std::fs::remove_file(&self.endpoint.socket);
             }
         }
     }
@@ -313,20 +403,8 @@ impl Agent {
             );
             return;
         }
-        let agent = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("credence-conn".into())
-            // Providers run on this thread: wasmtime needs the wasm stack limit (512 KiB) and
-            // the host's own frames below it; untouched stack costs no memory.
-            .stack_size(4 << 20)
-            .spawn(move || {
-                agent.converse(stream, who);
-                agent.connections.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            self.connections.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!("cannot start a thread for a connection: {e}");
-        }
+        self.converse(stream, who);
+        self.connections.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The broker for the config in force: read again when `config.toml` changed. A config
@@ -419,7 +497,7 @@ impl Agent {
                 },
             );
             if takeover {
-                self.stopping.store(true, Ordering::SeqCst);
+                self.step_down();
             }
             return;
         }
@@ -495,7 +573,7 @@ impl Agent {
                 }
             }
             ToAgent::Stop => {
-                self.stopping.store(true, Ordering::SeqCst);
+                self.step_down();
                 FromAgent::Stopping
             }
             ToAgent::Hello { .. } | ToAgent::Asked { .. } | ToAgent::Shown { .. } => return None,

@@ -71,7 +71,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     // Tools run credence under their own program names or with a protocol word first.
     if let Some((front, rest)) = front_end(&args) {
         let open: credence::front::OpenResolver = Arc::new(|| {
-            crate::logging::init();
+            crate::log_init::init();
             open(TrustMode::RequireSigned).map(|b| Arc::new(b) as Arc<dyn Resolver>)
         });
         return front.run(&rest, Tool::process(open));
@@ -83,7 +83,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    crate::logging::init();
+    crate::log_init::init();
     let trust = if cli.allow_unsigned {
         eprintln!(
             "credence: warning: --allow-unsigned runs providers nobody signed; use it only while developing a provider"

@@ -16,6 +16,7 @@ pub mod component_info;
 pub mod config;
 pub mod credential_cache;
 pub mod loader;
+pub mod log_init;
 pub mod os_store;
 pub mod producer;
 pub mod run_slots;

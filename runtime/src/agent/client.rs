@@ -33,6 +33,8 @@ pub struct AgentClient {
     /// Connections that finished their last request, for the next one (cargo's and NuGet's
     /// conversations ask many times; NuGet from several threads at once).
     idle: Mutex<Vec<UnixStream>>,
+    /// A connection whose hello is sent and whose welcome is not read yet.
+    pending: Mutex<Option<UnixStream>>,
     pub agent_pid: u32,
     /// Whether this client replaces an agent of another build (it may start one).
     takeover: bool,
@@ -69,7 +71,10 @@ enum Prompt {
 enum Handshake {
     Welcome(u32),
     OtherBuild,
-    Refused(String),
+    /// `true`: something the user should fix (a socket served by another uid); `false`:
+    /// the agent cannot answer now (its config does not load, it is full), and the host
+    /// will say what is wrong in the tool's own terms.
+    Refused(String, bool),
 }
 
 impl AgentClient {
@@ -84,6 +89,7 @@ impl AgentClient {
             host,
             build,
             idle: Mutex::new(Vec::new()),
+            pending: Mutex::new(None),
             agent_pid: 0,
             takeover: start,
         };
@@ -97,7 +103,8 @@ impl AgentClient {
                     client.idle.lock().unwrap().push(stream);
                     return Ok(client);
                 }
-                Ok((_, Handshake::Refused(why))) => return Err(Unavailable::loud(why)),
+                Ok((_, Handshake::Refused(why, true))) => return Err(Unavailable::loud(why)),
+                Ok((_, Handshake::Refused(why, false))) => return Err(Unavailable::quiet(why)),
                 Ok((_, Handshake::OtherBuild)) if !restarted && start => {
                     // It finishes what it has in hand and exits; this build's agent replaces it.
                     restarted = true;
@@ -172,42 +179,107 @@ impl AgentClient {
         if who.uid != crate::private_dir::current_uid() {
             return Ok((
                 stream,
-                Handshake::Refused(format!(
-                    "the agent socket {} is served by uid {}, not by you; remove it",
-                    self.endpoint.socket.display(),
-                    who.uid
-                )),
+                Handshake::Refused(
+                    format!(
+                        "the agent socket {} is served by uid {}, not by you; remove it",
+                        self.endpoint.socket.display(),
+                        who.uid
+                    ),
+                    true,
+                ),
             ));
         }
+        self.hello(&mut stream)?;
+        let reply = Self::welcome(&mut stream)?;
+        Ok((stream, reply))
+    }
+
+    fn hello(&self, stream: &mut UnixStream) -> io::Result<()> {
         stream.set_read_timeout(Some(START_WAIT))?;
         stream.set_write_timeout(Some(START_WAIT))?;
         write_frame(
-            &mut stream,
+            stream,
             &ToAgent::Hello {
                 protocol: PROTOCOL,
                 build: self.build.clone(),
                 home: self.endpoint.home.clone(),
                 takeover: self.takeover,
             },
-        )?;
-        let reply = match read_frame(&mut stream)? {
+        )
+    }
+
+    fn welcome(stream: &mut UnixStream) -> io::Result<Handshake> {
+        let reply = match read_frame(stream)? {
             FromAgent::Welcome { pid, .. } => Handshake::Welcome(pid),
             FromAgent::Refused { restart: true, .. } => Handshake::OtherBuild,
-            FromAgent::Refused { message, .. } => Handshake::Refused(message),
+            FromAgent::Refused { message, .. } => Handshake::Refused(message, false),
             other => return Err(io::Error::other(format!("unexpected first frame {other:?}"))),
         };
         stream.set_read_timeout(Some(REQUEST_DEADLINE))?;
-        Ok((stream, reply))
+        Ok(reply)
+    }
+
+    /// The agent of this home for a one-shot request, with the handshake's answer read only
+    /// when the first request goes out: the round trip overlaps the front end's own work.
+    /// If the agent then turns out unable to answer (another build, a config that does not
+    /// load), this process becomes the host with the same stdin, replayed
+    /// (`exe::replay_in_host`). With no agent listening at all, as [`connect`](Self::connect).
+    pub fn connect_pipelined(paths: &Paths) -> Result<AgentClient, Unavailable> {
+        let endpoint = Endpoint::of(paths).map_err(Unavailable::loud)?;
+        endpoint.prepare_dir().map_err(Unavailable::loud)?;
+        let host = crate::exe::host().map_err(Unavailable::loud)?;
+        let client = AgentClient {
+            build: build_id(&host),
+            endpoint,
+            host,
+            idle: Mutex::new(Vec::new()),
+            pending: Mutex::new(None),
+            agent_pid: 0,
+            takeover: true,
+        };
+        let opened = UnixStream::connect(&client.endpoint.socket).and_then(|mut stream| {
+            let who = peer(&stream)?;
+            if who.uid != crate::private_dir::current_uid() {
+                return Err(io::Error::other("served by another uid"));
+            }
+            client.hello(&mut stream)?;
+            Ok(stream)
+        });
+        match opened {
+            Ok(stream) => {
+                *client.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+                Ok(client)
+            }
+            // Nobody listens (or someone else does): start one, or say why not, as usual.
+            Err(_) => AgentClient::connect(paths, true),
+        }
     }
 
     fn connection(&self) -> io::Result<UnixStream> {
+        if let Some(mut s) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return match Self::welcome(&mut s) {
+                Ok(Handshake::Welcome(_)) => Ok(s),
+                // Another build: it steps down, and this build's agent answers.
+                Ok(Handshake::OtherBuild) => {
+                    let ours = Paths::from_env()
+                        .map_err(io::Error::other)
+                        .and_then(|paths| AgentClient::connect(&paths, true).map_err(|u| io::Error::other(u.reason)));
+                    match ours.map(|c| c.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()) {
+                        Ok(Some(stream)) => Ok(stream),
+                        _ => crate::exe::replay_in_host(),
+                    }
+                }
+                // Nothing has been answered yet: the host answers in this process.
+                _ => crate::exe::replay_in_host(),
+            };
+        }
         if let Some(s) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(s);
         }
         match self.open()? {
             (s, Handshake::Welcome(_)) => Ok(s),
             (_, Handshake::OtherBuild) => Err(io::Error::other("the agent was replaced by another build")),
-            (_, Handshake::Refused(why)) => Err(io::Error::other(why)),
+            (_, Handshake::Refused(why, _)) => Err(io::Error::other(why)),
         }
     }
 

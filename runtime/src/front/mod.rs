@@ -75,6 +75,7 @@ impl Tool {
             .take(MAX_INPUT as u64 + 1)
             .read_to_end(&mut buf)
             .map_err(|e| format!("cannot read stdin: {e}"))?;
+        crate::exe::record_stdin(&buf);
         if buf.len() > MAX_INPUT {
             return Err(format!("the input is larger than {MAX_INPUT} bytes"));
         }
