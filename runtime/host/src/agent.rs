@@ -87,7 +87,7 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
     not_dumpable();
 
     let engine = crate::sandbox::new_engine().map_err(|e| format!("cannot start the WebAssembly engine: {e}"))?;
-    let runs = Arc::new(RunSlots::for_this_machine());
+    let runs = Arc::new(RunSlots::for_this_machine(crate::broker::RUNS_PER_INSTANCE));
     let config_file = paths.config_file();
     let stamp = FileStamp::of(&config_file);
     let config = Config::load(&config_file).map_err(|e| e.to_string());
@@ -117,6 +117,11 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
     let listener = UnixListener::bind(&endpoint.socket)
         .map_err(|e| format!("cannot listen on {}: {e}", endpoint.socket.display()))?;
     let socket_id = std::fs::symlink_metadata(&endpoint.socket).ok().map(|m| ino(&m));
+    // Clients of this home that compute another socket path find this one from here.
+    let announced = endpoint.socket.as_os_str().as_encoded_bytes().to_vec();
+    if let Err(e) = crate::private_dir::write_private_file(&endpoint.state, "agent.socket", &announced) {
+        tracing::warn!("cannot record where the agent listens: {e}");
+    }
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("cannot set up the socket: {e}"))?;
@@ -150,6 +155,13 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
     // to mistake for a live agent. Requests in hand are finished (for up to 10 s).
     if std::fs::symlink_metadata(&agent.endpoint.socket).ok().map(|m| ino(&m)) == socket_id {
         let _ = std::fs::remove_file(&agent.endpoint.socket);
+    }
+    if crate::private_dir::read_private_file(&agent.endpoint.whereabouts, 4096)
+        .ok()
+        .flatten()
+        .is_some_and(|b| b == announced)
+    {
+        let _ = std::fs::remove_file(&agent.endpoint.whereabouts);
     }
     drop(listener);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -228,13 +240,16 @@ fn detach_from_the_client(paths: &Paths) -> Result<(), String> {
     crate::private_dir::ensure_private_dir(&paths.trust_state)
         .map_err(|e| format!("cannot create {}: {e}", paths.trust_state.display()))?;
     use std::os::unix::fs::OpenOptionsExt;
+    // The previous agent's log is kept once (a crash is read after the fact).
+    let log_path = paths.trust_state.join("agent.log");
+    let _ = std::fs::rename(&log_path, paths.trust_state.join("agent.log.1"));
     let log = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(paths.trust_state.join("agent.log"))
+        .open(&log_path)
         .map_err(|e| format!("cannot open agent.log: {e}"))?;
     // SAFETY: dup2 onto stderr of this single-threaded process.
     unsafe { libc::dup2(log.as_raw_fd(), 2) };
@@ -519,11 +534,14 @@ impl Agent {
             *self.last_request.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             self.in_flight.fetch_add(1, Ordering::SeqCst);
             let reply = self.answer(message, &mut stream, &client);
+            // In flight until the answer is sent: a stop waits for it.
+            let sent = reply
+                .as_ref()
+                .map(|r| (write_frame(&mut stream, r).is_ok(), matches!(r, FromAgent::Stopping)));
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            let Some(reply) = reply else { return };
-            let stop = matches!(reply, FromAgent::Stopping);
-            if write_frame(&mut stream, &reply).is_err() || stop {
-                return;
+            match sent {
+                Some((true, false)) => {}
+                _ => return,
             }
         }
     }

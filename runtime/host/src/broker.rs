@@ -47,7 +47,7 @@ pub struct Broker {
 }
 
 /// Runs of one provider instance at once in the agent.
-const RUNS_PER_INSTANCE: usize = 4;
+pub const RUNS_PER_INSTANCE: usize = 4;
 
 /// A provider as it passed the gate, linked once, and the producer record that says when
 /// it would no longer pass.
@@ -514,6 +514,18 @@ impl Broker {
             .map(|s| format!("{} {}", s.role, s.key_id))
             .collect();
         let started = std::time::Instant::now();
+        // An instance with state runs one request at a time, from reading its state to
+        // writing what replaces it, across every process of this home (the agent, and any
+        // in-process run beside it): a rotating refresh token is never sent twice. Taken
+        // before any run slot, so a request that waits for it holds none.
+        let _state_lock = match self.state.provider_state(&provider.name) {
+            Some(_) => Some(
+                self.state
+                    .lock_instance(&provider.name)
+                    .map_err(|e| Refusal::Failed(format!("cannot lock the state of {}: {e}", provider.name)))?,
+            ),
+            None => None,
+        };
         // In the agent, a run takes one of its instance's slots, then one of the agent's: one
         // slow or hostile instance cannot take every slot from the others.
         let instance_slots = self.runs.as_ref().map(|_| {
@@ -645,16 +657,7 @@ impl Broker {
     ) -> Result<Result<Credential, wit::CredentialError>, Refusal> {
         let name = &provider.name;
         let loaded = &warm.loaded;
-        // An instance with state runs one request at a time, from reading its state to
-        // writing what replaces it: a rotating refresh token is never sent twice.
-        let instance_lock;
-        let _serialised = match self.state.provider_state(name) {
-            Some(_) => {
-                instance_lock = self.memory.instance_lock(name);
-                Some(instance_lock.lock().unwrap_or_else(|e| e.into_inner()))
-            }
-            None => None,
-        };
+        // Read under the caller's state lock (see `attempt`).
         let state = self.state.provider_state(name);
         let call = ProviderCall {
             engine: self.engine()?,

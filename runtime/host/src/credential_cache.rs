@@ -1,7 +1,7 @@
 //! The credential cache in memory, above the state store, like an HTTP cache: answers
 //! by key until they expire, `session` answers for as long as the process (the agent)
-//! lives, one provider run for concurrent identical misses, runs of one stateful instance
-//! one at a time, and short negative answers. The rules are here and tested here; the
+//! lives, one provider run for concurrent identical misses, and short negative answers.
+//! (Runs of one stateful instance take turns through the state store's lock.) The rules are here and tested here; the
 //! router decides what a key is and re-judges each entry's producer before serving it.
 //!
 //! Only an answer is ever shared between requests: never a provider instance.
@@ -52,7 +52,6 @@ pub struct CredentialCache {
     entries: Mutex<HashMap<String, Entry>>,
     negative: Mutex<HashMap<String, Negative>>,
     flights: Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    instances: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     order: AtomicU64,
 }
 
@@ -193,12 +192,6 @@ impl CredentialCache {
             flights.remove(key);
         }
         result
-    }
-
-    /// The lock that serialises runs of one instance that reads or writes state, so a
-    /// rotating refresh token is never sent twice.
-    pub fn instance_lock(&self, instance: &str) -> Arc<Mutex<()>> {
-        lock(&self.instances).entry(instance.to_owned()).or_default().clone()
     }
 }
 

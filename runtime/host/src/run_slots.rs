@@ -26,10 +26,11 @@ impl RunSlots {
     }
 
     /// Enough runs to overlap network waits, few enough that CPU-bound providers do not
-    /// starve cached answers on a small machine; 256 waiting.
-    pub fn for_this_machine() -> Self {
+    /// starve cached answers on a small machine, and always more than one instance may
+    /// take (`per_instance`), so a slow instance leaves slots to the others; 256 waiting.
+    pub fn for_this_machine(per_instance: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        RunSlots::new((2 * cores).max(4), 256)
+        RunSlots::new((2 * cores).max(2 * per_instance), 256)
     }
 
     pub fn acquire(&self) -> Result<RunSlot<'_>, Refusal> {

@@ -221,6 +221,36 @@ impl StateStore {
         }
     }
 
+    /// Holds `flock` on the instance's `run.lock` (0600, in its private dir) until dropped:
+    /// threads of one process and processes of one home alike take turns.
+    pub fn lock_instance(&self, provider: &str) -> io::Result<std::fs::File> {
+        let dir = self.provider_dir(provider);
+        crate::private_dir::ensure_private_dir(&dir)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        }
+        let file = options.open(dir.join("run.lock"))?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            loop {
+                // SAFETY: flock on a descriptor we own.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                    break;
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(file)
+    }
+
     pub fn provider_state(&self, provider: &str) -> Option<Vec<u8>> {
         self.read_secret(&self.state_slot(provider))
     }

@@ -173,8 +173,7 @@ impl AgentClient {
     }
 
     fn open(&self) -> io::Result<(UnixStream, Handshake)> {
-        super::endpoint::check_dir(&self.endpoint.dir).map_err(io::Error::other)?;
-        let mut stream = UnixStream::connect(&self.endpoint.socket)?;
+        let mut stream = self.connect_socket()?;
         let who = peer(&stream)?;
         if who.uid != crate::private_dir::current_uid() {
             return Ok((
@@ -192,6 +191,19 @@ impl AgentClient {
         self.hello(&mut stream)?;
         let reply = Self::welcome(&mut stream)?;
         Ok((stream, reply))
+    }
+
+    /// Our socket, or else the one the running agent of this home announced (a client that
+    /// sees another `XDG_RUNTIME_DIR` than the agent did).
+    fn connect_socket(&self) -> io::Result<UnixStream> {
+        super::endpoint::check_dir(&self.endpoint.dir).map_err(io::Error::other)?;
+        match UnixStream::connect(&self.endpoint.socket) {
+            Ok(s) => Ok(s),
+            Err(e) => match self.endpoint.announced_socket() {
+                Some(other) => UnixStream::connect(other),
+                None => Err(e),
+            },
+        }
     }
 
     fn hello(&self, stream: &mut UnixStream) -> io::Result<()> {
@@ -237,7 +249,7 @@ impl AgentClient {
             agent_pid: 0,
             takeover: true,
         };
-        let opened = UnixStream::connect(&client.endpoint.socket).and_then(|mut stream| {
+        let opened = client.connect_socket().and_then(|mut stream| {
             let who = peer(&stream)?;
             if who.uid != crate::private_dir::current_uid() {
                 return Err(io::Error::other("served by another uid"));

@@ -19,7 +19,15 @@ pub struct Endpoint {
     pub dir: PathBuf,
     pub socket: PathBuf,
     /// Held (`flock`) by the running agent for its whole life: whoever takes it starts one.
+    /// In the home's state dir (private, 0700), not beside the socket: clients of one home
+    /// that see different `XDG_RUNTIME_DIR`s (a login shell, cron, a CI service) still
+    /// share one lock, so one home never gets two agents.
     pub lock: PathBuf,
+    /// Where the running agent says it listens (its socket path, in the state dir): how a
+    /// client whose `XDG_RUNTIME_DIR` differs from the agent's finds it.
+    pub whereabouts: PathBuf,
+    /// The home's private state dir, which holds `lock` and `whereabouts`.
+    pub state: PathBuf,
     /// Identifies the home this agent serves: its config, trust, state and cache dirs.
     pub home: String,
 }
@@ -39,7 +47,9 @@ impl Endpoint {
             ));
         }
         Ok(Endpoint {
-            lock: dir.join(format!("agent-{}.lock", &home[..16])),
+            lock: paths.trust_state.join("agent.lock"),
+            whereabouts: paths.trust_state.join("agent.socket"),
+            state: paths.trust_state.clone(),
             socket,
             dir,
             home,
@@ -58,7 +68,21 @@ impl Endpoint {
                 Err(e) => return Err(format!("cannot create the agent directory {}: {e}", self.dir.display())),
             }
         }
-        check_dir(&self.dir)
+        check_dir(&self.dir)?;
+        crate::private_dir::ensure_private_dir(&self.state)
+            .map_err(|e| format!("cannot use the state dir {}: {e}", self.state.display()))
+    }
+
+    /// The socket the running agent named, if it is not ours: a path in a directory that
+    /// passes [`check_dir`] too.
+    pub fn announced_socket(&self) -> Option<PathBuf> {
+        let bytes = crate::private_dir::read_private_file(&self.whereabouts, 4096).ok()??;
+        let path = PathBuf::from(String::from_utf8(bytes).ok()?.trim_end());
+        if path == self.socket || !path.is_absolute() || path.as_os_str().len() > MAX_SOCKET_PATH {
+            return None;
+        }
+        check_dir(path.parent()?).ok()?;
+        Some(path)
     }
 }
 
