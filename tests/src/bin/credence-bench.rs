@@ -10,6 +10,11 @@
 //! signed static-token provider is verified and runs in the sandbox), `stored` (a stored until-expiry credential
 //! answers, no provider runs).
 //!
+//! Every case runs in-process (`CREDENCE_AGENT=0`: the thin `credence` execs
+//! `credence-host`, which answers and exits), so `cold` still compiles and `warm` still
+//! loads and verifies; with an agent both would be answered from its memory. What the
+//! agent costs and saves is `credence-agent-bench`'s.
+//!
 //! Usage: `credence-bench [ROUNDS]` (default 200; cold runs every 10th round).
 //! `CREDENCE_BENCH_BASELINE=/path/to/other/credence` adds `warm` and `stored` of that binary
 //! (e.g. a build of the previous commit), each in a home of its own, to the same rounds.
@@ -52,7 +57,7 @@ fn profile_each_path(home: &Home, wrapper: &str) {
     for (case, (args, stdin)) in paths.iter().enumerate() {
         // Once plainly first, so the profiled run finds every cache warm (the cold case
         // emptied the compiled-component cache) and never compiles.
-        home.run_stdin(args, stdin.as_bytes(), &[]);
+        home.run_stdin(args, stdin.as_bytes(), &[("CREDENCE_AGENT", "0")]);
         let wrapped: Vec<&str> = words
             .clone()
             .chain([credence.to_str().expect("a UTF-8 path")])
@@ -63,7 +68,7 @@ fn profile_each_path(home: &Home, wrapper: &str) {
             std::path::Path::new(program),
             &wrapped,
             stdin.as_bytes(),
-            &[("CREDENCE_BENCH_CASE", &case)],
+            &[("CREDENCE_BENCH_CASE", &case), ("CREDENCE_AGENT", "0")],
         );
         assert_eq!(run.code, Some(0), "{args:?} under {program}: {run:#?}");
     }
@@ -102,7 +107,7 @@ settings = {{ token-url = "{o}/token", client-id = "c", client-secret = "s" }}
 
 fn get(home: &Home, url: &str) -> Command {
     let mut c = home.command();
-    c.args(["get", url]);
+    c.args(["get", url]).env("CREDENCE_AGENT", "0");
     c
 }
 
