@@ -68,6 +68,8 @@ struct Agent {
     /// `trust.toml` as last seen: a change sweeps what it no longer admits.
     trust_stamp: Mutex<Option<FileStamp>>,
     workers: Workers,
+    /// Wakes the main loop (a stop).
+    wake: (Mutex<()>, std::sync::Condvar),
     /// The socket this agent bound (device, inode): only that file is ever removed.
     socket_id: Option<(u64, u64)>,
 }
@@ -144,6 +146,7 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
         idle,
         trust_stamp: Mutex::new(FileStamp::of(&paths_trust)),
         socket_id,
+        wake: (Mutex::new(()), std::sync::Condvar::new()),
         workers: Workers {
             waiting: AtomicUsize::new(0),
             alive: AtomicUsize::new(0),
@@ -298,7 +301,13 @@ impl Agent {
             self.start_worker(&shared);
         }
         loop {
-            std::thread::sleep(Duration::from_millis(250));
+            {
+                // Woken at once by a stop, so the replacing agent need not wait for a tick.
+                let woken = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+                if !self.stopping.load(Ordering::SeqCst) {
+                    let _ = self.wake.1.wait_timeout(woken, Duration::from_millis(250));
+                }
+            }
             let why = if self.stopping.load(Ordering::SeqCst) {
                 Some("asked to stop".to_owned())
             } else {
@@ -368,6 +377,8 @@ impl Agent {
                 let _ = std::fs::remove_file(&self.endpoint.socket);
             }
         }
+        let _held = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.1.notify_all();
     }
 
     fn reason_to_exit(&self, socket_id: Option<(u64, u64)>) -> Option<String> {
@@ -551,8 +562,9 @@ impl Agent {
         Some(match message {
             ToAgent::Resolve { request, can_prompt } => {
                 self.served.fetch_add(1, Ordering::Relaxed);
+                // The connection is shared with the prompt renderer only when a prompt can be shown.
                 let prompts = Box::new(ClientTerminal {
-                    stream: stream.try_clone().ok(),
+                    stream: if can_prompt { stream.try_clone().ok() } else { None },
                     can_prompt,
                 });
                 let (result, warnings) = credence::logging::capture_warnings(|| {

@@ -203,11 +203,20 @@ impl Record {
 
 pub struct AuditLog {
     dir: PathBuf,
+    /// The file as last opened for appending, kept (the agent appends thousands of times):
+    /// used while the name still means it, reopened after a rotation by anyone.
+    file: std::sync::Mutex<Option<std::fs::File>>,
+    /// The fingerprint key, read once per process.
+    key: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl AuditLog {
     pub fn new(dir: PathBuf) -> Self {
-        AuditLog { dir }
+        AuditLog {
+            dir,
+            file: std::sync::Mutex::new(None),
+            key: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn path(&self) -> PathBuf {
@@ -227,11 +236,24 @@ impl AuditLog {
     }
 
     fn try_append(&self, record: &Record) -> std::io::Result<()> {
-        ensure_private_dir(&self.dir)?;
         let mut line = serde_json::to_vec(&record.clone().bounded())?;
         line.push(b'\n');
-        let mut file = self.open_for_append()?;
-        let opened = file.metadata()?;
+        let mut kept = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        // The kept descriptor, while the name still means its file (another credence may
+        // have rotated or removed it); else the file opened again.
+        let still = kept.as_ref().and_then(|f| {
+            let (held, named) = (f.metadata().ok()?, std::fs::symlink_metadata(self.path()).ok()?);
+            same_file(&held, &named).then_some(held)
+        });
+        let (mut file, opened) = match (kept.take(), still) {
+            (Some(f), Some(meta)) => (f, meta),
+            _ => {
+                ensure_private_dir(&self.dir)?;
+                let f = self.open_for_append()?;
+                let meta = f.metadata()?;
+                (f, meta)
+            }
+        };
         if opened.len() + line.len() as u64 > MAX_FILE_BYTES {
             // Only if the name still means the file we opened: a concurrent credence may
             // have rotated it already, and renaming its fresh file would drop a generation.
@@ -242,7 +264,9 @@ impl AuditLog {
             file = self.open_for_append()?;
         }
         // One write per record, so concurrent credence processes never interleave lines.
-        file.write_all(&line)
+        let written = file.write_all(&line);
+        *kept = Some(file);
+        written
     }
 
     fn open_for_append(&self) -> std::io::Result<std::fs::File> {
@@ -264,6 +288,10 @@ impl AuditLog {
     }
 
     fn installation_key(&self) -> [u8; 32] {
+        *self.key.get_or_init(|| self.read_or_make_key())
+    }
+
+    fn read_or_make_key(&self) -> [u8; 32] {
         let path = self.dir.join("audit.key");
         if let Ok(bytes) = std::fs::read(&path) {
             if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {

@@ -47,12 +47,50 @@ struct Negative {
     strikes: u32,
 }
 
+/// The entries, and their keys oldest first (the next to go at the bound, found without
+/// a scan).
+#[derive(Default)]
+struct Entries {
+    map: HashMap<String, Entry>,
+    oldest_first: std::collections::BTreeMap<u64, String>,
+}
+
+impl Entries {
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let entry = self.map.remove(key)?;
+        self.oldest_first.remove(&entry.order);
+        Some(entry)
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Entry) -> bool) -> usize {
+        let before = self.map.len();
+        self.map.retain(|_, e| keep(e));
+        let map = &self.map;
+        self.oldest_first.retain(|_, k| map.contains_key(k));
+        before - self.map.len()
+    }
+}
+
 #[derive(Default)]
 pub struct CredentialCache {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<Entries>,
     negative: Mutex<HashMap<String, Negative>>,
     flights: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     order: AtomicU64,
+}
+
+/// After many entries went, hands the freed heap back to the system (glibc keeps it
+/// otherwise: an agent that once held 10,000 answers would keep their memory for good).
+fn give_back_memory(dropped: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if dropped > 0 {
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = dropped;
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -72,7 +110,7 @@ pub fn fresh(credential: &Credential, now: u64) -> bool {
 
 impl CredentialCache {
     pub fn len(&self) -> usize {
-        lock(&self.entries).len()
+        lock(&self.entries).map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -82,7 +120,7 @@ impl CredentialCache {
     /// The entry for `key` if it is still fresh; a stale one is dropped.
     pub fn get(&self, key: &str, now: u64) -> Option<(Credential, Producer)> {
         let mut entries = lock(&self.entries);
-        let entry = entries.get(key)?;
+        let entry = entries.map.get(key)?;
         if fresh(&entry.credential, now) {
             return Some((entry.credential.clone(), entry.producer.clone()));
         }
@@ -96,18 +134,21 @@ impl CredentialCache {
             return;
         }
         let mut entries = lock(&self.entries);
-        if entries.len() >= MAX_ENTRIES && !entries.contains_key(key) {
-            if let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.order).map(|(k, _)| k.clone()) {
-                entries.remove(&oldest);
+        entries.remove(key);
+        if entries.map.len() >= MAX_ENTRIES {
+            if let Some((_, oldest)) = entries.oldest_first.pop_first() {
+                entries.map.remove(&oldest);
             }
         }
-        entries.insert(
+        let order = self.order.fetch_add(1, Ordering::Relaxed);
+        entries.oldest_first.insert(order, key.to_owned());
+        entries.map.insert(
             key.to_owned(),
             Entry {
                 instance: instance.to_owned(),
                 credential: credential.clone(),
                 producer: producer.clone(),
-                order: self.order.fetch_add(1, Ordering::Relaxed),
+                order,
             },
         );
     }
@@ -118,19 +159,17 @@ impl CredentialCache {
 
     /// Drops every entry of `instance` (all with `None`), and every negative answer.
     pub fn evict_instance(&self, instance: Option<&str>) -> usize {
-        let mut entries = lock(&self.entries);
-        let before = entries.len();
-        entries.retain(|_, e| instance.is_some_and(|i| e.instance != i));
+        let dropped = lock(&self.entries).retain(|e| instance.is_some_and(|i| e.instance != i));
         lock(&self.negative).clear();
-        before - entries.len()
+        give_back_memory(dropped);
+        dropped
     }
 
     /// Drops the entries whose producer `keep` refuses (after a revocation).
     pub fn retain(&self, keep: impl Fn(&str, &Producer) -> bool) -> usize {
-        let mut entries = lock(&self.entries);
-        let before = entries.len();
-        entries.retain(|_, e| keep(&e.instance, &e.producer));
-        before - entries.len()
+        let dropped = lock(&self.entries).retain(|e| keep(&e.instance, &e.producer));
+        give_back_memory(dropped);
+        dropped
     }
 
     /// A refusal answered again for `key` until it lapses, with the producers of the
