@@ -68,6 +68,8 @@ struct Agent {
     /// `trust.toml` as last seen: a change sweeps what it no longer admits.
     trust_stamp: Mutex<Option<FileStamp>>,
     workers: Workers,
+    /// The broker's watch generation at which `broker()`'s checks last passed.
+    checked: AtomicU64,
     /// Wakes the main loop (a stop).
     wake: (Mutex<()>, std::sync::Condvar),
     /// The socket this agent bound (device, inode): only that file is ever removed.
@@ -100,7 +102,8 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
         Arc::new(
             Broker::new(paths.clone(), c, TrustMode::RequireSigned)
                 .with_engine(engine.clone())
-                .with_run_slots(runs.clone()),
+                .with_run_slots(runs.clone())
+                .with_watch(),
         )
     });
 
@@ -147,6 +150,7 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
         trust_stamp: Mutex::new(FileStamp::of(&paths_trust)),
         socket_id,
         wake: (Mutex::new(()), std::sync::Condvar::new()),
+        checked: AtomicU64::new(u64::MAX),
         workers: Workers {
             waiting: AtomicUsize::new(0),
             alive: AtomicUsize::new(0),
@@ -436,6 +440,43 @@ impl Agent {
     /// The broker for the config in force: read again when `config.toml` changed. A config
     /// that does not load is no config to answer under: the reason is returned instead.
     fn broker(&self) -> Result<Arc<Broker>, String> {
+        // Nothing the checks below read has changed since they last passed: the same broker.
+        {
+            let current = self.broker.read().unwrap_or_else(|e| e.into_inner());
+            if let Ok(b) = &current.1 {
+                if b.watch_generation()
+                    .is_some_and(|g| g == self.checked.load(Ordering::SeqCst))
+                {
+                    return Ok(b.clone());
+                }
+            }
+        }
+        // Read before the checks: a change while they run makes the next request check again.
+        let generation = self
+            .broker
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .as_ref()
+            .ok()
+            .and_then(|b| b.watch_generation());
+        let checked = self.check_and_load();
+        let same_broker = match (&checked, &self.broker.read().unwrap_or_else(|e| e.into_inner()).1) {
+            (Ok(a), Ok(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        // A broker built just now has a watch armed after its config was read: its first
+        // request checks again, so nothing between the two is missed.
+        self.checked.store(
+            generation
+                .filter(|_| same_broker && checked.is_ok())
+                .unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
+        checked
+    }
+
+    fn check_and_load(&self) -> Result<Arc<Broker>, String> {
         let trust = FileStamp::of(&self.paths.trust_file());
         let trust_changed = {
             let mut seen = self.trust_stamp.lock().unwrap_or_else(|e| e.into_inner());
@@ -468,7 +509,8 @@ impl Agent {
                 Arc::new(
                     Broker::new(self.paths.clone(), config, TrustMode::RequireSigned)
                         .with_engine(self.engine.clone())
-                        .with_run_slots(self.runs.clone()),
+                        .with_run_slots(self.runs.clone())
+                        .with_watch(),
                 )
             });
         *current = (stamp, next.clone());

@@ -44,6 +44,10 @@ pub struct Broker {
     runs: Option<Arc<RunSlots>>,
     /// Per instance, with `runs`.
     instance_runs: Mutex<HashMap<String, Arc<RunSlots>>>,
+    /// What the verdicts rest on, watched (the agent).
+    watch: Option<crate::fs_watch::FsWatch>,
+    /// Producers judged admitted at a watch generation.
+    admitted: Mutex<(u64, std::collections::HashSet<String>)>,
 }
 
 /// Runs of one provider instance at once in the agent.
@@ -83,6 +87,8 @@ impl Broker {
             warm: Mutex::new(HashMap::new()),
             runs: None,
             instance_runs: Mutex::new(HashMap::new()),
+            watch: None,
+            admitted: Mutex::new((u64::MAX, std::collections::HashSet::new())),
         }
     }
 
@@ -187,6 +193,55 @@ impl Broker {
     /// this instance (see `producer`). The component is never hashed; the trust store is
     /// read only if it may have changed since the credential was made.
     fn still_admitted(&self, provider: &ProviderConfig, producer: &Producer) -> Result<(), String> {
+        // The agent: a verdict given while nothing it rests on has changed holds, but for
+        // the passing of time (a key's or the statement's expiry).
+        let generation = self.watch_generation();
+        let key = format!(
+            "{}\0{}\0{}\0{}",
+            provider.name,
+            producer.component_sha256,
+            producer.statement_sha256.as_deref().unwrap_or(""),
+            producer.sequence
+        );
+        let now = crate::state_store::now_unix();
+        if let Some(g) = generation {
+            let admitted = lock(&self.admitted);
+            if admitted.0 == g && admitted.1.contains(&key) && producer.valid_until.is_none_or(|t| now < t) {
+                return Ok(());
+            }
+        }
+        let verdict = self.judge_again(provider, producer);
+        if let (Some(g), Ok(())) = (generation, &verdict) {
+            let mut admitted = lock(&self.admitted);
+            if admitted.0 != g {
+                *admitted = (g, std::collections::HashSet::new());
+            }
+            admitted.1.insert(key);
+        }
+        verdict
+    }
+
+    /// The watch's generation (see `fs_watch`), in the agent.
+    pub fn watch_generation(&self) -> Option<u64> {
+        self.watch.as_ref().map(|w| w.generation())
+    }
+
+    /// Watches what this broker's verdicts rest on (the agent): config and trust store,
+    /// every configured component and statement, the home and providers directories and
+    /// those above them.
+    pub fn with_watch(mut self) -> Broker {
+        let providers = self.paths.providers_dir();
+        let mut files = vec![self.paths.config_file(), self.paths.trust_file()];
+        for p in &self.config.providers {
+            let component = providers.join(&p.component);
+            files.push(crate::loader::statement_path(&component));
+            files.push(component);
+        }
+        self.watch = crate::fs_watch::FsWatch::new(files, vec![self.paths.home.clone(), providers]);
+        self
+    }
+
+    fn judge_again(&self, provider: &ProviderConfig, producer: &Producer) -> Result<(), String> {
         let providers = self.paths.providers_dir();
         let component = providers.join(&provider.component);
         producer.local_checks(

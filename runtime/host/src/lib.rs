@@ -15,6 +15,7 @@ pub mod compile_cache;
 pub mod component_info;
 pub mod config;
 pub mod credential_cache;
+pub mod fs_watch;
 pub mod loader;
 pub mod log_init;
 pub mod os_store;

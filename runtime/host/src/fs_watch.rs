@@ -1,0 +1,235 @@
+//! Whether anything the loading gate judged may have changed since it last judged it: the
+//! agent's way to skip a dozen `stat`s per answer without ever serving on a stale verdict.
+//!
+//! An inotify watch on every file and directory a verdict rests on: `config.toml`,
+//! `trust.toml`, each configured component and statement (watched by inode, so a write
+//! through another link is seen too), the home and providers directories, and each
+//! directory above them (only events about the next directory down, or the directory
+//! itself: a chmod, a rename, a replacement). The kernel queues an event inside the
+//! changing system call, before it returns, so a change made before a request arrives is
+//! always in the queue when the request looks: [`FsWatch::generation`] drains it without
+//! blocking and moves on to a new generation if anything was there (or the queue
+//! overflowed, or a watch could not be set). A verdict recorded at a generation holds while
+//! the generation is the same; time-based expiry is still checked on every use.
+//!
+//! Linux only; elsewhere there is no watch and every answer is judged in full.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub struct FsWatch {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    fd: i32,
+    generation: u64,
+    /// Per watch: the name of the one entry that matters in it (`None`: every event).
+    wanted: HashMap<i32, Option<std::ffi::OsString>>,
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    /// False when the watches could not all be set: every call is then a new generation.
+    complete: bool,
+}
+
+impl FsWatch {
+    /// Watches `files` and `dirs` (each with its ancestors). `None` where inotify is not
+    /// available.
+    pub fn new(files: Vec<PathBuf>, dirs: Vec<PathBuf>) -> Option<FsWatch> {
+        #[cfg(target_os = "linux")]
+        {
+            let mut inner = Inner {
+                fd: -1,
+                generation: 0,
+                wanted: HashMap::new(),
+                files,
+                dirs,
+                complete: false,
+            };
+            inner.arm();
+            (inner.fd >= 0).then(|| FsWatch {
+                inner: Mutex::new(inner),
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (files, dirs);
+            None
+        }
+    }
+
+    /// The current generation: the same number as last time only if nothing watched has
+    /// changed since.
+    pub fn generation(&self) -> u64 {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        #[cfg(target_os = "linux")]
+        if !inner.complete || inner.drain() {
+            inner.generation += 1;
+            // Files replaced by a rename are new inodes: watch them again.
+            inner.arm();
+        }
+        inner.generation
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.fd >= 0 {
+            // SAFETY: our own descriptor, closed once.
+            unsafe { libc::close(self.fd) };
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Inner {
+    /// A fresh inotify instance with every watch set.
+    fn arm(&mut self) {
+        if self.fd >= 0 {
+            // SAFETY: our own descriptor.
+            unsafe { libc::close(self.fd) };
+        }
+        self.wanted.clear();
+        // SAFETY: no pointers involved.
+        self.fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if self.fd < 0 {
+            self.complete = false;
+            return;
+        }
+        let mut complete = true;
+        const CHANGES: u32 = libc::IN_MODIFY
+            | libc::IN_ATTRIB
+            | libc::IN_CLOSE_WRITE
+            | libc::IN_CREATE
+            | libc::IN_DELETE
+            | libc::IN_MOVED_FROM
+            | libc::IN_MOVED_TO
+            | libc::IN_DELETE_SELF
+            | libc::IN_MOVE_SELF;
+        let mut chains: Vec<PathBuf> = Vec::new();
+        for path in self.files.clone() {
+            // By inode (a write through any link), and by name in its directory (a file
+            // created, replaced or removed there).
+            if path.exists() {
+                complete &= self.add(&path, CHANGES, None);
+            }
+            if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+                complete &= self.add(parent, CHANGES, Some(name.to_owned()));
+                chains.push(parent.to_owned());
+            }
+        }
+        for dir in self.dirs.clone() {
+            complete &= self.add(&dir, CHANGES, None);
+            chains.push(dir);
+        }
+        // Every directory above, as written and as it resolves: only the entry that leads
+        // down (and the directory itself) matters there.
+        let mut resolved: Vec<PathBuf> = chains.iter().filter_map(|d| d.canonicalize().ok()).collect();
+        chains.append(&mut resolved);
+        let mut seen = std::collections::HashSet::new();
+        for dir in chains {
+            let mut child = dir.clone();
+            while let Some(parent) = child.parent() {
+                let name = child.file_name().map(|n| n.to_owned());
+                if seen.insert((parent.to_owned(), name.clone())) {
+                    complete &= self.add(parent, CHANGES, name);
+                }
+                child = parent.to_owned();
+            }
+        }
+        self.complete = complete;
+    }
+
+    fn add(&mut self, path: &Path, mask: u32, wanted: Option<std::ffi::OsString>) -> bool {
+        let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // SAFETY: a valid descriptor and NUL-terminated path.
+        let wd = unsafe { libc::inotify_add_watch(self.fd, c.as_ptr(), mask | libc::IN_DONT_FOLLOW) };
+        if wd < 0 {
+            return false;
+        }
+        // One directory may be watched for several names (or for all): all of them count.
+        match (self.wanted.get(&wd), wanted) {
+            (Some(None), _) => {}
+            (Some(Some(_)), _) | (None, None) => {
+                self.wanted.insert(wd, None);
+            }
+            (None, Some(name)) => {
+                self.wanted.insert(wd, Some(name));
+            }
+        }
+        true
+    }
+
+    /// Reads every queued event; whether any of them matters.
+    fn drain(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        let mut changed = false;
+        loop {
+            // SAFETY: reading into a buffer of the given length.
+            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                // EAGAIN: nothing (more) queued. Any other error: assume a change.
+                if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock {
+                    changed = true;
+                }
+                return changed;
+            }
+            let mut at = 0usize;
+            let header = std::mem::size_of::<libc::inotify_event>();
+            while at + header <= n as usize {
+                // SAFETY: the kernel wrote whole events; read the header unaligned.
+                let event: libc::inotify_event = unsafe { std::ptr::read_unaligned(buf.as_ptr().add(at).cast()) };
+                let name_bytes = &buf[at + header..(at + header + event.len as usize).min(n as usize)];
+                let name = name_bytes.split(|b| *b == 0).next().unwrap_or(&[]);
+                at += header + event.len as usize;
+                if event.mask & (libc::IN_Q_OVERFLOW | libc::IN_IGNORED) != 0 {
+                    changed = true;
+                    continue;
+                }
+                changed |= match self.wanted.get(&event.wd) {
+                    Some(Some(wanted)) => name.is_empty() || name == wanted.as_encoded_bytes(),
+                    _ => true,
+                };
+            }
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_to_a_watched_file_or_directory_above_it_is_a_new_generation_and_nothing_else_is() {
+        let root = tempfile::tempdir().unwrap();
+        let home = root.path().join("home");
+        std::fs::create_dir_all(home.join("providers")).unwrap();
+        let config = home.join("config.toml");
+        std::fs::write(&config, "a").unwrap();
+        let w = FsWatch::new(
+            vec![config.clone(), home.join("trust.toml")],
+            vec![home.join("providers")],
+        )
+        .unwrap();
+        let g = w.generation();
+        assert_eq!(w.generation(), g, "nothing changed");
+        std::fs::write(root.path().join("unrelated"), "x").unwrap();
+        assert_eq!(w.generation(), g, "a file beside the home is not watched");
+        std::fs::write(&config, "b").unwrap();
+        let g2 = w.generation();
+        assert_ne!(g2, g, "the config was written");
+        assert_eq!(w.generation(), g2);
+        std::fs::write(home.join("trust.toml"), "t").unwrap();
+        let g3 = w.generation();
+        assert_ne!(g3, g2, "a trust store that did not exist was created");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let g4 = w.generation();
+        assert_ne!(g4, g3, "a chmod of a directory above the home");
+        std::fs::write(home.join("providers/x.wasm"), "w").unwrap();
+        assert_ne!(w.generation(), g4, "a new component");
+    }
+}
