@@ -519,7 +519,11 @@ impl Agent {
 
     fn converse(&self, mut stream: UnixStream, who: Peer) {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let hello: ToAgent = match read_frame(&mut stream) {
+        // Frames are read through a buffer: one receive per request (a client writes each
+        // frame whole; a pipelined hello and request arrive together), not two.
+        let Ok(reading) = stream.try_clone() else { return };
+        let mut reader = std::io::BufReader::with_capacity(16 << 10, reading);
+        let hello: ToAgent = match read_frame(&mut reader) {
             Ok(m) => m,
             Err(_) => return,
         };
@@ -580,13 +584,13 @@ impl Agent {
         // Between requests a client may sit idle as long as it likes (cargo's conversation).
         let _ = stream.set_read_timeout(None);
         loop {
-            let message: ToAgent = match read_frame(&mut stream) {
+            let message: ToAgent = match read_frame(&mut reader) {
                 Ok(m) => m,
                 Err(_) => return,
             };
             *self.last_request.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             self.in_flight.fetch_add(1, Ordering::SeqCst);
-            let reply = self.answer(message, &mut stream, &client);
+            let reply = crate::fs_watch::one_view(|| self.answer(message, &mut stream, &client));
             // In flight until the answer is sent: a stop waits for it.
             let sent = reply
                 .as_ref()

@@ -201,11 +201,18 @@ impl Record {
     }
 }
 
+/// The audit file this process appends to, and when it last looked whether the name still
+/// means it.
+struct KeptFile {
+    file: std::fs::File,
+    looked: std::time::Instant,
+}
+
 pub struct AuditLog {
     dir: PathBuf,
     /// The file as last opened for appending, kept (the agent appends thousands of times):
     /// used while the name still means it, reopened after a rotation by anyone.
-    file: std::sync::Mutex<Option<std::fs::File>>,
+    file: std::sync::Mutex<Option<KeptFile>>,
     /// The fingerprint key, read once per process.
     key: std::sync::OnceLock<[u8; 32]>,
 }
@@ -240,21 +247,36 @@ impl AuditLog {
         line.push(b'\n');
         let mut kept = self.file.lock().unwrap_or_else(|e| e.into_inner());
         // The kept descriptor, while the name still means its file (another credence may
-        // have rotated or removed it); else the file opened again.
-        let still = kept.as_ref().and_then(|f| {
-            let (held, named) = (f.metadata().ok()?, std::fs::symlink_metadata(self.path()).ok()?);
-            same_file(&held, &named).then_some(held)
+        // have rotated or removed it: looked at every 100 ms; lines written in between go
+        // to the file that was rotated, still part of the trail); else the file opened again.
+        let fresh_enough = kept
+            .as_ref()
+            .is_some_and(|k| k.looked.elapsed() < std::time::Duration::from_millis(100));
+        // Its size from the descriptor every time (others append too; no path lookup).
+        let still = kept.as_ref().and_then(|k| {
+            let held = k.file.metadata().ok()?;
+            if fresh_enough {
+                return Some(held.len());
+            }
+            let named = std::fs::symlink_metadata(self.path()).ok()?;
+            same_file(&held, &named).then_some(held.len())
         });
-        let (mut file, opened) = match (kept.take(), still) {
-            (Some(f), Some(meta)) => (f, meta),
+        let looked = if fresh_enough {
+            kept.as_ref().map_or_else(std::time::Instant::now, |k| k.looked)
+        } else {
+            std::time::Instant::now()
+        };
+        let (mut file, size) = match (kept.take(), still) {
+            (Some(k), Some(size)) => (k.file, size),
             _ => {
                 ensure_private_dir(&self.dir)?;
                 let f = self.open_for_append()?;
-                let meta = f.metadata()?;
-                (f, meta)
+                let size = f.metadata()?.len();
+                (f, size)
             }
         };
-        if opened.len() + line.len() as u64 > MAX_FILE_BYTES {
+        if size + line.len() as u64 > MAX_FILE_BYTES {
+            let opened = file.metadata()?;
             // Only if the name still means the file we opened: a concurrent credence may
             // have rotated it already, and renaming its fresh file would drop a generation.
             let current = std::fs::symlink_metadata(self.path())?;
@@ -262,10 +284,16 @@ impl AuditLog {
                 std::fs::rename(self.path(), self.rotated_path())?;
             }
             file = self.open_for_append()?;
+            let written = file.write_all(&line);
+            *kept = Some(KeptFile {
+                file,
+                looked: std::time::Instant::now(),
+            });
+            return written;
         }
         // One write per record, so concurrent credence processes never interleave lines.
         let written = file.write_all(&line);
-        *kept = Some(file);
+        *kept = Some(KeptFile { file, looked });
         written
     }
 

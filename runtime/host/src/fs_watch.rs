@@ -18,6 +18,24 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+thread_local! {
+    static VIEWING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static VIEW: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (one request) with one view of the watched files: the queue is read once, when
+/// the request first asks, and every check in the request judges against that. A change
+/// after that point is seen by the next request, as one made after the request was answered
+/// would be.
+pub fn one_view<R>(f: impl FnOnce() -> R) -> R {
+    VIEWING.with(|on| on.set(true));
+    VIEW.with(|v| v.set(None));
+    let result = f();
+    VIEWING.with(|on| on.set(false));
+    VIEW.with(|v| v.set(None));
+    result
+}
+
 pub struct FsWatch {
     inner: Mutex<Inner>,
 }
@@ -60,8 +78,21 @@ impl FsWatch {
     }
 
     /// The current generation: the same number as last time only if nothing watched has
-    /// changed since.
+    /// changed since. Inside [`one_view`], the first call's answer for the whole closure.
     pub fn generation(&self) -> u64 {
+        if let Some(g) = VIEW.with(|v| v.get()) {
+            return g;
+        }
+        let g = self.read_generation();
+        VIEW.with(|v| {
+            if v.get().is_none() && VIEWING.with(|on| on.get()) {
+                v.set(Some(g));
+            }
+        });
+        g
+    }
+
+    fn read_generation(&self) -> u64 {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         #[cfg(target_os = "linux")]
         if !inner.complete || inner.drain() {
