@@ -32,9 +32,9 @@ pub struct AgentClient {
     build: String,
     /// Connections that finished their last request, for the next one (cargo's and NuGet's
     /// conversations ask many times; NuGet from several threads at once).
-    idle: Mutex<Vec<UnixStream>>,
+    idle: Mutex<Vec<Conn>>,
     /// A connection whose hello is sent and whose welcome is not read yet.
-    pending: Mutex<Option<UnixStream>>,
+    pending: Mutex<Option<Conn>>,
     pub agent_pid: u32,
     /// Whether this client replaces an agent of another build (it may start one).
     takeover: bool,
@@ -62,6 +62,9 @@ impl Unavailable {
         }
     }
 }
+
+/// A connection to the agent, read through a buffer: one receive per frame, not two.
+type Conn = std::io::BufReader<UnixStream>;
 
 enum Prompt {
     Ask(String, bool),
@@ -172,12 +175,12 @@ impl AgentClient {
         Ok(true)
     }
 
-    fn open(&self) -> io::Result<(UnixStream, Handshake)> {
+    fn open(&self) -> io::Result<(Conn, Handshake)> {
         let mut stream = self.connect_socket()?;
         let who = peer(&stream)?;
         if who.uid != crate::private_dir::current_uid() {
             return Ok((
-                stream,
+                Conn::new(stream),
                 Handshake::Refused(
                     format!(
                         "the agent socket {} is served by uid {}, not by you; remove it",
@@ -189,8 +192,9 @@ impl AgentClient {
             ));
         }
         self.hello(&mut stream)?;
-        let reply = Self::welcome(&mut stream)?;
-        Ok((stream, reply))
+        let mut conn = Conn::new(stream);
+        let reply = Self::welcome(&mut conn)?;
+        Ok((conn, reply))
     }
 
     /// Our socket, or else the one the running agent of this home announced (a client that
@@ -220,14 +224,14 @@ impl AgentClient {
         )
     }
 
-    fn welcome(stream: &mut UnixStream) -> io::Result<Handshake> {
-        let reply = match read_frame(stream)? {
+    fn welcome(conn: &mut Conn) -> io::Result<Handshake> {
+        let reply = match read_frame(conn)? {
             FromAgent::Welcome { pid, .. } => Handshake::Welcome(pid),
             FromAgent::Refused { restart: true, .. } => Handshake::OtherBuild,
             FromAgent::Refused { message, .. } => Handshake::Refused(message, false),
             other => return Err(io::Error::other(format!("unexpected first frame {other:?}"))),
         };
-        stream.set_read_timeout(Some(REQUEST_DEADLINE))?;
+        conn.get_ref().set_read_timeout(Some(REQUEST_DEADLINE))?;
         Ok(reply)
     }
 
@@ -259,7 +263,7 @@ impl AgentClient {
         });
         match opened {
             Ok(stream) => {
-                *client.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+                *client.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(Conn::new(stream));
                 Ok(client)
             }
             // Nobody listens (or someone else does): start one, or say why not, as usual.
@@ -267,7 +271,7 @@ impl AgentClient {
         }
     }
 
-    fn connection(&self) -> io::Result<UnixStream> {
+    fn connection(&self) -> io::Result<Conn> {
         if let Some(mut s) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
             return match Self::welcome(&mut s) {
                 Ok(Handshake::Welcome(_)) => Ok(s),
@@ -301,7 +305,7 @@ impl AgentClient {
     /// not answered, and the tool gets it instead of waiting on the terminal for ever.
     fn call(&self, message: &ToAgent, prompts: &mut Option<Box<dyn Terminal>>) -> io::Result<FromAgent> {
         let mut stream = self.connection()?;
-        write_frame(&mut stream, message)?;
+        write_frame(stream.get_mut(), message)?;
         let terminal = std::sync::Arc::new(Mutex::new(prompts.take()));
         let outstanding = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         loop {
@@ -320,7 +324,7 @@ impl AgentClient {
                     return Ok(reply);
                 }
             };
-            let mut writer = stream.try_clone()?;
+            let mut writer = stream.get_ref().try_clone()?;
             let (terminal, outstanding) = (terminal.clone(), outstanding.clone());
             outstanding.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             std::thread::spawn(move || {
