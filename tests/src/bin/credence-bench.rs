@@ -40,7 +40,7 @@ fn time(cmd: &mut Command) -> Duration {
 }
 
 /// Runs each hot path once under `wrapper` (a profiler command line), with the server still
-/// up, and `CREDENCE_BENCH_CASE` set to its index: `tests/link-order.sh` reads what each one
+/// up, and `CREDENCE_BENCH_CASE` set to its index: a profiler reads what each one
 /// executed. Stored first, as it matters most.
 fn profile_each_path(home: &Home, wrapper: &str) {
     let mut words = wrapper.split_whitespace();
