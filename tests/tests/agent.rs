@@ -716,9 +716,9 @@ fn peer_helper_connects_to_an_agent_socket_as_whoever_runs_it() {
         f
     };
     let _ = stream.write_all(&frame(
-        json!({"m": "hello", "protocol": 1, "build": "peer", "home": "peer", "takeover": false}),
+        json!({"hello": {"protocol": 2, "build": "peer", "home": "peer", "takeover": false}}),
     ));
-    let _ = stream.write_all(&frame(json!({"m": "status"})));
+    let _ = stream.write_all(&frame(json!("status")));
     let mut got = Vec::new();
     let outcome = match stream.read_to_end(&mut got) {
         Ok(_) if got.is_empty() => "closed".to_owned(),

@@ -8,12 +8,14 @@ use crate::resolver::{Forget, Forgotten, Verdict};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::io::{Read, Write};
 
-/// Bumped whenever a message changes shape.
-pub const PROTOCOL: u32 = 1;
+/// Bumped whenever a message changes shape. Messages are externally tagged
+/// (`{"resolve":{...}}`): serde reads those in one pass, where an internally tagged enum
+/// is buffered and read twice.
+pub const PROTOCOL: u32 = 2;
 pub const MAX_FRAME: usize = 1 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "m", rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub enum ToAgent {
     /// `takeover`: the client will start an agent of its own build if this one is another
     /// (a status query or a stop never replaces an agent).
@@ -46,7 +48,7 @@ pub enum ToAgent {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "m", rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub enum FromAgent {
     Welcome {
         build: String,
