@@ -117,13 +117,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     crate::logging::init();
     match cli.command {
-        command @ ToolCommand::Get { .. } => match {
+        command @ ToolCommand::Get { .. } => {
             crate::exe::enable_replay(&args);
-            pipelined_agent()
-        } {
-            Some(client) => run(command, &*client),
-            None => crate::exe::exec_host(&args),
-        },
+            match pipelined_agent() {
+                Some(client) => run(command, &*client),
+                None => crate::exe::exec_host(&args),
+            }
+        }
         // Forgetting needs no agent: without one the host forgets in-process.
         command @ ToolCommand::Forget { .. } => match agent(false) {
             Some(client) => run(command, &*client),

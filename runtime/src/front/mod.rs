@@ -35,7 +35,7 @@ pub struct Tool {
     pub stdin: Box<dyn BufRead + Send>,
     pub stdout: Box<dyn Write + Send>,
     pub env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
-    pub resolver: Arc<dyn Fn() -> Result<Arc<dyn Resolver>, String> + Send + Sync>,
+    pub resolver: OpenResolver,
     /// A fresh prompt sink per request (the controlling terminal in a real run).
     pub terminal: Arc<dyn Fn() -> Box<dyn Terminal> + Send + Sync>,
 }
