@@ -187,7 +187,7 @@ fn ino(m: &std::fs::Metadata) -> (u64, u64) {
 /// The lock a running agent holds: inherited from the client that started this agent
 /// (`CREDENCE_AGENT_LOCK_FD`, already locked), or taken here. `None`: another agent has it.
 fn take_lock(endpoint: &Endpoint) -> Result<Option<std::fs::File>, String> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::MetadataExt;
     if let Some(fd) = std::env::var("CREDENCE_AGENT_LOCK_FD")
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
@@ -206,19 +206,8 @@ fn take_lock(endpoint: &Endpoint) -> Result<Option<std::fs::File>, String> {
         set_cloexec(&file);
         return Ok(Some(file));
     }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&endpoint.lock)
-        .map_err(|e| format!("cannot open the agent lock {}: {e}", endpoint.lock.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Ok(None);
-    }
-    Ok(Some(file))
+    let (file, held) = endpoint.try_lock()?;
+    Ok(held.then_some(file))
 }
 
 fn set_cloexec(file: &std::fs::File) {

@@ -132,18 +132,9 @@ impl AgentClient {
     /// Starts an agent unless one holds the lock. Returns whether this client started it.
     fn start(&self) -> Result<bool, String> {
         use std::os::fd::AsRawFd;
-        use std::os::unix::fs::OpenOptionsExt;
         use std::os::unix::process::CommandExt;
-        let lock = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&self.endpoint.lock)
-            .map_err(|e| format!("cannot open the agent lock {}: {e}", self.endpoint.lock.display()))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let (lock, held) = self.endpoint.try_lock()?;
+        if !held {
             // An agent holds it: running, starting, or finishing before it exits.
             return Ok(false);
         }

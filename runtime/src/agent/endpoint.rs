@@ -86,6 +86,26 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// Opens the agent lock (0600, never through a symlink) and tries to take it without
+    /// waiting: the file, and whether this process now holds it (`false`: an agent does).
+    pub fn try_lock(&self) -> Result<(std::fs::File, bool), String> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.lock)
+            .map_err(|e| format!("cannot open the agent lock {}: {e}", self.lock.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        let held = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        Ok((file, held))
+    }
+}
+
 /// The digest that names a home: every directory an agent reads or writes for it.
 pub fn home_digest(paths: &Paths) -> String {
     let mut h = Sha256::new();
