@@ -901,3 +901,36 @@ impl NuGet {
         n
     }
 }
+
+/// How many descriptors `pid` has open.
+pub fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// A number from /proc/<pid>/status, such as `VmRSS` (KiB) or `Threads`.
+pub fn status_of(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// One benchmark sample: `cmd` spawned with stdout piped, from spawn to exit; it must
+/// succeed and print `expect` (the benchmarks' one way to time a process).
+pub fn time_spawn(cmd: &mut Command, expect: &str) -> Duration {
+    let started = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("spawn");
+    let elapsed = started.elapsed();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(expect),
+        "{cmd:?}: {out:?} (expected {expect:?} on stdout)"
+    );
+    elapsed
+}

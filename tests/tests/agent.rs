@@ -10,7 +10,9 @@
 //! directory), so the agent directory it chmods or counts sockets in is nobody else's, and
 //! the agent exits when the test's directory goes.
 
-use credence_tests::{Home, Reply, Run, TestServer, credence_exe, manifest, run_bounded, run_bounded_with_input};
+use credence_tests::{
+    Home, Reply, Run, TestServer, credence_exe, manifest, open_files, run_bounded, run_bounded_with_input, status_of,
+};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -253,21 +255,6 @@ fn agents_of(home: &Home) -> Vec<u32> {
     pids.sort();
     pids
 }
-
-fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
-}
-
-/// A number from /proc/<pid>/status, such as `VmRSS` (KiB) or `Threads`.
-fn status_of(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 fn kill_9(pid: u32) {
     // SAFETY: kill with a pid and a signal number.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0, "kill -9 {pid}");

@@ -4,7 +4,7 @@
 //! in the long-running host, no cache or state entries beyond the expected ones, and exactly
 //! one audit line per request.
 
-use credence_tests::{Home, NuGet, Reply, TestServer};
+use credence_tests::{Home, NuGet, Reply, TestServer, open_files, status_of};
 use std::path::Path;
 use std::time::Duration;
 
@@ -181,21 +181,6 @@ fn a_thousand_one_shot_calls_leave_nothing_behind() {
         "no credence process outlived its answer"
     );
 }
-
-fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
-}
-
-/// A number from /proc/<pid>/status, such as `VmRSS` (KiB) or `Threads`.
-fn status_of(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn a_thousand_requests_through_one_long_running_plugin_do_not_accumulate() {
     let soak = soak_home();

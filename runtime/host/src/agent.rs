@@ -127,9 +127,6 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
     if let Err(e) = crate::private_dir::write_private_file(&endpoint.state, "agent.socket", &announced) {
         tracing::warn!("cannot record where the agent listens: {e}");
     }
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("cannot set up the socket: {e}"))?;
 
     let host = std::env::current_exe().map_err(|e| e.to_string())?;
     let paths_trust = paths.trust_file();
@@ -276,7 +273,6 @@ impl Agent {
                 return ExitCode::from(2);
             }
         };
-        let _ = shared.set_nonblocking(false);
         // A blocking accept that returns after a minute without a connection, so idle
         // threads can leave.
         let timeout = libc::timeval { tv_sec: 60, tv_usec: 0 };
@@ -390,7 +386,6 @@ impl Agent {
     }
 
     fn admit(self: &Arc<Self>, stream: UnixStream) {
-        let _ = stream.set_nonblocking(false);
         let who = match peer(&stream) {
             Ok(p) => p,
             Err(e) => {

@@ -98,17 +98,6 @@ impl Broker {
         self
     }
 
-    /// A broker for a new config that keeps this one's engine (the agent after a config
-    /// change): compiled providers stay valid, answers and warm providers do not.
-    pub fn with_config(&self, config: Config) -> Broker {
-        let mut broker = Broker::new(self.paths.clone(), config, self.trust_mode);
-        if let Some(engine) = self.engine.get() {
-            let _ = broker.engine.set(engine.clone());
-        }
-        broker.runs = self.runs.clone();
-        broker
-    }
-
     /// Starts the engine now (the agent, so its first request does not pay for it).
     pub fn with_engine(self, engine: Engine) -> Broker {
         let _ = self.engine.set(engine);

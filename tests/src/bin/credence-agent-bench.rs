@@ -55,7 +55,7 @@ use credence::paths::Paths;
 use credence::request::{CredentialRequest, Protocol, parse_request_url};
 use credence::resolver::{Forget, Resolver};
 use credence::terminal::Terminal;
-use credence_tests::{Home, component, credence_exe, manifest};
+use credence_tests::{Home, component, credence_exe, manifest, time_spawn};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -510,22 +510,6 @@ fn time_fed(cmd: &mut Command, input: &[u8], expect: &str) -> Duration {
     elapsed
 }
 
-fn time(cmd: &mut Command, expect: &str) -> Duration {
-    let started = Instant::now();
-    let out = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("spawn");
-    let elapsed = started.elapsed();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(expect),
-        "{cmd:?}: {out:?} (expected {expect:?} on stdout)"
-    );
-    elapsed
-}
-
 // ---------------------------------------------------------------------------------------
 // Homes
 
@@ -741,7 +725,7 @@ fn main() {
             "https://padded.example/",
             "https://never.example/",
         ] {
-            time(&mut site.get(url), "");
+            time_spawn(&mut site.get(url), "");
         }
         time_fed(
             site.home.command().args(["git", "get"]),
@@ -803,7 +787,7 @@ fn main() {
         for case in order {
             let git = || main.home.command_for(Path::new("git"));
             let d = match case {
-                0 => time(&mut Command::new(&floor_exe), "tok-static-123"),
+                0 => time_spawn(&mut Command::new(&floor_exe), "tok-static-123"),
                 1 => time_fed(
                     git()
                         .arg("credential-store")
@@ -827,25 +811,25 @@ fn main() {
                     git_in,
                     "password=tok-static-123",
                 ),
-                4 => time(&mut main.get("https://registry.example/"), "tok-static-123"),
-                5 => time(&mut main.get(&fresh("https://fresh.example/")), "tok-fresh"),
-                6 => time(
+                4 => time_spawn(&mut main.get("https://registry.example/"), "tok-static-123"),
+                5 => time_spawn(&mut main.get(&fresh("https://fresh.example/")), "tok-fresh"),
+                6 => time_spawn(
                     main.get("https://fresh.example/in-process").env("CREDENCE_AGENT", "0"),
                     "tok-fresh",
                 ),
-                7 => time(&mut keys.get("https://registry.example/"), "tok-static-123"),
-                8 => time(&mut keys.get(&fresh("https://fresh.example/")), "tok-fresh"),
-                9 => time(&mut main.get("https://padded.example/"), "tok-padded"),
-                10 => time(&mut main.get(&fresh("https://padded.example/")), "tok-padded"),
-                11 => time(
+                7 => time_spawn(&mut keys.get("https://registry.example/"), "tok-static-123"),
+                8 => time_spawn(&mut keys.get(&fresh("https://fresh.example/")), "tok-fresh"),
+                9 => time_spawn(&mut main.get("https://padded.example/"), "tok-padded"),
+                10 => time_spawn(&mut main.get(&fresh("https://padded.example/")), "tok-padded"),
+                11 => time_spawn(
                     keys.get("https://fresh.example/in-process").env("CREDENCE_AGENT", "0"),
                     "tok-fresh",
                 ),
-                12 => time(
+                12 => time_spawn(
                     &mut baseline.as_ref().unwrap().get("https://registry.example/"),
                     "tok-static-123",
                 ),
-                _ => time(
+                _ => time_spawn(
                     &mut baseline.as_ref().unwrap().get(&fresh("https://fresh.example/")),
                     "tok-fresh",
                 ),
@@ -1019,7 +1003,7 @@ fn main() {
 
     // -- 4. Memory -------------------------------------------------------------------------
     eprintln!("4/5 memory: {rss_requests} cached answers, {rss_runs} provider runs...");
-    time(&mut rss.get("https://p0.example/"), "tok-0");
+    time_spawn(&mut rss.get("https://p0.example/"), "tok-0");
     let rss_pid = rss.pid();
     let rss_one = proc_kib(rss_pid, "VmRSS:");
     let rss_client = rss.client();
@@ -1088,14 +1072,14 @@ fn main() {
             }
             stops.push(asked.elapsed());
             drop(client);
-            first[which].push(time(&mut site.get("https://registry.example/"), "tok-static-123"));
-            second[which].push(time(&mut site.get("https://registry.example/"), "tok-static-123"));
+            first[which].push(time_spawn(&mut site.get("https://registry.example/"), "tok-static-123"));
+            second[which].push(time_spawn(&mut site.get("https://registry.example/"), "tok-static-123"));
             if which == 0 {
                 // What a tool meets when it asks just after `credence agent stop` returned.
                 let client = site.client();
                 let pid = client.agent_pid;
                 client.stop().expect("stop");
-                right_after_stop.push(time(&mut site.get("https://registry.example/"), "tok-static-123"));
+                right_after_stop.push(time_spawn(&mut site.get("https://registry.example/"), "tok-static-123"));
                 assert!(
                     gone(pid) || site.pid() != pid,
                     "agent {pid} answered `stopping` to a stop but still serves"

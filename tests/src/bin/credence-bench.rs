@@ -19,24 +19,12 @@
 //! `CREDENCE_BENCH_BASELINE=/path/to/other/credence` adds `warm` and `stored` of that binary
 //! (e.g. a build of the previous commit), each in a home of its own, to the same rounds.
 
-use credence_tests::{Home, Reply, TestServer, credence_exe};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use credence_tests::{Home, Reply, TestServer, credence_exe, time_spawn};
+use std::process::Command;
+use std::time::Duration;
 
 fn time(cmd: &mut Command) -> Duration {
-    let started = Instant::now();
-    let out = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("spawn");
-    let elapsed = started.elapsed();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    elapsed
+    time_spawn(cmd, "")
 }
 
 /// Runs each hot path once under `wrapper` (a profiler command line), with the server still
