@@ -962,6 +962,51 @@ fn fifty_simultaneous_misses_for_one_key_cause_exactly_one_provider_run() {
     assert_eq!(world.agent_pid(), agent);
 }
 
+/// The agent skips looking for recorded rejections while the watched directories of them
+/// are unchanged: a rejection recorded by a credence running without the agent must still
+/// make the agent's next answer a retry, and one recorded through the agent too.
+#[test]
+fn a_rejection_recorded_without_the_agent_makes_the_agents_next_answer_a_fresh_run() {
+    let tokens = token_server(Duration::ZERO);
+    let world = feed_world(&tokens);
+    let git = |action: &str, input: &str, env: &[(&str, &str)]| {
+        let mut cmd = world.command();
+        cmd.envs(env.iter().copied()).args(["git", action]).stdin(Stdio::piped());
+        let out = run_bounded_with_input(cmd, input.as_bytes().to_vec(), Duration::from_secs(30)).0;
+        assert!(out.status.success(), "git {action}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let get = || git("get", "protocol=https\nhost=feed.example\n\n", &[]);
+    let erase = |env: &[(&str, &str)]| {
+        git(
+            "erase",
+            "protocol=https\nhost=feed.example\nusername=x\npassword=ignored\n\n",
+            env,
+        )
+    };
+    assert!(get().contains("password=at-1\n"));
+    assert!(get().contains("password=at-1\n"));
+    assert_eq!(tokens.hits(), 1, "the second answer is the agent's kept credential");
+    let agent = world.agent_pid();
+
+    erase(&[("CREDENCE_AGENT", "0")]);
+    assert!(get().contains("password=at-2\n"), "the rejection recorded without the agent made it run the provider");
+    assert!(get().contains("password=at-2\n"), "and only once");
+    assert_eq!(tokens.hits(), 2);
+
+    erase(&[]);
+    assert!(get().contains("password=at-3\n"), "a rejection through the agent");
+    assert_eq!(tokens.hits(), 3);
+    assert_eq!(world.agent_pid(), agent);
+    let retries: Vec<bool> = world
+        .audit()
+        .iter()
+        .filter(|r| r["outcome"] == "credential")
+        .map(|r| r["is_retry"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(retries, [false, false, true, false, true], "{retries:?}");
+}
+
 /// A token server that rotates refresh tokens and refuses a reused one (and, as real ones
 /// do, then revokes the whole family). The client-credentials grant's access token expires
 /// within the cache margin, so the next requests must refresh; refreshed ones last an hour.

@@ -205,7 +205,10 @@ impl Record {
 /// means it.
 struct KeptFile {
     file: std::fs::File,
+    /// When the name and the size were last read from the file system.
     looked: std::time::Instant,
+    /// The size then, plus what was appended through this descriptor since.
+    size: u64,
 }
 
 pub struct AuditLog {
@@ -249,51 +252,54 @@ impl AuditLog {
         // The kept descriptor, while the name still means its file (another credence may
         // have rotated or removed it: looked at every 100 ms; lines written in between go
         // to the file that was rotated, still part of the trail); else the file opened again.
-        let fresh_enough = kept
-            .as_ref()
-            .is_some_and(|k| k.looked.elapsed() < std::time::Duration::from_millis(100));
-        // Its size from the descriptor every time (others append too; no path lookup).
-        let still = kept.as_ref().and_then(|k| {
+        // Its size is what it was when last looked at plus what this process appended since:
+        // others append too, so the trail may pass its bound by what they wrote in 100 ms,
+        // and a rotation looks at the real size first.
+        let still = kept.take().and_then(|k| {
+            if k.looked.elapsed() < std::time::Duration::from_millis(100) {
+                return Some(k);
+            }
             let held = k.file.metadata().ok()?;
-            if fresh_enough {
-                return Some(held.len());
-            }
             let named = std::fs::symlink_metadata(self.path()).ok()?;
-            same_file(&held, &named).then_some(held.len())
+            same_file(&held, &named).then(|| KeptFile {
+                size: held.len(),
+                looked: std::time::Instant::now(),
+                file: k.file,
+            })
         });
-        let looked = if fresh_enough {
-            kept.as_ref().map_or_else(std::time::Instant::now, |k| k.looked)
-        } else {
-            std::time::Instant::now()
-        };
-        let (mut file, size) = match (kept.take(), still) {
-            (Some(k), Some(size)) => (k.file, size),
-            _ => {
+        let mut k = match still {
+            Some(k) => k,
+            None => {
                 ensure_private_dir(&self.dir)?;
-                let f = self.open_for_append()?;
-                let size = f.metadata()?.len();
-                (f, size)
+                let file = self.open_for_append()?;
+                KeptFile {
+                    size: file.metadata()?.len(),
+                    looked: std::time::Instant::now(),
+                    file,
+                }
             }
         };
-        if size + line.len() as u64 > MAX_FILE_BYTES {
-            let opened = file.metadata()?;
+        if k.size + line.len() as u64 > MAX_FILE_BYTES {
+            let opened = k.file.metadata()?;
             // Only if the name still means the file we opened: a concurrent credence may
             // have rotated it already, and renaming its fresh file would drop a generation.
             let current = std::fs::symlink_metadata(self.path())?;
-            if same_file(&opened, &current) {
+            if same_file(&opened, &current) && opened.len() + line.len() as u64 > MAX_FILE_BYTES {
                 std::fs::rename(self.path(), self.rotated_path())?;
             }
-            file = self.open_for_append()?;
-            let written = file.write_all(&line);
-            *kept = Some(KeptFile {
-                file,
+            let file = self.open_for_append()?;
+            k = KeptFile {
+                size: file.metadata()?.len(),
                 looked: std::time::Instant::now(),
-            });
-            return written;
+                file,
+            };
         }
         // One write per record, so concurrent credence processes never interleave lines.
-        let written = file.write_all(&line);
-        *kept = Some(KeptFile { file, looked });
+        let written = k.file.write_all(&line);
+        if written.is_ok() {
+            k.size += line.len() as u64;
+        }
+        *kept = Some(k);
         written
     }
 
@@ -438,6 +444,31 @@ mod tests {
     }
 
     #[test]
+    fn what_this_process_appends_counts_toward_the_limit_between_looks_at_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path().to_owned());
+        let record = record_with_uses("GET", 1);
+        log.append(&record);
+        let one = std::fs::metadata(log.path()).unwrap().len();
+        let filler = vec![b' '; (MAX_FILE_BYTES - 3 * one) as usize];
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap()
+            .write_all(&filler)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        // This append looks at the file (its size is read); the next ones, within 100 ms,
+        // only count what they add.
+        log.append(&record);
+        assert!(!log.rotated_path().exists());
+        log.append(&record);
+        log.append(&record);
+        assert!(log.rotated_path().exists(), "the limit was reached by this process's own lines");
+        assert!(std::fs::metadata(log.path()).unwrap().len() <= one);
+    }
+
+    #[test]
     fn the_audit_file_is_rotated_at_its_size_limit_and_both_generations_are_read() {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::new(dir.path().to_owned());
@@ -452,6 +483,8 @@ mod tests {
             .unwrap()
             .write_all(&filler)
             .unwrap();
+        // What others append is seen when the kept descriptor's size is next looked at.
+        std::thread::sleep(std::time::Duration::from_millis(120));
         let mut second = record_with_uses("GET", 1);
         second.operation = "second".into();
         log.append(&second);
@@ -466,6 +499,8 @@ mod tests {
             .unwrap()
             .write_all(&filler)
             .unwrap();
+        // What others append is seen when the kept descriptor's size is next looked at.
+        std::thread::sleep(std::time::Duration::from_millis(120));
         log.append(&first);
         let operations: Vec<String> = log.read().unwrap().into_iter().map(|r| r.operation).collect();
         assert_eq!(operations, ["second", "first"]);

@@ -48,6 +48,11 @@ pub struct Broker {
     watch: Option<crate::fs_watch::FsWatch>,
     /// Producers judged admitted at a watch generation.
     admitted: Mutex<(u64, std::collections::HashSet<String>)>,
+    /// The recorded rejections of every configured instance as listed at a watch
+    /// generation (the agent, when their directories are watched): while the generation
+    /// holds, a key not listed has none, and no file is looked up for it.
+    rejections: Mutex<(u64, HashMap<String, std::collections::HashSet<String>>)>,
+    rejections_watched: bool,
 }
 
 /// Runs of one provider instance at once in the agent.
@@ -89,6 +94,8 @@ impl Broker {
             instance_runs: Mutex::new(HashMap::new()),
             watch: None,
             admitted: Mutex::new((u64::MAX, std::collections::HashSet::new())),
+            rejections: Mutex::new((u64::MAX, HashMap::new())),
+            rejections_watched: false,
         }
     }
 
@@ -215,19 +222,56 @@ impl Broker {
         self.watch.as_ref().map(|w| w.generation())
     }
 
-    /// Watches what this broker's verdicts rest on (the agent): config and trust store,
-    /// every configured component and statement, the home and providers directories and
-    /// those above them.
+    /// Watches what this broker's verdicts and answers rest on (the agent): config and
+    /// trust store, every configured component and statement, the home and providers
+    /// directories and those above them, and each instance's directory of recorded
+    /// rejections (made here when missing, so it can be watched; a rejection recorded by
+    /// a credence without the agent is seen by the next request).
     pub fn with_watch(mut self) -> Broker {
         let providers = self.paths.providers_dir();
         let mut files = vec![self.paths.config_file(), self.paths.trust_file()];
+        let mut dirs = vec![self.paths.home.clone(), providers.clone()];
+        let mut rejections_watched = true;
         for p in &self.config.providers {
             let component = providers.join(&p.component);
             files.push(crate::loader::statement_path(&component));
             files.push(component);
+            let rejected = self.state.rejected_dir(&p.name);
+            match crate::private_dir::ensure_private_dir(&rejected) {
+                Ok(()) => dirs.push(rejected),
+                Err(e) => {
+                    tracing::debug!(provider = %p.name, "rejections are looked up per request: {e}");
+                    rejections_watched = false;
+                }
+            }
         }
-        self.watch = crate::fs_watch::FsWatch::new(files, vec![self.paths.home.clone(), providers]);
+        self.watch = crate::fs_watch::FsWatch::new(files, dirs);
+        self.rejections_watched = rejections_watched && self.watch.is_some();
         self
+    }
+
+    /// Whether the tool's server refused what was last answered for `key` (recorded by
+    /// [`reject`](Self::reject) here or by any credence of this home); consumes it.
+    fn take_rejected(&self, provider: &str, key: &str) -> bool {
+        if let (true, Some(g)) = (self.rejections_watched, self.watch_generation()) {
+            let mut known = lock(&self.rejections);
+            if known.0 != g {
+                let listed: std::io::Result<HashMap<_, _>> = self
+                    .config
+                    .providers
+                    .iter()
+                    .map(|p| self.state.rejected_keys(&p.name).map(|keys| (p.name.clone(), keys)))
+                    .collect();
+                *known = match listed {
+                    Ok(listed) => (g, listed),
+                    Err(_) => (u64::MAX, HashMap::new()),
+                };
+            }
+            if known.0 == g && known.1.get_mut(provider).is_some_and(|keys| !keys.remove(key)) {
+                return false;
+            }
+        }
+        self.state.take_rejected(provider, key)
     }
 
     fn judge_again(&self, provider: &ProviderConfig, producer: &Producer) -> Result<(), String> {
@@ -311,8 +355,7 @@ impl Broker {
     /// The tool's server accepted the credential: a pending rejection no longer applies.
     pub fn accept(&self, request: &CredentialRequest) {
         for provider in self.config.providers_for(&request.url) {
-            self.state
-                .take_rejected(&provider.name, &credential_key(provider, request));
+            self.take_rejected(&provider.name, &credential_key(provider, request));
         }
     }
 
@@ -496,7 +539,7 @@ impl Broker {
         ran: &mut Vec<(String, Producer)>,
     ) -> Result<Step, Refusal> {
         let mut request = request.clone();
-        if self.state.take_rejected(&provider.name, key) {
+        if self.take_rejected(&provider.name, key) {
             request.is_retry = true;
             record.is_retry = true;
         }
@@ -539,6 +582,7 @@ impl Broker {
             }
         }
         record.cache = Some("miss".into());
+        
 
         let warm = match self.warm(provider) {
             Ok(w) => w,

@@ -14,7 +14,7 @@
 //!
 //! Linux only; elsewhere there is no watch and every answer is judged in full.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -43,12 +43,14 @@ pub struct FsWatch {
 struct Inner {
     fd: i32,
     generation: u64,
-    /// Per watch: the name of the one entry that matters in it (`None`: every event).
-    wanted: HashMap<i32, Option<std::ffi::OsString>>,
+    /// Per watch: the names of the entries that matter in it (`None`: every event).
+    wanted: HashMap<i32, Option<HashSet<std::ffi::OsString>>>,
     files: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
     /// False when the watches could not all be set: every call is then a new generation.
     complete: bool,
+    /// Watches removed by [`arm`](Inner::arm) whose `IN_IGNORED` is still to come.
+    removed: HashSet<i32>,
 }
 
 impl FsWatch {
@@ -64,6 +66,7 @@ impl FsWatch {
                 files,
                 dirs,
                 complete: false,
+                removed: HashSet::new(),
             };
             inner.arm();
             (inner.fd >= 0).then(|| FsWatch {
@@ -92,6 +95,15 @@ impl FsWatch {
         g
     }
 
+    #[cfg(all(test, target_os = "linux"))]
+    fn queued_bytes(&self) -> i32 {
+        let inner = self.inner.lock().unwrap();
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD into an int on our own descriptor.
+        unsafe { libc::ioctl(inner.fd, libc::FIONREAD, &mut n) };
+        n
+    }
+
     fn read_generation(&self) -> u64 {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         #[cfg(target_os = "linux")]
@@ -116,14 +128,16 @@ impl Drop for Inner {
 #[cfg(target_os = "linux")]
 impl Inner {
     /// A fresh inotify instance with every watch set.
+    /// Every watch set again on the one inotify instance (a path that now names another
+    /// inode gets a watch of its own), and the watches nothing names any more removed.
+    /// Not a fresh instance: closing one waits for an RCU grace period, milliseconds on
+    /// the request that saw the change.
     fn arm(&mut self) {
-        if self.fd >= 0 {
-            // SAFETY: our own descriptor.
-            unsafe { libc::close(self.fd) };
+        if self.fd < 0 {
+            // SAFETY: no pointers involved.
+            self.fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         }
-        self.wanted.clear();
-        // SAFETY: no pointers involved.
-        self.fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        let previous = std::mem::take(&mut self.wanted);
         if self.fd < 0 {
             self.complete = false;
             return;
@@ -138,6 +152,16 @@ impl Inner {
             | libc::IN_MOVED_TO
             | libc::IN_DELETE_SELF
             | libc::IN_MOVE_SELF;
+        // In a directory watched for the entries that lead to what matters, only what
+        // happens to an entry itself: not writes to the files beside it (the audit trail
+        // sits beside the instances' state), whose own watches see their writes.
+        const ENTRIES: u32 = libc::IN_ATTRIB
+            | libc::IN_CREATE
+            | libc::IN_DELETE
+            | libc::IN_MOVED_FROM
+            | libc::IN_MOVED_TO
+            | libc::IN_DELETE_SELF
+            | libc::IN_MOVE_SELF;
         let mut chains: Vec<PathBuf> = Vec::new();
         for path in self.files.clone() {
             // By inode (a write through any link), and by name in its directory (a file
@@ -146,7 +170,7 @@ impl Inner {
                 complete &= self.add(&path, CHANGES, None);
             }
             if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
-                complete &= self.add(parent, CHANGES, Some(name.to_owned()));
+                complete &= self.add(parent, ENTRIES, Some(name.to_owned()));
                 chains.push(parent.to_owned());
             }
         }
@@ -164,12 +188,18 @@ impl Inner {
             while let Some(parent) = child.parent() {
                 let name = child.file_name().map(|n| n.to_owned());
                 if seen.insert((parent.to_owned(), name.clone())) {
-                    complete &= self.add(parent, CHANGES, name);
+                    complete &= self.add(parent, ENTRIES, name);
                 }
                 child = parent.to_owned();
             }
         }
         self.complete = complete;
+        for wd in previous.keys().filter(|wd| !self.wanted.contains_key(wd)) {
+            // SAFETY: our own descriptor and one of its watches.
+            if unsafe { libc::inotify_rm_watch(self.fd, *wd) } == 0 {
+                self.removed.insert(*wd);
+            }
+        }
     }
 
     fn add(&mut self, path: &Path, mask: u32, wanted: Option<std::ffi::OsString>) -> bool {
@@ -177,19 +207,20 @@ impl Inner {
             return false;
         };
         // SAFETY: a valid descriptor and NUL-terminated path.
-        let wd = unsafe { libc::inotify_add_watch(self.fd, c.as_ptr(), mask | libc::IN_DONT_FOLLOW) };
+        // IN_MASK_ADD: a directory watched both for its entries and for everything keeps both.
+        let wd = unsafe { libc::inotify_add_watch(self.fd, c.as_ptr(), mask | libc::IN_DONT_FOLLOW | libc::IN_MASK_ADD) };
         if wd < 0 {
             return false;
         }
-        // One directory may be watched for several names (or for all): all of them count.
-        match (self.wanted.get(&wd), wanted) {
-            (Some(None), _) => {}
-            (Some(Some(_)), _) | (None, None) => {
-                self.wanted.insert(wd, None);
+        // One directory may be watched for several names (or for all): each of them
+        // counts, and nothing else in it (the audit trail beside the instances' state
+        // directories is written on every request).
+        match (self.wanted.entry(wd).or_insert_with(|| Some(HashSet::new())), wanted) {
+            (Some(names), Some(name)) => {
+                names.insert(name);
             }
-            (None, Some(name)) => {
-                self.wanted.insert(wd, Some(name));
-            }
+            (all, None) => *all = None,
+            (None, Some(_)) => {}
         }
         true
     }
@@ -216,12 +247,18 @@ impl Inner {
                 let name_bytes = &buf[at + header..(at + header + event.len as usize).min(n as usize)];
                 let name = name_bytes.split(|b| *b == 0).next().unwrap_or(&[]);
                 at += header + event.len as usize;
+                if event.mask & libc::IN_IGNORED != 0 && self.removed.remove(&event.wd) {
+                    // The end of a watch removed on purpose.
+                    continue;
+                }
                 if event.mask & (libc::IN_Q_OVERFLOW | libc::IN_IGNORED) != 0 {
                     changed = true;
                     continue;
                 }
                 changed |= match self.wanted.get(&event.wd) {
-                    Some(Some(wanted)) => name.is_empty() || name == wanted.as_encoded_bytes(),
+                    Some(Some(wanted)) => {
+                        name.is_empty() || wanted.iter().any(|w| w.as_encoded_bytes() == name)
+                    }
                     _ => true,
                 };
             }
@@ -262,5 +299,29 @@ mod tests {
         assert_ne!(g4, g3, "a chmod of a directory above the home");
         std::fs::write(home.join("providers/x.wasm"), "w").unwrap();
         assert_ne!(w.generation(), g4, "a new component");
+    }
+
+    #[test]
+    fn a_directory_watched_for_two_entries_ignores_its_other_entries() {
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join("state");
+        for p in ["a", "b"] {
+            std::fs::create_dir_all(state.join(p).join("rejected")).unwrap();
+        }
+        for beside in ["audit.jsonl", "a/state.bin"] {
+            std::fs::write(state.join(beside), "").unwrap();
+        }
+        let w = FsWatch::new(vec![], vec![state.join("a/rejected"), state.join("b/rejected")]).unwrap();
+        let g = w.generation();
+        for beside in ["audit.jsonl", "a/state.bin"] {
+            std::fs::write(state.join(beside), "written").unwrap();
+        }
+        assert_eq!(w.queued_bytes(), 0, "writing files beside them queues no event to read");
+        assert_eq!(w.generation(), g, "files beside the watched directories");
+        std::fs::write(state.join("b/rejected/key"), "").unwrap();
+        let g2 = w.generation();
+        assert_ne!(g2, g, "a file in the second watched directory");
+        std::fs::rename(state.join("a"), state.join("a2")).unwrap();
+        assert_ne!(w.generation(), g2, "the first one's parent renamed");
     }
 }

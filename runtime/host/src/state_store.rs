@@ -343,12 +343,33 @@ impl StateStore {
     /// Remembers that the tool's server refused the credential for `key` (git `erase`,
     /// docker `erase`), so the next request is a retry even if the tool cannot say so.
     pub fn mark_rejected(&self, provider: &str, key: &str) -> io::Result<()> {
-        write_private_file(&self.provider_dir(provider).join("rejected"), key, b"")
+        write_private_file(&self.rejected_dir(provider), key, b"")
     }
 
     /// Whether a rejection was recorded for `key`; consumes it.
     pub fn take_rejected(&self, provider: &str, key: &str) -> bool {
-        std::fs::remove_file(self.provider_dir(provider).join("rejected").join(key)).is_ok()
+        std::fs::remove_file(self.rejected_dir(provider).join(key)).is_ok()
+    }
+
+    /// The directory of a provider's recorded rejections, one empty file per key.
+    pub fn rejected_dir(&self, provider: &str) -> PathBuf {
+        self.provider_dir(provider).join("rejected")
+    }
+
+    /// The keys with a recorded rejection (none if the directory does not exist).
+    pub fn rejected_keys(&self, provider: &str) -> io::Result<std::collections::HashSet<String>> {
+        let entries = match std::fs::read_dir(self.rejected_dir(provider)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) => return Err(e),
+        };
+        let mut keys = std::collections::HashSet::new();
+        for entry in entries {
+            if let Some(name) = entry?.file_name().to_str() {
+                keys.insert(name.to_owned());
+            }
+        }
+        Ok(keys)
     }
 
     /// Drops a stored credential (a retry, an expired or unreadable entry). Failing to

@@ -262,8 +262,13 @@ impl AgentClient {
         }
     }
 
-    fn connection(&self) -> io::Result<Conn> {
-        if let Some(mut s) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take() {
+    /// A connection with `message` sent on it. On the one-shot client's pending connection
+    /// the message goes out before the welcome is read, so hello, request, welcome and
+    /// answer cost one round trip, not two; an agent that refuses the hello never reads it.
+    fn send(&self, message: &ToAgent) -> io::Result<Conn> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut s) = pending {
+            write_frame(s.get_mut(), message)?;
             return match Self::welcome(&mut s) {
                 Ok(Handshake::Welcome(_)) => Ok(s),
                 // Another build: it steps down, and this build's agent answers.
@@ -272,7 +277,7 @@ impl AgentClient {
                         .map_err(io::Error::other)
                         .and_then(|paths| AgentClient::connect(&paths, true).map_err(|u| io::Error::other(u.reason)));
                     match ours.map(|c| c.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()) {
-                        Ok(Some(stream)) => Ok(stream),
+                        Ok(Some(mut stream)) => write_frame(stream.get_mut(), message).map(|()| stream),
                         _ => crate::exe::replay_in_host(),
                     }
                 }
@@ -280,14 +285,17 @@ impl AgentClient {
                 _ => crate::exe::replay_in_host(),
             };
         }
-        if let Some(s) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok(s);
-        }
-        match self.open()? {
-            (s, Handshake::Welcome(_)) => Ok(s),
-            (_, Handshake::OtherBuild) => Err(io::Error::other("the agent was replaced by another build")),
-            (_, Handshake::Refused(why, _)) => Err(io::Error::other(why)),
-        }
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut stream = match idle {
+            Some(s) => s,
+            None => match self.open()? {
+                (s, Handshake::Welcome(_)) => s,
+            (_, Handshake::OtherBuild) => return Err(io::Error::other("the agent was replaced by another build")),
+                (_, Handshake::Refused(why, _)) => return Err(io::Error::other(why)),
+            },
+        };
+        write_frame(stream.get_mut(), message)?;
+        Ok(stream)
     }
 
     /// One request and its answer, rendering the agent's prompts on `prompts` meanwhile.
@@ -295,8 +303,7 @@ impl AgentClient {
     /// provider's wall clock ends the request, its answer arrives while the user has still
     /// not answered, and the tool gets it instead of waiting on the terminal for ever.
     fn call(&self, message: &ToAgent, prompts: &mut Option<Box<dyn Terminal>>) -> io::Result<FromAgent> {
-        let mut stream = self.connection()?;
-        write_frame(stream.get_mut(), message)?;
+        let mut stream = self.send(message)?;
         let terminal = std::sync::Arc::new(Mutex::new(prompts.take()));
         let outstanding = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         loop {
