@@ -162,6 +162,11 @@ impl Inner {
             | libc::IN_MOVED_TO
             | libc::IN_DELETE_SELF
             | libc::IN_MOVE_SELF;
+        // A directory that does not exist (an instance's state, removed by `forget`) is no
+        // failure: the nearest one above that does is watched for the name leading to it,
+        // so its creation is a change. One created while the watches were being set is
+        // looked for again at the end.
+        let mut missing: Vec<PathBuf> = Vec::new();
         let mut chains: Vec<PathBuf> = Vec::new();
         for path in self.files.clone() {
             // By inode (a write through any link), and by name in its directory (a file
@@ -170,12 +175,12 @@ impl Inner {
                 complete &= self.add(&path, CHANGES, None);
             }
             if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
-                complete &= self.add(parent, ENTRIES, Some(name.to_owned()));
+                complete &= self.add_unless_missing(parent, ENTRIES, Some(name.to_owned()), &mut missing);
                 chains.push(parent.to_owned());
             }
         }
         for dir in self.dirs.clone() {
-            complete &= self.add(&dir, CHANGES, None);
+            complete &= self.add_unless_missing(&dir, CHANGES, None, &mut missing);
             chains.push(dir);
         }
         // Every directory above, as written and as it resolves: only the entry that leads
@@ -188,11 +193,12 @@ impl Inner {
             while let Some(parent) = child.parent() {
                 let name = child.file_name().map(|n| n.to_owned());
                 if seen.insert((parent.to_owned(), name.clone())) {
-                    complete &= self.add(parent, ENTRIES, name);
+                    complete &= self.add_unless_missing(parent, ENTRIES, name, &mut missing);
                 }
                 child = parent.to_owned();
             }
         }
+        complete &= !missing.iter().any(|p| p.exists());
         self.complete = complete;
         for wd in previous.keys().filter(|wd| !self.wanted.contains_key(wd)) {
             // SAFETY: our own descriptor and one of its watches.
@@ -200,6 +206,25 @@ impl Inner {
                 self.removed.insert(*wd);
             }
         }
+    }
+
+    /// [`add`](Self::add), where a path that does not exist counts as watched (and is
+    /// noted in `missing`).
+    fn add_unless_missing(
+        &mut self,
+        path: &Path,
+        mask: u32,
+        wanted: Option<std::ffi::OsString>,
+        missing: &mut Vec<PathBuf>,
+    ) -> bool {
+        if self.add(path, mask, wanted) {
+            return true;
+        }
+        let gone = std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        if gone {
+            missing.push(path.to_owned());
+        }
+        gone
     }
 
     fn add(&mut self, path: &Path, mask: u32, wanted: Option<std::ffi::OsString>) -> bool {
@@ -322,6 +347,16 @@ mod tests {
         let g2 = w.generation();
         assert_ne!(g2, g, "a file in the second watched directory");
         std::fs::rename(state.join("a"), state.join("a2")).unwrap();
-        assert_ne!(w.generation(), g2, "the first one's parent renamed");
+        let g3 = w.generation();
+        assert_ne!(g3, g2, "the first one's parent renamed");
+        // Its directory is gone (`forget` removes an instance's state): that is no reason to
+        // see a change on every call, and its creation again is one.
+        assert_eq!(w.generation(), g3, "a missing directory is watched through its parent");
+        std::fs::create_dir_all(state.join("a/rejected")).unwrap();
+        let g4 = w.generation();
+        assert_ne!(g4, g3, "the missing directory created");
+        assert_eq!(w.generation(), g4);
+        std::fs::write(state.join("a/rejected/key"), "").unwrap();
+        assert_ne!(w.generation(), g4, "and a file in it, once it is watched again");
     }
 }

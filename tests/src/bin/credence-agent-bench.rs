@@ -738,20 +738,39 @@ fn main() {
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
     {
-        // For a profiler attached to the agent (`perf record -p PID`, `strace -c -p PID`).
-        let c = main.client();
+        // For a profiler attached to the agent (`perf record -p PID`, `strace -c -p PID`):
+        // cached answers from CREDENCE_BENCH_PROFILE_CLIENTS clients (default 1) at once, or
+        // provider runs (fresh URLs) with CREDENCE_BENCH_PROFILE_RUNS=1.
+        let clients = env_num("CREDENCE_BENCH_PROFILE_CLIENTS", 1).max(1);
+        let runs = env_num("CREDENCE_BENCH_PROFILE_RUNS", 0) == 1;
         eprintln!(
-            "profiling: agent pid {}: cached answers on one kept connection for {secs} s",
-            c.agent_pid
+            "profiling: agent pid {}: {} on {clients} kept connection(s) for {secs} s",
+            main.pid(),
+            if runs { "provider runs" } else { "cached answers" }
         );
         std::thread::sleep(Duration::from_secs(1));
         let until = Instant::now() + Duration::from_secs(secs);
-        let mut n = 0u64;
-        while Instant::now() < until {
-            ask(&c, "https://registry.example/");
-            n += 1;
-        }
-        eprintln!("{n} requests, {:.1} µs each", secs as f64 * 1e6 / n as f64);
+        let n: u64 = std::thread::scope(|s| {
+            let each: Vec<_> = (0..clients)
+                .map(|_| {
+                    let c = main.client();
+                    s.spawn(move || {
+                        let mut n = 0u64;
+                        while Instant::now() < until {
+                            if runs {
+                                ask(&c, &fresh("https://fresh.example/"));
+                            } else {
+                                ask(&c, "https://registry.example/");
+                            }
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            each.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        eprintln!("{n} requests, {:.0}/s", n as f64 / secs as f64);
         return;
     }
 
