@@ -117,9 +117,9 @@ impl Refusal {
             } => Some(
                 "your policy requires an auditor's countersignature: `credence countersign --key <auditor key> <statement>`",
             ),
-            Refusal::DigestMismatch { .. } => {
-                Some("the component was changed after signing; reinstall it from its publisher")
-            }
+            Refusal::DigestMismatch { .. } => Some(
+                "the component was changed after it was signed: if you built it, sign it again (`credence sign <component> --key <your secret key>`); if a publisher sent it, install both files from them again",
+            ),
             _ => None,
         }
     }

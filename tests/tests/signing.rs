@@ -366,3 +366,42 @@ fn secret_keys_are_private_and_never_printed() {
     let again = home.run(&["keygen", key.secret.with_extension("").to_str().unwrap()]);
     assert_eq!(again.code, Some(2), "never overwrites a key: {again:#?}");
 }
+
+#[test]
+fn trust_add_of_a_trusted_key_widens_its_scopes_in_place_and_refuses_a_second_role() {
+    let home = Home::new();
+    let key = home.keygen("pub");
+    home.trust(&key, "acme", "publisher", "static-token");
+    let add = |role: &str, providers: &str| home.run(&["trust", "add", &key.public, "--name", "acme", "--role", role, "--providers", providers]);
+
+    let again = add("publisher", "static-token");
+    assert_eq!(again.code, Some(0), "adding it again is no error: {again:#?}");
+    assert!(again.stderr.contains("nothing changed"), "{}", again.stderr);
+
+    let wider = add("publisher", "token-exchange,static-token");
+    assert_eq!(wider.code, Some(0), "{wider:#?}");
+    assert!(
+        wider.stderr.contains("may now sign for static-token, token-exchange"),
+        "{}",
+        wider.stderr
+    );
+    let list = home.run(&["trust", "list", "--json"]);
+    let listed = list.json();
+    let keys = listed["keys"].as_array().expect("a list of keys");
+    assert_eq!(keys.len(), 1, "still one entry: {keys:?}");
+    assert_eq!(keys[0]["providers"], serde_json::json!(["static-token", "token-exchange"]), "{keys:?}");
+    // What it widened counts: a statement for token-exchange by this key now verifies.
+    home.install("token-exchange", "token-exchange", &manifest("token-exchange", &[], &[]));
+    home.sign("token-exchange", &key, &[]);
+    let verify = home.run(&["verify", home.provider_file("token-exchange.wasm").to_str().unwrap()]);
+    assert_eq!(verify.code, Some(0), "{verify:#?}");
+
+    let auditor = add("auditor", "static-token");
+    assert_eq!(auditor.code, Some(2), "{auditor:#?}");
+    assert!(
+        auditor.stderr.contains("is trusted as publisher already")
+            && auditor.stderr.contains(&format!("`credence trust remove {}`", key.id)),
+        "{}",
+        auditor.stderr
+    );
+}

@@ -207,6 +207,14 @@ fn inspect_of_bytes_that_no_longer_parse_reports_the_digest_mismatch_first() {
         "{}",
         run.stdout
     );
+    // The author who rebuilt it is told to sign again, not only to "reinstall" it.
+    let get = home.run(&["get", "https://registry.example/"]);
+    assert_ne!(get.code, Some(0), "{get:#?}");
+    assert!(
+        get.stderr.contains("if you built it, sign it again (`credence sign"),
+        "{}",
+        get.stderr
+    );
 }
 
 // ---- 4. and 5. the rollback floor ------------------------------------------------------

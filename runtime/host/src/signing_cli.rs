@@ -486,22 +486,53 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
             };
             let public = PublicKey::parse(&line).map_err(|e| e.to_string())?;
             let id = public.key_id();
+            let mut said = format!("credence: trusted key {id} as {role}");
             change_trust(broker, |store| {
-                if store.find(&id).is_some() {
+                let Some(known) = store.key.iter_mut().find(|k| k.key_id().as_ref() == Some(&id)) else {
+                    store.key.push(TrustedKey {
+                        name,
+                        role,
+                        public_key: public.to_string(),
+                        providers,
+                        not_after,
+                    });
+                    return Ok(());
+                };
+                // Adding a key that is trusted already widens its provider scopes in place;
+                // anything else about it is changed only by removing and adding it again.
+                if known.role != role {
                     return Err(format!(
-                        "key {id} is already trusted; `credence trust remove {id}` first to change it"
+                        "key {id} ({:?}) is trusted as {} already, and a key has one role: `credence trust remove {id}`, then add it again as {role}",
+                        known.name, known.role
                     ));
                 }
-                store.key.push(TrustedKey {
-                    name,
-                    role,
-                    public_key: public.to_string(),
-                    providers,
-                    not_after,
-                });
+                if not_after.is_some() && not_after != known.not_after {
+                    return Err(format!(
+                        "key {id} ({:?}) is trusted already; to change when it stops counting, `credence trust remove {id}` and add it again with --not-after",
+                        known.name
+                    ));
+                }
+                let new: Vec<String> = providers
+                    .into_iter()
+                    .filter(|p| !known.providers.contains(p))
+                    .collect();
+                said = if new.is_empty() {
+                    format!(
+                        "credence: key {id} ({:?}) is trusted already for {}; nothing changed",
+                        known.name,
+                        known.providers.join(", ")
+                    )
+                } else {
+                    known.providers.extend(new);
+                    format!(
+                        "credence: key {id} ({:?}) may now sign for {}",
+                        known.name,
+                        known.providers.join(", ")
+                    )
+                };
                 Ok(())
             })?;
-            eprintln!("credence: trusted key {id} as {role}");
+            eprintln!("{said}");
         }
         TrustCommand::List { json } => {
             let trust = broker.trust().map_err(|e| e.to_string())?;

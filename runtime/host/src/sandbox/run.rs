@@ -160,7 +160,21 @@ fn trap_summary(e: &wasmtime::Error) -> String {
         return format!("the provider exited with status {}", exit.0);
     }
     match e.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => format!("wasm trap: {trap}"),
+        // Its Display says "wasm trap: ..." already.
+        Some(trap) => trap.to_string(),
         None => e.to_string().lines().next().unwrap_or("unknown error").to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trap_is_summarised_once_without_a_doubled_prefix() {
+        let e = wasmtime::Error::new(wasmtime::Trap::UnreachableCodeReached);
+        let summary = trap_summary(&e);
+        assert!(summary.starts_with("wasm trap: "), "{summary}");
+        assert_eq!(summary.matches("wasm trap").count(), 1, "{summary}");
     }
 }
