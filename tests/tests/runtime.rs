@@ -398,3 +398,19 @@ fn providers_lists_each_provider_with_its_effective_capabilities() {
         unsigned.stdout
     );
 }
+
+#[test]
+fn static_token_without_its_token_setting_says_which_config_line_to_add() {
+    let (home, _) = Home::signed_static_token();
+    home.write_config(
+        "[[provider]]\nname = \"registry\"\ncomponent = \"static-token.wasm\"\nserves = [\"https://registry.example/\"]\n",
+    );
+    let run = home.run(&["get", "https://registry.example/"]);
+    assert_ne!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("add `settings = { token = \"...\" }` to its [[provider]] entry in config.toml"),
+        "{}",
+        run.stderr
+    );
+}

@@ -122,10 +122,19 @@ pub enum ConfigError {
 struct RawConfig {
     #[serde(default)]
     store: StoreMode,
+    /// Spanned: an error about an entry names the line it starts on.
     #[serde(default)]
-    provider: Vec<RawProvider>,
+    provider: Vec<toml::Spanned<RawProvider>>,
     #[serde(default)]
     agent: RawAgent,
+}
+
+/// The 1-based line and column of byte `at` in `text`.
+fn line_and_column(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 #[derive(Deserialize, Default)]
@@ -190,81 +199,95 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, String> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => {
+                let (line, column) = line_and_column(text, span.start);
+                format!("line {line}, column {column}: {}", e.message())
+            }
+            None => e.message().to_owned(),
+        })?;
         let mut seen = HashSet::new();
         let mut providers = Vec::new();
-        for p in raw.provider {
-            if !valid_name(&p.name) {
-                return Err(format!(
-                    "provider name {:?} must be 1-64 characters of a-z, 0-9 and '-', starting with a letter",
-                    p.name
-                ));
-            }
-            if !seen.insert(p.name.clone()) {
-                return Err(format!("provider {:?} is configured twice", p.name));
-            }
-            let component = p.component.unwrap_or_else(|| format!("{}.wasm", p.name));
-            if component.contains(['/', '\\']) || component.starts_with('.') || !component.ends_with(".wasm") {
-                return Err(format!(
-                    "provider {:?}: component {component:?} must be a plain `.wasm` file name inside providers/",
-                    p.name
-                ));
-            }
-            let provider = match p.provider {
-                Some(name) if valid_name(&name) => name,
-                Some(name) => {
-                    return Err(format!(
-                        "provider {:?}: provider = {name:?} is not a provider name (a-z, 0-9, '-')",
-                        p.name
-                    ));
-                }
-                None => {
-                    let stem = component.trim_end_matches(".wasm");
-                    if !valid_name(stem) {
-                        return Err(format!(
-                            "provider {:?}: component {component:?} is not named after a provider, so say which signed provider it must be: `provider = \"<name>\"`",
-                            p.name
-                        ));
-                    }
-                    stem.to_owned()
-                }
-            };
-            let publisher = p
-                .publisher
-                .map(|k| {
-                    credence_signing::trust::normalise_hex(&k, 32).ok_or_else(|| {
-                        format!(
-                            "provider {:?}: publisher = {k:?} is not a key id (32 hex digits; `credence trust list` shows them)",
-                            p.name
-                        )
-                    })
-                })
-                .transpose()?;
-            let serves = p
-                .serves
-                .iter()
-                .map(|s| ServePrefix::parse(s).map_err(|e| format!("provider {:?}: serves {e}", p.name)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let granted_origins = p
-                .grant_origins
-                .iter()
-                .map(|o| Origin::parse(o).map_err(|e| format!("provider {:?}: grant-origins: {e}", p.name)))
-                .collect::<Result<_, _>>()?;
-            providers.push(ProviderConfig {
-                name: p.name,
-                component,
-                provider,
-                publisher,
-                serves,
-                granted_origins,
-                settings: p.settings,
-                limits: p.limits,
-            });
+        for entry in raw.provider {
+            let (line, _) = line_and_column(text, entry.span().start);
+            let p = entry.into_inner();
+            let provider = Self::provider(p, &mut seen).map_err(|e| format!("line {line}: {e}"))?;
+            providers.push(provider);
         }
         Ok(Config {
             store: raw.store,
             providers,
             agent_idle: agent_idle(&raw.agent)?,
+        })
+    }
+
+    /// One `[[provider]]` entry, checked.
+    fn provider(p: RawProvider, seen: &mut HashSet<String>) -> Result<ProviderConfig, String> {
+        if !valid_name(&p.name) {
+            return Err(format!(
+                "provider name {:?} must be 1-64 characters of a-z, 0-9 and '-', starting with a letter",
+                p.name
+            ));
+        }
+        if !seen.insert(p.name.clone()) {
+            return Err(format!("provider {:?} is configured twice", p.name));
+        }
+        let component = p.component.unwrap_or_else(|| format!("{}.wasm", p.name));
+        if component.contains(['/', '\\']) || component.starts_with('.') || !component.ends_with(".wasm") {
+            return Err(format!(
+                "provider {:?}: component {component:?} must be a plain `.wasm` file name inside providers/",
+                p.name
+            ));
+        }
+        let provider = match p.provider {
+            Some(name) if valid_name(&name) => name,
+            Some(name) => {
+                return Err(format!(
+                    "provider {:?}: provider = {name:?} is not a provider name (a-z, 0-9, '-')",
+                    p.name
+                ));
+            }
+            None => {
+                let stem = component.trim_end_matches(".wasm");
+                if !valid_name(stem) {
+                    return Err(format!(
+                        "provider {:?}: component {component:?} is not named after a provider, so say which signed provider it must be: `provider = \"<name>\"`",
+                        p.name
+                    ));
+                }
+                stem.to_owned()
+            }
+        };
+        let publisher = p
+            .publisher
+            .map(|k| {
+                credence_signing::trust::normalise_hex(&k, 32).ok_or_else(|| {
+                    format!(
+                        "provider {:?}: publisher = {k:?} is not a key id (32 hex digits; `credence trust list` shows them)",
+                        p.name
+                    )
+                })
+            })
+            .transpose()?;
+        let serves = p
+            .serves
+            .iter()
+            .map(|s| ServePrefix::parse(s).map_err(|e| format!("provider {:?}: serves {e}", p.name)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let granted_origins = p
+            .grant_origins
+            .iter()
+            .map(|o| Origin::parse(o).map_err(|e| format!("provider {:?}: grant-origins: {e}", p.name)))
+            .collect::<Result<_, _>>()?;
+        Ok(ProviderConfig {
+            name: p.name,
+            component,
+            provider,
+            publisher,
+            serves,
+            granted_origins,
+            settings: p.settings,
+            limits: p.limits,
         })
     }
 
@@ -358,5 +381,19 @@ serves = ["https://r.example/private"]
             let err = Config::parse(text).unwrap_err();
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn config_errors_name_the_line_of_the_entry_or_of_the_syntax_error() {
+        let two = "store = \"file\"\n\n[[provider]]\nname = \"good\"\n\n[[provider]]\nname = \"b\"\nserves = [\"http://r.example\"]\n";
+        let err = Config::parse(two).unwrap_err();
+        assert!(err.starts_with("line 6: provider \"b\": serves"), "{err}");
+        let syntax = "[[provider]]\nname = \"a\"\nserves = [\"https://r.example/\"\n";
+        let err = Config::parse(syntax).unwrap_err();
+        assert!(err.starts_with("line 3, column "), "{err}");
+        let unknown = "[[provider]]\nname = \"a\"\nfilesystem = true\n";
+        let err = Config::parse(unknown).unwrap_err();
+        assert!(err.starts_with("line "), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
     }
 }

@@ -18,7 +18,7 @@ impl Guest for StaticToken {
     fn get_credential(req: CredentialRequest) -> Result<Credential, CredentialError> {
         let Some(token) = setting(&req, "token") else {
             return Err(CredentialError::Failed(
-                "static-token needs a `token` setting in its [providers.settings]".into(),
+                "static-token needs a `token` setting: add `settings = { token = \"...\" }` to its [[provider]] entry in config.toml".into(),
             ));
         };
         // A retry means the server refused this very token: answering it again would loop.
