@@ -414,3 +414,29 @@ fn static_token_without_its_token_setting_says_which_config_line_to_add() {
         run.stderr
     );
 }
+
+#[test]
+fn completion_scripts_complete_credences_commands_and_an_unknown_shell_is_a_usage_error() {
+    let home = Home::new();
+    let bash = home.run(&["completions", "bash"]);
+    assert_eq!(bash.code, Some(0), "{bash:#?}");
+    // Sourced by a real bash, the script completes `credence tr` to `trust`.
+    let completed = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{}\nCOMP_WORDS=(credence tr); COMP_CWORD=1; _credence credence tr credence; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            bash.stdout
+        ))
+        .output()
+        .expect("bash");
+    let words = String::from_utf8_lossy(&completed.stdout);
+    assert!(words.lines().any(|w| w == "trust"), "{words:?} {completed:?}");
+    for shell in ["zsh", "fish"] {
+        let run = home.run(&["completions", shell]);
+        assert_eq!(run.code, Some(0), "{run:#?}");
+        assert!(run.stdout.contains("trust"), "{shell}");
+    }
+    let tcsh = home.run(&["completions", "tcsh"]);
+    assert_eq!(tcsh.code, Some(2), "{tcsh:#?}");
+    assert!(tcsh.stderr.contains("bash"), "the usage error lists the shells: {}", tcsh.stderr);
+}

@@ -64,6 +64,9 @@ enum Command {
         #[arg(long)]
         write: bool,
     },
+    /// Print a completion script for your shell, e.g.
+    /// `credence completions bash > ~/.local/share/bash-completion/completions/credence`.
+    Completions { shell: clap_complete::Shell },
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
@@ -118,6 +121,11 @@ fn run(command: Command, trust: TrustMode) -> Result<ExitCode, String> {
         Command::Providers { json } => providers(&open(trust)?, json),
         Command::Audit { json, since, provider } => audit(&open(trust)?, json, since.as_deref(), provider.as_deref()),
         Command::Setup { tool, write } => crate::setup::run(&tool, write),
+        Command::Completions { shell } => {
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cli, "credence", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Signing(command) => crate::signing_cli::run(command, open(trust)?),
     }
 }
