@@ -800,3 +800,55 @@ fn injection_in_every_protocol_is_refused_in_its_error_form_before_any_provider_
     assert_eq!(w.run(&["docker", "get"], &big).code, Some(1));
     assert_eq!(w.tokens.hits(), 0, "no provider ran for any of these");
 }
+
+#[test]
+fn setup_write_keeps_other_helpers_and_comments_and_a_second_run_changes_nothing() {
+    let home = Home::new();
+    let gitconfig = home.dir.path().join(".gitconfig");
+    std::fs::write(&gitconfig, "[credential]\n\thelper = cache --timeout=60\n").unwrap();
+    let git_helpers = || {
+        let out = std::process::Command::new("git")
+            .args(["config", "--file", gitconfig.to_str().unwrap(), "--get-all", "credential.helper"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let first = home.run(&["setup", "git", "--write"]);
+    assert_eq!(first.code, Some(0), "{first:#?}");
+    assert!(first.stderr.contains("credence is added after it"), "{}", first.stderr);
+    let helpers = git_helpers();
+    assert_eq!(helpers.len(), 2, "{helpers:?}");
+    assert_eq!(helpers[0], "cache --timeout=60");
+    assert!(helpers[1].ends_with("credence git"), "{helpers:?}");
+    let again = home.run(&["setup", "git", "--write"]);
+    assert_eq!(again.code, Some(0), "{again:#?}");
+    assert!(again.stderr.contains("nothing to add"), "{}", again.stderr);
+    assert_eq!(git_helpers(), helpers, "the second run adds nothing");
+
+    let cargo_home = home.dir.path().join("cargo-home");
+    std::fs::create_dir_all(&cargo_home).unwrap();
+    let cargo_config = cargo_home.join("config.toml");
+    std::fs::write(
+        &cargo_config,
+        "# my registries\n[registry]\nglobal-credential-providers = [\"cargo:token\", \"cargo:libsecret\"]\n",
+    )
+    .unwrap();
+    let cargo = |args: &[&str]| home.run_with(args, &[("CARGO_HOME", cargo_home.to_str().unwrap())]);
+    let first = cargo(&["setup", "cargo", "--write"]);
+    assert_eq!(first.code, Some(0), "{first:#?}");
+    let written = std::fs::read_to_string(&cargo_config).unwrap();
+    assert!(written.starts_with("# my registries\n"), "the comment stays: {written}");
+    let doc: toml::Table = toml::from_str(&written).unwrap();
+    let list: Vec<&str> = doc["registry"]["global-credential-providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(&list[..2], ["cargo:token", "cargo:libsecret"], "{list:?}");
+    assert!(list.len() == 3 && list[2].ends_with("credence"), "credence last, asked first: {list:?}");
+    let again = cargo(&["setup", "cargo", "--write"]);
+    assert_eq!(again.code, Some(0), "{again:#?}");
+    assert!(again.stderr.contains("nothing changed"), "{}", again.stderr);
+    assert_eq!(std::fs::read_to_string(&cargo_config).unwrap(), written);
+}

@@ -12,6 +12,12 @@ fn exe() -> String {
         .unwrap_or_else(|| "credence".into())
 }
 
+/// `s` quoted for a POSIX shell, so a printed line can be pasted as it is (a path with a
+/// space, a quote or a `$` in it included).
+fn sh(s: &str) -> String {
+    shlex::try_quote(s).map(|q| q.into_owned()).unwrap_or_else(|_| s.to_owned())
+}
+
 fn dir() -> String {
     credence::exe::sibling("credence")
         .and_then(|p| p.parent().map(|d| d.display().to_string()))
@@ -21,7 +27,8 @@ fn dir() -> String {
 /// The instructions for `tool`: (text to show, what `--write` does).
 fn instructions(tool: &str) -> (String, Option<Write>) {
     let exe = exe();
-    let dir = dir();
+    let q = sh(&exe);
+    let bazel = sh(&format!("{}/credence-bazel", dir()));
     match tool {
         "cargo" => (
             format!(
@@ -36,8 +43,8 @@ fn instructions(tool: &str) -> (String, Option<Write>) {
             } else {
                 format!("{exe} git")
             };
-            let mut text = format!("git config --global credential.helper '{helper}'\n");
-            let mut commands = vec![git_config("credential.helper", &helper)];
+            let mut text = format!("git config --global credential.helper {}\n", sh(&helper));
+            let mut commands = Vec::new();
             // git sends the path only with `credential.useHttpPath`; without it credence
             // sees `https://host/`, which a prefix with a path does not serve. Set per
             // origin, so other hosts' helpers keep their host-wide entries.
@@ -46,38 +53,33 @@ fn instructions(tool: &str) -> (String, Option<Write>) {
                 text.push_str(&format!("git config --global {key} true\n"));
                 commands.push(git_config(&key, "true"));
             }
-            (text, Some(Write::Commands(commands)))
+            (text, Some(Write::Git { helper, commands }))
         }
         "docker" => (
             format!(
-                "ln -s {exe:?} ~/.local/bin/docker-credential-credence   # a directory on PATH\n# ~/.docker/config.json\n{{ \"credsStore\": \"credence\" }}\n# or per registry: {{ \"credHelpers\": {{ \"registry.example.com\": \"credence\" }} }}\n"
+                "ln -s {q} ~/.local/bin/docker-credential-credence   # a directory on PATH\n# ~/.docker/config.json\n{{ \"credsStore\": \"credence\" }}\n# or per registry: {{ \"credHelpers\": {{ \"registry.example.com\": \"credence\" }} }}\n"
             ),
             None,
         ),
         "nuget" => (
             format!(
-                "ln -s {exe:?} ~/.local/bin/nuget-plugin-credence   # NuGet 6.13+ finds nuget-plugin-* on PATH\n# nuget.exe (v1): copy or link as CredentialProviderCredence.exe into %LocalAppData%\\NuGet\\CredentialProviders\n"
+                "ln -s {q} ~/.local/bin/nuget-plugin-credence   # NuGet 6.13+ finds nuget-plugin-* on PATH\n# nuget.exe (v1): copy or link as CredentialProviderCredence.exe into %LocalAppData%\\NuGet\\CredentialProviders\n"
             ),
             None,
         ),
         "bazel" => (
             format!(
-                "ln -s {exe:?} {dir}/credence-bazel\n# ~/.bazelrc\ncommon --credential_helper={dir}/credence-bazel\n# or scoped: common --credential_helper=*.example.com={dir}/credence-bazel\n"
+                "ln -s {q} {bazel}\n# ~/.bazelrc\ncommon --credential_helper={bazel}\n# or scoped: common --credential_helper=*.example.com={bazel}\n"
             ),
             None,
         ),
         "goauth" => (
-            format!("go env -w GOAUTH='{exe} goauth'\n"),
-            Some(Write::Commands(vec![vec![
-                "go".into(),
-                "env".into(),
-                "-w".into(),
-                format!("GOAUTH={exe} goauth"),
-            ]])),
+            format!("go env -w {}\n", sh(&format!("GOAUTH={exe} goauth"))),
+            Some(Write::GoAuth(format!("{exe} goauth"))),
         ),
         "keyring" => (
             format!(
-                "ln -s {exe:?} ~/.local/bin/keyring   # first `keyring` on PATH\npip config set global.keyring-provider subprocess   # uv: UV_KEYRING_PROVIDER=subprocess\n"
+                "ln -s {q} ~/.local/bin/keyring   # first `keyring` on PATH\npip config set global.keyring-provider subprocess   # uv: UV_KEYRING_PROVIDER=subprocess\n"
             ),
             None,
         ),
@@ -126,9 +128,34 @@ fn origins_served_with_a_path() -> Vec<String> {
 }
 
 enum Write {
-    /// Commands to run, in order.
-    Commands(Vec<Vec<String>>),
+    /// The helper git runs for credence, added to the global config unless it is there
+    /// already; then commands to run, in order (each idempotent).
+    Git { helper: String, commands: Vec<Vec<String>> },
+    /// Added to `GOAUTH` unless it is there already.
+    GoAuth(String),
     CargoConfig(String),
+}
+
+/// Runs `argv`; its stdout, or why it failed.
+fn output(argv: &[&str]) -> Result<std::process::Output, String> {
+    std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", argv[0]))
+}
+
+fn run_all(commands: &[Vec<String>]) -> Result<(), String> {
+    for argv in commands {
+        let status = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .status()
+            .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+        if !status.success() {
+            return Err(format!("`{}` failed", argv.iter().map(|a| sh(a)).collect::<Vec<_>>().join(" ")));
+        }
+        eprintln!("credence: ran {}", argv.iter().map(|a| sh(a)).collect::<Vec<_>>().join(" "));
+    }
+    Ok(())
 }
 
 pub fn run(tool: &str, write: bool) -> Result<ExitCode, String> {
@@ -141,17 +168,38 @@ pub fn run(tool: &str, write: bool) -> Result<ExitCode, String> {
         None => Err(format!(
             "`--write` is not available for {tool}: apply these lines yourself:\n{text}"
         )),
-        Some(Write::Commands(commands)) => {
-            for argv in commands {
-                let status = std::process::Command::new(&argv[0])
-                    .args(&argv[1..])
-                    .status()
-                    .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
-                if !status.success() {
-                    return Err(format!("`{}` failed", argv.join(" ")));
+        Some(Write::Git { helper, commands }) => {
+            // git asks every configured helper in turn: others stay, credence is added once.
+            let listed = output(&["git", "config", "--global", "--get-all", "credential.helper"])?;
+            let existing: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect();
+            if existing.iter().any(|h| *h == helper) {
+                eprintln!("credence: git already asks credence (credential.helper = {}); nothing to add", sh(&helper));
+            } else {
+                let mut argv = vec!["git".to_owned(), "config".into(), "--global".into()];
+                if !existing.is_empty() {
+                    eprintln!(
+                        "credence: git asks {} first; credence is added after {}",
+                        existing.iter().map(|h| sh(h)).collect::<Vec<_>>().join(", "),
+                        if existing.len() == 1 { "it" } else { "them" }
+                    );
+                    argv.push("--add".into());
                 }
-                eprintln!("credence: ran {}", argv.join(" "));
+                argv.extend(["credential.helper".to_owned(), helper]);
+                run_all(&[argv])?;
             }
+            run_all(&commands)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Write::GoAuth(ours)) => {
+            let current = output(&["go", "env", "GOAUTH"])?;
+            let current = String::from_utf8_lossy(&current.stdout).trim().to_owned();
+            // GOAUTH is a list of commands separated by ';', tried in order.
+            if current.split(';').any(|c| c.trim() == ours) {
+                eprintln!("credence: GOAUTH already asks credence ({current}); nothing to change");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let value = if current.is_empty() { ours } else { format!("{current};{ours}") };
+            run_all(&[vec!["go".into(), "env".into(), "-w".into(), format!("GOAUTH={value}")]])?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Write::CargoConfig(exe)) => {
@@ -160,27 +208,57 @@ pub fn run(tool: &str, write: bool) -> Result<ExitCode, String> {
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
             let path = home.ok_or("neither CARGO_HOME nor HOME is set")?.join("config.toml");
             let current = std::fs::read_to_string(&path).unwrap_or_default();
-            if current.contains("global-credential-providers") {
-                return Err(format!(
-                    "{} already sets global-credential-providers; edit it to:\n{text}",
-                    path.display()
-                ));
-            }
-            let mut doc: toml::Table =
-                toml::from_str(&current).map_err(|e| format!("{} is not valid TOML: {e}", path.display()))?;
+            // Edited in place: the user's comments and layout stay.
+            let mut doc: toml_edit::DocumentMut = current
+                .parse()
+                .map_err(|e| format!("{} is not valid TOML: {e}", path.display()))?;
             let registry = doc
                 .entry("registry")
-                .or_insert_with(|| toml::Value::Table(Default::default()));
-            let table = registry.as_table_mut().ok_or("[registry] is not a table")?;
-            table.insert(
-                "global-credential-providers".into(),
-                toml::Value::Array(vec!["cargo:token".into(), exe.into()]),
-            );
+                .or_insert_with(toml_edit::table)
+                .as_table_like_mut()
+                .ok_or_else(|| format!("[registry] in {} is not a table", path.display()))?;
+            match registry.get_mut("global-credential-providers") {
+                None => {
+                    let mut list = toml_edit::Array::new();
+                    list.push("cargo:token");
+                    list.push(exe.as_str());
+                    registry.insert("global-credential-providers", toml_edit::value(list));
+                }
+                Some(item) => {
+                    let list = item.as_array_mut().ok_or_else(|| {
+                        format!("global-credential-providers in {} is not a list; edit it to:\n{text}", path.display())
+                    })?;
+                    if list.iter().any(|v| v.as_str() == Some(exe.as_str())) {
+                        eprintln!("credence: {} already lists credence; nothing changed", path.display());
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    // Providers toward the end of the list take precedence in cargo.
+                    list.push(exe.as_str());
+                    eprintln!("credence: added credence to the end of global-credential-providers (it is asked first)");
+                }
+            }
             std::fs::create_dir_all(path.parent().unwrap()).map_err(|e| e.to_string())?;
-            std::fs::write(&path, toml::to_string(&doc).map_err(|e| e.to_string())?)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            std::fs::write(&path, doc.to_string()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             eprintln!("credence: wrote {}", path.display());
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sh;
+
+    #[test]
+    fn printed_arguments_survive_a_paste_into_a_shell() {
+        assert_eq!(sh("/usr/bin/credence"), "/usr/bin/credence", "nothing to quote");
+        for arg in ["/opt/my tools/credence git", "it's $HOME", "a\"b`c`\\d", "GOAUTH=/x y/credence goauth"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", sh(arg)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), arg, "{}", sh(arg));
         }
     }
 }
