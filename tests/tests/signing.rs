@@ -405,3 +405,34 @@ fn trust_add_of_a_trusted_key_widens_its_scopes_in_place_and_refuses_a_second_ro
         auditor.stderr
     );
 }
+
+#[test]
+fn inspect_of_an_unsigned_component_shows_its_imports_and_declared_ceiling_and_the_sign_command() {
+    let home = Home::new();
+    home.install(
+        "token-exchange",
+        "token-exchange",
+        &manifest("token-exchange", &["https://login.example".to_owned()], &[]),
+    );
+    let wasm = home.provider_file("token-exchange.wasm");
+    let run = home.run(&["inspect", wasm.to_str().unwrap()]);
+    assert_eq!(run.code, Some(1), "the gate refuses it as it is: {run:#?}");
+    for needle in [
+        "statement  none (",
+        "declared ceiling, from ",
+        "nobody signed it yet",
+        "  origins  https://login.example",
+        "imports (read from the component)",
+        "credence:provider/http@0.1.0",
+        "verdict    refused: not signed",
+        "`credence sign ",
+    ] {
+        assert!(run.stdout.contains(needle), "{needle:?} in:\n{}", run.stdout);
+    }
+    let json = home.run(&["inspect", wasm.to_str().unwrap(), "--json"]);
+    assert_eq!(json.code, Some(1));
+    let v = json.json();
+    assert_eq!(v["signed"], false);
+    assert_eq!(v["declared_ceiling"]["origins"], serde_json::json!(["https://login.example"]));
+    assert!(v["imports"].as_array().unwrap().iter().any(|i| i == "credence:provider/http@0.1.0"), "{v}");
+}

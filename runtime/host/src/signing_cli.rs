@@ -317,8 +317,12 @@ fn sign(args: SignArgs) -> Result<ExitCode, String> {
 }
 
 fn inspect(broker: &Broker, component: &Path, statement: Option<PathBuf>, json: bool) -> Result<ExitCode, String> {
+    let named = statement.is_some();
     let spath = statement.unwrap_or_else(|| statement_path(component));
     let bytes = read(component)?;
+    if !named && !spath.exists() {
+        return inspect_unsigned(component, &bytes, &spath, json);
+    }
     let sbytes = read(&spath)?;
     let trust = strict(broker)?;
     let file = StatementFile::parse(&sbytes).map_err(|e| format!("{}: {e}", spath.display()))?;
@@ -450,6 +454,104 @@ fn inspect(broker: &Broker, component: &Path, statement: Option<PathBuf>, json: 
     out.push_str(&format!("verdict    {verdict_text}\n"));
     print!("{out}");
     Ok(code)
+}
+
+/// `inspect` of a component with no statement beside it (its author's, before `sign`):
+/// what can be known without a signature, the ceiling its manifest declares if one is
+/// beside it, and the command that signs it. Exit 1: the gate refuses it as it is.
+fn inspect_unsigned(component: &Path, bytes: &[u8], spath: &Path, json: bool) -> Result<ExitCode, String> {
+    let actual = hex::encode(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(bytes)));
+    let (imports, exports, parse_error) = match read_component_info(bytes) {
+        Ok(i) => (i.imports, i.exports, None),
+        Err(e) => (Vec::new(), Vec::new(), Some(e)),
+    };
+    let forbidden: Vec<&String> = imports.iter().filter(|i| !is_allowed_import(i)).collect();
+    let mpath = crate::loader::manifest_path(component);
+    let manifest = match std::fs::read_to_string(&mpath) {
+        Ok(text) => Some(credence_signing::manifest::Manifest::from_toml(&text).map_err(|e| format!("{}: {e}", mpath.display()))),
+        Err(_) => None,
+    };
+    let sign = format!(
+        "credence sign {} --key <your secret key>",
+        shlex::try_quote(&component.display().to_string()).map(|c| c.into_owned()).unwrap_or_default()
+    );
+    let verdict = format!(
+        "refused: not signed ({} is missing); sign it: `{sign}` (or, while developing it, run it with --allow-unsigned)",
+        spath.display()
+    );
+    if json {
+        let declared = match &manifest {
+            Some(Ok(m)) => serde_json::json!({
+                "name": m.name, "version": m.version, "sequence": m.sequence, "world": m.world,
+                "origins": m.origins.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+                "wildcard_origins": m.wildcard_origins.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+                "prompts": m.prompts.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                "limits": { "memory_mib": m.limits.memory_mib, "cpu_ms": m.limits.cpu_ms, "wall_ms": m.limits.wall_ms },
+            }),
+            Some(Err(e)) => serde_json::json!({ "error": e }),
+            None => serde_json::Value::Null,
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "component": component.display().to_string(), "size": bytes.len(), "sha256": actual,
+                "signed": false, "statement": spath.display().to_string(), "manifest": mpath.display().to_string(),
+                "declared_ceiling": declared, "imports": imports, "forbidden_imports": forbidden,
+                "exports": exports, "parse_error": parse_error, "verdict": verdict,
+            })
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let mut out = format!(
+        "component  {} ({} bytes)\n  sha256   {actual}\nstatement  none ({} is missing)\n",
+        component.display(),
+        bytes.len(),
+        spath.display()
+    );
+    match &manifest {
+        Some(Ok(m)) => {
+            let list = |v: Vec<String>| if v.is_empty() { "none".to_owned() } else { v.join(", ") };
+            out.push_str(&format!(
+                "declared ceiling, from {} (nobody signed it yet)\n  provider {} {} (sequence {})\n  origins  {}\n",
+                mpath.display(),
+                m.name,
+                m.version,
+                m.sequence,
+                list(m.origins.iter().map(|o| o.to_string()).collect())
+            ));
+            if !m.wildcard_origins.is_empty() {
+                out.push_str(&format!(
+                    "  WILDCARD ORIGINS (any matching host or port!): {}\n",
+                    list(m.wildcard_origins.iter().map(|o| o.to_string()).collect())
+                ));
+            }
+            out.push_str(&format!(
+                "  prompts  {}\n  world    {}\n",
+                list(m.prompts.iter().map(|p| p.as_str().to_owned()).collect()),
+                m.world
+            ));
+        }
+        Some(Err(e)) => out.push_str(&format!("declared ceiling: {e}\n")),
+        None => out.push_str(&format!(
+            "declared ceiling: none ({} is missing; `credence sign` needs it)\n",
+            mpath.display()
+        )),
+    }
+    match &parse_error {
+        Some(e) => out.push_str(&format!("imports    unreadable: {e}\n")),
+        None => out.push_str("imports (read from the component)\n"),
+    }
+    for i in &imports {
+        let flag = if is_allowed_import(i) { "" } else { "   <- FORBIDDEN: refused at load" };
+        out.push_str(&format!("  {i}{flag}\n"));
+    }
+    out.push_str("exports\n");
+    for e in &exports {
+        out.push_str(&format!("  {e}\n"));
+    }
+    out.push_str(&format!("verdict    {verdict}\n"));
+    print!("{out}");
+    Ok(ExitCode::from(1))
 }
 
 /// Changes the trust store under its lock (from a fresh read, so a floor recorded
