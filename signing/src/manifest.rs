@@ -13,11 +13,15 @@
 //! memory-mib = 64
 //! cpu-ms = 5000
 //! wall-ms = 60000
+//! [settings.client-secret]         # optional: the settings it reads, for `credence install`
+//! description = "the client secret of your app registration"
+//! required = true
+//! secret = true                    # read from the terminal or stdin, never from argv
 //! ```
 
 use crate::origin::{Origin, OriginError, OriginPattern};
-use serde::Deserialize;
-use std::collections::BTreeSet;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 pub const WORLD: &str = "credence:provider/provider@0.1.0";
 
@@ -65,8 +69,50 @@ impl Limits {
     }
 }
 
+/// A setting the provider reads, as its manifest declares it: `credence install` asks for
+/// the required ones and reads the secret ones from the terminal or stdin, never from argv
+/// (where shell history and `ps` keep them). Part of the signed ceiling, so what a
+/// publisher marked secret stays marked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingSpec {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// The longest setting description credence shows.
+pub const MAX_SETTING_DESCRIPTION: usize = 200;
+
+/// A declared setting's name and description are shown to users and written into
+/// `config.toml`: plain names, short printable descriptions.
+pub fn check_settings(settings: &BTreeMap<String, SettingSpec>) -> Result<(), String> {
+    for (name, spec) in settings {
+        let plain = !name.is_empty()
+            && name.len() <= 64
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !plain {
+            return Err(format!(
+                "setting {name:?} must be 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter"
+            ));
+        }
+        if spec.description.chars().count() > MAX_SETTING_DESCRIPTION || spec.description.chars().any(char::is_control) {
+            return Err(format!(
+                "setting {name:?}: the description must be at most {MAX_SETTING_DESCRIPTION} characters, without control characters"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
+    /// The settings it reads (none declared: nothing is known about them).
+    pub settings: BTreeMap<String, SettingSpec>,
     pub name: String,
     pub version: String,
     pub world: String,
@@ -105,6 +151,8 @@ struct RawManifest {
     prompts: Vec<PromptKind>,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    settings: BTreeMap<String, SettingSpec>,
 }
 
 fn first_sequence() -> u64 {
@@ -137,7 +185,9 @@ impl Manifest {
                 raw.version
             )));
         }
+        check_settings(&raw.settings).map_err(ManifestError::Syntax)?;
         Ok(Manifest {
+            settings: raw.settings,
             name: raw.name,
             version: raw.version,
             world: raw.world,

@@ -46,6 +46,10 @@ pub struct Capabilities {
     pub limits: SignedLimits,
     pub origins: Vec<String>,
     pub prompts: Vec<String>,
+    /// The settings the manifest declares; absent when it declares none (statements
+    /// made before settings were declared read back byte for byte).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub settings: std::collections::BTreeMap<String, crate::manifest::SettingSpec>,
     pub wildcard_origins: Vec<String>,
     pub world: String,
 }
@@ -111,6 +115,7 @@ impl Statement {
                 // (port 8443 sorts before host "login.example.com" as an `Origin`).
                 origins: sorted(manifest.origins.iter().map(Origin::to_string)),
                 prompts: manifest.prompts.iter().map(|p| p.as_str().to_owned()).collect(),
+                settings: manifest.settings.clone(),
                 wildcard_origins: sorted(manifest.wildcard_origins.iter().map(OriginPattern::to_string)),
                 world: manifest.world.clone(),
             },
@@ -205,7 +210,9 @@ impl Statement {
         {
             return Err("capability lists are not sorted and unique".into());
         }
+        crate::manifest::check_settings(&c.settings)?;
         Ok(Manifest {
+            settings: c.settings.clone(),
             name: self.provider.name.clone(),
             version: self.provider.version.clone(),
             world: c.world.clone(),

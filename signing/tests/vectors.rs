@@ -23,6 +23,7 @@ fn statement() -> Statement {
             },
             origins: vec!["https://login.example.com".into()],
             prompts: vec!["ask".into()],
+            settings: Default::default(),
             wildcard_origins: vec![],
             world: "credence:provider/provider@0.1.0".into(),
         },
@@ -224,4 +225,23 @@ fn a_statement_member_named_twice_or_a_version_with_escapes_is_malformed() {
     file.statement.provider.version = "0.1.0\u{1b}[8m verdict trusted".into();
     let err = StatementFile::parse(file.to_pretty().as_bytes()).unwrap_err();
     assert!(err.contains("is not a semver version"), "{err}");
+}
+
+#[test]
+fn declared_settings_are_part_of_the_signed_ceiling_and_badly_named_ones_are_refused() {
+    let text = "name = \"x\"\nversion = \"1.0.0\"\nworld = \"credence:provider/provider@0.1.0\"\n[settings.client-secret]\nsecret = true\nrequired = true\ndescription = \"the app's secret\"\n[settings.tenant]\n";
+    let m = credence_signing::Manifest::from_toml(text).unwrap();
+    let st = Statement::new(COMPONENT, &m, &credence_signing::KeyId(KEY_ID.into()), 1, None);
+    let spec = &st.capabilities.settings["client-secret"];
+    assert!(spec.secret && spec.required, "{spec:?}");
+    assert!(!st.capabilities.settings["tenant"].secret);
+    assert_eq!(st.ceiling().unwrap().settings, m.settings, "the ceiling carries them back");
+    // A signed digest covers them: the same statement without them is another statement.
+    let mut without = st.clone();
+    without.capabilities.settings.clear();
+    assert_ne!(without.digest(), st.digest());
+    for bad in ["[settings.Token]\n", "[settings.\"a b\"]\n", "[settings.t]\ndescription = \"a\\nb\"\n", "[settings.t]\nhidden = true\n"] {
+        let text = format!("name = \"x\"\nversion = \"1.0.0\"\nworld = \"credence:provider/provider@0.1.0\"\n{bad}");
+        assert!(credence_signing::Manifest::from_toml(&text).is_err(), "{bad}");
+    }
 }

@@ -440,3 +440,64 @@ fn completion_scripts_complete_credences_commands_and_an_unknown_shell_is_a_usag
     assert_eq!(tcsh.code, Some(2), "{tcsh:#?}");
     assert!(tcsh.stderr.contains("bash"), "the usage error lists the shells: {}", tcsh.stderr);
 }
+
+/// From a publisher's files to a working instance in one command: `install --serves`
+/// writes the config entry, and the setting the manifest marks secret comes from stdin.
+#[test]
+fn install_with_serves_writes_a_working_config_entry_and_takes_secret_settings_only_off_argv() {
+    let server = token_server(3600);
+    let home = Home::new();
+    let key = home.keygen("publisher");
+    home.trust(&key, "Publisher", "publisher", "token-exchange");
+    let declared = "[settings.token-url]\nrequired = true\n[settings.client-id]\nrequired = true\n[settings.client-secret]\nrequired = true\nsecret = true\ndescription = \"the client secret\"\n";
+    home.install(
+        "token-exchange",
+        "token-exchange",
+        &format!("{}{declared}", manifest("token-exchange", &[server.origin()], &[])),
+    );
+    home.sign("token-exchange", &key, &[]);
+    // The publisher's two files, somewhere outside the home (a download).
+    let download = home.dir.path().join("download");
+    std::fs::create_dir_all(&download).unwrap();
+    for f in ["token-exchange.wasm", "token-exchange.statement.json"] {
+        std::fs::rename(home.provider_file(f), download.join(f)).unwrap();
+    }
+    let wasm = download.join("token-exchange.wasm");
+    let wasm = wasm.to_str().unwrap();
+    home.write_config("# my config\nstore = \"file\"\n");
+    let token_url = format!("token-url={}/token", server.origin());
+    let grant = server.origin();
+    let base = ["install", wasm, "--serves", "https://feed.example/", "--grant", &grant, "--setting", &token_url];
+
+    let on_argv = home.run(&[&base[..], &["--setting", "client-id=ci", "--setting", "client-secret=oops"]].concat());
+    assert_eq!(on_argv.code, Some(2), "{on_argv:#?}");
+    assert!(on_argv.stderr.contains("marks the setting client-secret secret"), "{}", on_argv.stderr);
+    let missing = home.run_stdin(&base, b"s3cret\n", &[]);
+    assert_eq!(missing.code, Some(2), "{missing:#?}");
+    assert!(missing.stderr.contains("add `--setting client-id=...`"), "{}", missing.stderr);
+    let outside = home.run(&["install", wasm, "--serves", "https://feed.example/", "--grant", "https://elsewhere.example"]);
+    assert_eq!(outside.code, Some(2), "{outside:#?}");
+    assert!(outside.stderr.contains("may call only what it declares"), "{}", outside.stderr);
+    assert!(!home.provider_file("token-exchange.wasm").exists(), "nothing was installed by a refused command");
+
+    let done = home.run_stdin(&[&base[..], &["--setting", "client-id=ci"]].concat(), b"s3cret\n", &[]);
+    assert_eq!(done.code, Some(0), "{done:#?}");
+    assert!(done.stderr.contains("added instance \"token-exchange\""), "{}", done.stderr);
+    assert!(!done.stderr.contains("s3cret") && !done.stdout.contains("s3cret"));
+    let config = std::fs::read_to_string(home.home().join("config.toml")).unwrap();
+    assert!(config.starts_with("# my config\nstore = \"file\"\n"), "the rest of the file stays: {config}");
+    assert!(config.contains("client-secret = \"s3cret\""), "{config}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.home().join("config.toml")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "it holds a secret now");
+    }
+    let get = home.run(&["get", "https://feed.example/"]);
+    assert_eq!((get.code, get.stdout.as_str()), (Some(0), "tok-exchanged\n"), "{get:#?}");
+    assert!(server.seen()[0].body.contains("client_secret=s3cret"));
+
+    let twice = home.run_stdin(&[&base[..], &["--setting", "client-id=ci"]].concat(), b"s3cret\n", &[]);
+    assert_eq!(twice.code, Some(2), "{twice:#?}");
+    assert!(twice.stderr.contains("has an instance named \"token-exchange\" already"), "{}", twice.stderr);
+}

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod compile_cache;
 pub mod component_info;
 pub mod config;
+pub mod config_entry;
 pub mod credential_cache;
 pub mod fs_watch;
 pub mod loader;

@@ -52,7 +52,28 @@ pub enum SigningCommand {
         component: PathBuf,
         #[arg(long)]
         statement: Option<PathBuf>,
+        #[command(flatten)]
+        instance: InstanceArgs,
     },
+}
+
+/// `install ... --serves URL`: the instance to add to config.toml as well.
+#[derive(Args)]
+pub struct InstanceArgs {
+    /// Also add an instance of the provider to config.toml, serving this URL prefix
+    /// (repeat for more).
+    #[arg(long)]
+    serves: Vec<String>,
+    /// The instance's name in config.toml (default: the provider's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// A setting, KEY=VALUE (repeat for more). Settings the provider marks secret are not
+    /// taken here: they are read from the terminal, or from stdin, one line each.
+    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    /// An origin the instance may call, among those the provider declares (repeat).
+    #[arg(long = "grant", value_name = "ORIGIN")]
+    grants: Vec<String>,
 }
 
 #[derive(Args)]
@@ -255,7 +276,11 @@ pub fn run(command: SigningCommand, broker: Broker) -> Result<ExitCode, String> 
             json,
         } => inspect(&broker, &component, statement, json),
         SigningCommand::Trust(t) => trust_command(&broker, t),
-        SigningCommand::Install { component, statement } => install(&broker, &component, statement),
+        SigningCommand::Install {
+            component,
+            statement,
+            instance,
+        } => install(&broker, &component, statement, instance),
     }
 }
 
@@ -722,11 +747,20 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
     Ok(ExitCode::SUCCESS)
 }
 
-fn install(broker: &Broker, component: &Path, statement: Option<PathBuf>) -> Result<ExitCode, String> {
+fn install(broker: &Broker, component: &Path, statement: Option<PathBuf>, instance: InstanceArgs) -> Result<ExitCode, String> {
     let spath = statement.unwrap_or_else(|| statement_path(component));
     let trust = strict(broker)?;
     let vetted = vet("candidate", component, &spath, &trust, Writers::Anyone).map_err(|e| without_candidate(&e))?;
     let name = vetted.ceiling.name.clone();
+    // The config entry is checked (and its secrets read) before anything is installed.
+    let entry = if instance.serves.is_empty() {
+        if !(instance.settings.is_empty() && instance.grants.is_empty() && instance.name.is_none()) {
+            return Err("--name, --setting and --grant describe the config entry, which --serves asks for: add --serves <URL prefix>".into());
+        }
+        None
+    } else {
+        Some(crate::config_entry::Entry::new(broker.paths(), &vetted.ceiling, instance.name, instance.serves, instance.settings, instance.grants)?)
+    };
     // Compile and type-check before anything is copied: the whole gate passes first, and
     // only then is the floor raised (by `admit`).
     let loader = crate::loader::Loader {
@@ -746,10 +780,23 @@ fn install(broker: &Broker, component: &Path, statement: Option<PathBuf>) -> Res
     write_file_atomically(&providers, &format!("{name}.statement.json"), statement_bytes)?;
     write_file_atomically(&providers, &format!("{name}.wasm"), &vetted.bytes)?;
     eprintln!(
-        "credence: installed {name} {} as {}\n  next: add it to config.toml:\n    [[provider]]\n    name = \"{name}\"\n    provider = \"{name}\"\n    serves = [\"https://...\"]",
+        "credence: installed {name} {} as {}",
         vetted.ceiling.version,
         target.display()
     );
+    match entry {
+        Some(entry) => {
+            let instance = entry.write()?;
+            eprintln!(
+                "credence: added instance {instance:?} to {}\n  next: `credence setup <tool> --write` (cargo, git, docker, ...), then use the tool",
+                broker.paths().config_file().display()
+            );
+        }
+        None => eprintln!(
+            "  next: add it to config.toml, e.g. `credence install {} --serves https://<your feed>/`, or by hand:\n    [[provider]]\n    name = \"{name}\"\n    serves = [\"https://...\"]",
+            shlex::try_quote(&component.display().to_string()).map(|c| c.into_owned()).unwrap_or_default()
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
