@@ -250,7 +250,19 @@ impl StatementFile {
         }
         // Straight into the structs first: they refuse a member named twice, which a
         // `Value` would quietly collapse to its last (and another verifier to its first).
-        serde_json::from_slice::<StatementFile>(bytes).map_err(|e| format!("not a statement file: {e}"))?;
+        const NOT_OUR_FORMAT: &str = "the statement is not in credence's format (every record must be a JSON object with named fields, as `credence sign` writes it)";
+        if let Err(e) = serde_json::from_slice::<StatementFile>(bytes) {
+            // A record written as an array (serde's positional form) is named as such, not
+            // as whichever field it first fails to fit.
+            let positional = serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|v| {
+                let s = &v["statement"];
+                [s, &s["capabilities"], &s["capabilities"]["limits"], &s["component"], &s["provider"]]
+                    .iter()
+                    .any(|r| r.is_array())
+                    || v["signatures"].as_array().is_some_and(|a| a.iter().any(|r| r.is_array()))
+            });
+            return Err(if positional { NOT_OUR_FORMAT.into() } else { format!("not a statement file: {e}") });
+        }
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| format!("not a statement file: {e}"))?;
         let file: StatementFile =
@@ -258,10 +270,7 @@ impl StatementFile {
         // serde also reads a struct from a positional array; the format is objects only, so
         // whatever does not read back as the value credence writes is refused.
         if serde_json::to_value(&file).ok().as_ref() != Some(&value) {
-            return Err(
-                "the statement is not in credence's format (every record must be a JSON object with named fields, as `credence sign` writes it)"
-                    .into(),
-            );
+            return Err(NOT_OUR_FORMAT.into());
         }
         file.statement.ceiling()?;
         if file.signatures.len() > 16 {
