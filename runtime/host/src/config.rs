@@ -82,7 +82,17 @@ impl ServePrefix {
         if url.query().is_some() {
             return Err(format!("{text:?}: a served prefix has no query"));
         }
-        let origin = Origin::of_url(&url).map_err(|e| e.to_string())?;
+        let origin = Origin::of_url(&url).map_err(|e| {
+            if url.scheme() == "http" {
+                // The one thing a user can do about it, said in terms of what `serves` means.
+                let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+                format!(
+                    "{text:?}: credence hands credentials only to https URLs, since plain http would send them in clear; for a registry on this machine, serve http://127.0.0.1{port}/ or http://[::1]{port}/ (not `localhost`, which a resolver may send elsewhere)"
+                )
+            } else {
+                e.to_string()
+            }
+        })?;
         Ok(ServePrefix {
             origin,
             path: url.path().trim_end_matches('/').to_owned(),
@@ -362,8 +372,12 @@ serves = ["https://r.example/private"]
                 "plain `.wasm` file name",
             ),
             (
+                "[[provider]]\nname = \"a\"\nserves = [\"http://localhost:8080\"]",
+                "serve http://127.0.0.1:8080/ or http://[::1]:8080/",
+            ),
+            (
                 "[[provider]]\nname = \"a\"\nserves = [\"http://r.example\"]",
-                "only https",
+                "hands credentials only to https URLs",
             ),
             (
                 "[[provider]]\nname = \"a\"\ngrant-origins = [\"https://x.example/path\"]",
