@@ -2,7 +2,7 @@
 //! providers' host: the loading gate, the sandbox, the agent), installed side by side.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The program called `name` in the directory of the running one.
 pub fn sibling(name: &str) -> Option<PathBuf> {
@@ -14,8 +14,18 @@ pub fn sibling(name: &str) -> Option<PathBuf> {
 pub fn host() -> Result<PathBuf, String> {
     let path = sibling("credence-host").ok_or("cannot tell where the credence program is")?;
     if !path.is_file() {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        // cargo install puts programs in <root>/bin.
+        let how = match (dir.file_name(), dir.parent()) {
+            (Some(bin), Some(root)) if bin == "bin" => format!(
+                "from a credence checkout, `cargo install --locked --path runtime/host --root {}`; or copy credence-host of the same release into {}",
+                root.display(),
+                dir.display()
+            ),
+            _ => format!("copy credence-host of the same build into {}", dir.display()),
+        };
         return Err(format!(
-            "{} is missing; credence-host is installed beside credence (reinstall both)",
+            "{} is missing: credence hands requests to credence-host, which must be beside it; {how}",
             path.display()
         ));
     }

@@ -54,3 +54,27 @@ fn the_program_tools_run_links_no_webassembly_compiler() {
         "the credence binary links cranelift"
     );
 }
+
+#[test]
+fn credence_installed_without_credence_host_says_how_to_install_it_beside() {
+    let home = tempfile::tempdir().unwrap();
+    let bin = home.path().join("prefix/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let lone = bin.join("credence");
+    std::fs::copy(env!("CARGO_BIN_EXE_credence"), &lone).unwrap();
+    let out = Command::new(&lone)
+        .args(["providers"])
+        .env_clear()
+        .env("CREDENCE_HOME", home.path().join("home"))
+        .env("XDG_STATE_HOME", home.path().join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "`cargo install --locked --path runtime/host --root {}`",
+        home.path().join("prefix").display()
+    );
+    assert!(err.contains("credence-host is missing") || err.contains("credence-host, which must be beside it"), "{err}");
+    assert!(err.contains(&expected), "{err}");
+}
