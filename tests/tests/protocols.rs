@@ -687,7 +687,11 @@ fn setup_git_makes_git_send_the_path_a_served_prefix_needs() {
         "{}",
         shown.stdout
     );
-    assert!(!shown.stdout.contains("other.example"), "{}", shown.stdout);
+    assert!(
+        !shown.stdout.contains("credential.https://other.example.useHttpPath"),
+        "a prefix without a path needs no paths: {}",
+        shown.stdout
+    );
     assert!(
         shown.stderr.contains("serves https://git.example/team/") && shown.stderr.contains("useHttpPath"),
         "{}",
@@ -851,4 +855,55 @@ fn setup_write_keeps_other_helpers_and_comments_and_a_second_run_changes_nothing
     assert_eq!(again.code, Some(0), "{again:#?}");
     assert!(again.stderr.contains("nothing changed"), "{}", again.stderr);
     assert_eq!(std::fs::read_to_string(&cargo_config).unwrap(), written);
+}
+
+/// git hands a credential that worked to every helper it asked (`store`): a `store` helper
+/// kept for an origin credence serves would write credence's token to ~/.git-credentials.
+#[test]
+fn after_setup_git_another_storing_helper_never_sees_credences_tokens_for_served_origins() {
+    let (home, _) = Home::signed_static_token();
+    let gitconfig = home.dir.path().join(".gitconfig");
+    let stored = home.dir.path().join("git-credentials");
+    std::fs::write(
+        &gitconfig,
+        format!("[credential]\n\thelper = store --file {}\n", stored.display()),
+    )
+    .unwrap();
+    let setup = home.run(&["setup", "git", "--write"]);
+    assert_eq!(setup.code, Some(0), "{setup:#?}");
+    let git = |action: &str, input: &str| {
+        let mut child = std::process::Command::new("git")
+            .args(["credential", action])
+            .env_clear()
+            .env("HOME", home.dir.path())
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("CREDENCE_HOME", home.home())
+            .env("XDG_STATE_HOME", home.state())
+            .env("XDG_CACHE_HOME", home.cache())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let fill = git("fill", "protocol=https\nhost=registry.example\n\n");
+    assert!(fill.status.success(), "{fill:?}");
+    let answer = String::from_utf8_lossy(&fill.stdout).into_owned();
+    assert!(answer.contains("password=signed-token\n"), "{answer}");
+    let approve = git("approve", &answer);
+    assert!(approve.status.success(), "{approve:?}");
+    let leaked = std::fs::read_to_string(&stored).unwrap_or_default();
+    assert!(!leaked.contains("signed-token"), "the store helper kept credence's token: {leaked}");
+    // Other hosts still use the user's own helper.
+    let other = git("approve", "protocol=https\nhost=elsewhere.example\nusername=u\npassword=p\n\n");
+    assert!(other.status.success(), "{other:?}");
+    assert!(std::fs::read_to_string(&stored).unwrap().contains("elsewhere.example"));
+    // A second run changes nothing.
+    let before = std::fs::read_to_string(&gitconfig).unwrap();
+    assert_eq!(home.run(&["setup", "git", "--write"]).code, Some(0));
+    assert_eq!(std::fs::read_to_string(&gitconfig).unwrap(), before);
 }

@@ -45,15 +45,38 @@ fn instructions(tool: &str) -> (String, Option<Write>) {
             };
             let mut text = format!("git config --global credential.helper {}\n", sh(&helper));
             let mut commands = Vec::new();
+            let served = served_origins();
+            // git hands a credential that worked to *every* helper (`store`): another
+            // helper kept for the origins credence serves would write credence's tokens
+            // to ~/.git-credentials or a keychain, and serve them later without the gate
+            // or the audit trail. For those origins the list is reset (an empty value)
+            // and credence is the only helper.
+            if !served.all.is_empty() {
+                text.push_str("# the origins credence serves ask credence only:\n");
+            }
+            for origin in &served.all {
+                let key = format!("credential.{origin}.helper");
+                text.push_str(&format!(
+                    "git config --global {key} ''\ngit config --global --add {key} {}\n",
+                    sh(&helper)
+                ));
+            }
             // git sends the path only with `credential.useHttpPath`; without it credence
             // sees `https://host/`, which a prefix with a path does not serve. Set per
             // origin, so other hosts' helpers keep their host-wide entries.
-            for origin in origins_served_with_a_path() {
+            for origin in served.with_a_path {
                 let key = format!("credential.{origin}.useHttpPath");
                 text.push_str(&format!("git config --global {key} true\n"));
                 commands.push(git_config(&key, "true"));
             }
-            (text, Some(Write::Git { helper, commands }))
+            (
+                text,
+                Some(Write::Git {
+                    helper,
+                    origins: served.all,
+                    commands,
+                }),
+            )
         }
         "docker" => (
             format!(
@@ -97,9 +120,16 @@ fn git_config(key: &str, value: &str) -> Vec<String> {
     ["git", "config", "--global", key, value].map(String::from).to_vec()
 }
 
-/// The origins of configured `serves` prefixes that have a path (`https://git.example/team/`),
-/// each once, with a warning naming the prefix; none when the config cannot be read.
-fn origins_served_with_a_path() -> Vec<String> {
+struct Served {
+    /// Every origin a configured prefix is on, each once.
+    all: Vec<String>,
+    /// Those of prefixes with a path (`https://git.example/team/`).
+    with_a_path: Vec<String>,
+}
+
+/// The origins of the configured `serves` prefixes, with a warning naming each prefix
+/// that has a path; none when the config cannot be read.
+fn served_origins() -> Served {
     let config = crate::paths::Paths::from_env()
         .and_then(|paths| crate::config::Config::load(&paths.config_file()).map_err(|e| e.to_string()));
     let config = match config {
@@ -108,11 +138,21 @@ fn origins_served_with_a_path() -> Vec<String> {
             eprintln!(
                 "credence: warning: {e}; if a provider serves a prefix with a path, git must also send paths: git config --global credential.<origin>.useHttpPath true"
             );
-            return Vec::new();
+            return Served {
+                all: Vec::new(),
+                with_a_path: Vec::new(),
+            };
         }
     };
+    let mut all: Vec<String> = Vec::new();
     let mut origins: Vec<String> = Vec::new();
     for provider in &config.providers {
+        for prefix in &provider.serves {
+            let origin = prefix.origin.to_string();
+            if !all.contains(&origin) {
+                all.push(origin);
+            }
+        }
         for prefix in provider.serves.iter().filter(|p| !p.path.is_empty()) {
             eprintln!(
                 "credence: warning: provider {:?} serves {prefix}, and git sends a path only with credential.{}.useHttpPath = true (`credence setup git --write` sets it)",
@@ -124,13 +164,21 @@ fn origins_served_with_a_path() -> Vec<String> {
             }
         }
     }
-    origins
+    Served {
+        all,
+        with_a_path: origins,
+    }
 }
 
 enum Write {
     /// The helper git runs for credence, added to the global config unless it is there
     /// already; then commands to run, in order (each idempotent).
-    Git { helper: String, commands: Vec<Vec<String>> },
+    Git {
+        helper: String,
+        /// Where credence is the only helper.
+        origins: Vec<String>,
+        commands: Vec<Vec<String>>,
+    },
     /// Added to `GOAUTH` unless it is there already.
     GoAuth(String),
     CargoConfig(String),
@@ -168,7 +216,11 @@ pub fn run(tool: &str, write: bool) -> Result<ExitCode, String> {
         None => Err(format!(
             "`--write` is not available for {tool}: apply these lines yourself:\n{text}"
         )),
-        Some(Write::Git { helper, commands }) => {
+        Some(Write::Git {
+            helper,
+            origins,
+            commands,
+        }) => {
             // git asks every configured helper in turn: others stay, credence is added once.
             let listed = output(&["git", "config", "--global", "--get-all", "credential.helper"])?;
             let existing: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect();
@@ -184,8 +236,28 @@ pub fn run(tool: &str, write: bool) -> Result<ExitCode, String> {
                     );
                     argv.push("--add".into());
                 }
-                argv.extend(["credential.helper".to_owned(), helper]);
+                argv.extend(["credential.helper".to_owned(), helper.clone()]);
                 run_all(&[argv])?;
+            }
+            for origin in &origins {
+                let key = format!("credential.{origin}.helper");
+                let listed = output(&["git", "config", "--global", "--get-all", &key])?;
+                let now: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect();
+                if now == ["", helper.as_str()] {
+                    continue;
+                }
+                if !now.is_empty() {
+                    run_all(&[["git", "config", "--global", "--unset-all", &key].map(String::from).to_vec()])?;
+                }
+                run_all(&[
+                    ["git", "config", "--global", &key, ""].map(String::from).to_vec(),
+                    vec!["git".into(), "config".into(), "--global".into(), "--add".into(), key.clone(), helper.clone()],
+                ])?;
+            }
+            if !existing.is_empty() && origins.is_empty() {
+                eprintln!(
+                    "credence: note: no provider is configured yet; once one is, run `credence setup git --write` again, so that for the origins it serves git asks credence only (another helper would store what credence hands out)"
+                );
             }
             run_all(&commands)?;
             Ok(ExitCode::SUCCESS)
@@ -193,12 +265,17 @@ pub fn run(tool: &str, write: bool) -> Result<ExitCode, String> {
         Some(Write::GoAuth(ours)) => {
             let current = output(&["go", "env", "GOAUTH"])?;
             let current = String::from_utf8_lossy(&current.stdout).trim().to_owned();
-            // GOAUTH is a list of commands separated by ';', tried in order.
+            // GOAUTH is a list of commands separated by ';', tried in order; `off` turns
+            // authentication off and combines with nothing.
             if current.split(';').any(|c| c.trim() == ours) {
                 eprintln!("credence: GOAUTH already asks credence ({current}); nothing to change");
                 return Ok(ExitCode::SUCCESS);
             }
-            let value = if current.is_empty() { ours } else { format!("{current};{ours}") };
+            let value = if current.is_empty() || current == "off" {
+                ours
+            } else {
+                format!("{current};{ours}")
+            };
             run_all(&[vec!["go".into(), "env".into(), "-w".into(), format!("GOAUTH={value}")]])?;
             Ok(ExitCode::SUCCESS)
         }

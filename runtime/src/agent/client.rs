@@ -268,9 +268,11 @@ impl AgentClient {
     fn send(&self, message: &ToAgent) -> io::Result<Conn> {
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut s) = pending {
-            write_frame(s.get_mut(), message)?;
+            // An agent that refuses the hello closes without reading on, so this write may
+            // fail; its refusal is still waiting to be read, and decides what happens.
+            let sent = write_frame(s.get_mut(), message);
             return match Self::welcome(&mut s) {
-                Ok(Handshake::Welcome(_)) => Ok(s),
+                Ok(Handshake::Welcome(_)) => sent.map(|()| s),
                 // Another build: it steps down, and this build's agent answers.
                 Ok(Handshake::OtherBuild) => {
                     let ours = Paths::from_env()
@@ -290,7 +292,7 @@ impl AgentClient {
             Some(s) => s,
             None => match self.open()? {
                 (s, Handshake::Welcome(_)) => s,
-            (_, Handshake::OtherBuild) => return Err(io::Error::other("the agent was replaced by another build")),
+                (_, Handshake::OtherBuild) => return Err(io::Error::other("the agent was replaced by another build")),
                 (_, Handshake::Refused(why, _)) => return Err(io::Error::other(why)),
             },
         };
