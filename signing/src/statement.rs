@@ -48,7 +48,11 @@ pub struct Capabilities {
     pub prompts: Vec<String>,
     /// The settings the manifest declares; absent when it declares none (statements
     /// made before settings were declared read back byte for byte).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "settings_named_once",
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
     pub settings: std::collections::BTreeMap<String, crate::manifest::SettingSpec>,
     pub wildcard_origins: Vec<String>,
     pub world: String,
@@ -230,6 +234,31 @@ impl Statement {
             },
         })
     }
+}
+
+/// A map would keep the last of two entries with one name (and another verifier the
+/// first), so one statement could mean two things: a name given twice is refused.
+fn settings_named_once<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, crate::manifest::SettingSpec>, D::Error> {
+    struct Once;
+    impl<'de> serde::de::Visitor<'de> for Once {
+        type Value = std::collections::BTreeMap<String, crate::manifest::SettingSpec>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of settings, each named once")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = std::collections::BTreeMap::new();
+            while let Some((name, spec)) = map.next_entry::<String, crate::manifest::SettingSpec>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!("setting {name:?} is named twice")));
+                }
+                out.insert(name, spec);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Once)
 }
 
 fn canonical(text: &str, parsed: Result<String, crate::OriginError>) -> Result<String, String> {

@@ -245,3 +245,22 @@ fn declared_settings_are_part_of_the_signed_ceiling_and_badly_named_ones_are_ref
         assert!(credence_signing::Manifest::from_toml(&text).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn a_statement_naming_one_setting_twice_is_refused() {
+    let text = "name = \"x\"\nversion = \"1.0.0\"\nworld = \"credence:provider/provider@0.1.0\"\n[settings.token]\nsecret = true\n";
+    let m = credence_signing::Manifest::from_toml(text).unwrap();
+    let key = SecretKey::from_seed(SEED);
+    let mut file = StatementFile {
+        statement: Statement::new(COMPONENT, &m, &key.public().key_id(), 1, None),
+        signatures: vec![],
+    };
+    file.sign(&key);
+    let good = serde_json::to_string(&file).unwrap();
+    assert!(StatementFile::parse(good.as_bytes()).is_ok(), "{good}");
+    let entry = r#""token":{"description":"","required":false,"secret":true}"#;
+    assert!(good.contains(entry), "{good}");
+    let twice = good.replace(entry, &format!(r#"{entry},"token":{{"description":"","required":false,"secret":false}}"#));
+    let err = StatementFile::parse(twice.as_bytes()).unwrap_err();
+    assert!(err.contains("named twice"), "{err}");
+}

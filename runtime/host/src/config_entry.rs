@@ -14,6 +14,8 @@ use std::path::PathBuf;
 
 pub struct Entry {
     path: PathBuf,
+    /// The file as it was read, so a change made meanwhile is not overwritten.
+    read: String,
     text: String,
     instance: String,
 }
@@ -71,6 +73,20 @@ impl Entry {
                 ));
             }
         }
+        let path = paths.config_file();
+        let current = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let existing = crate::config::Config::parse(&current)
+            .map_err(|e| format!("{} does not load as it is ({e}); fix it first", path.display()))?;
+        if existing.providers.iter().any(|p| p.name == instance) {
+            return Err(format!(
+                "{} has an instance named {instance:?} already: choose another name with --name, or edit that entry",
+                path.display()
+            ));
+        }
         let mut stdin = std::io::stdin().lock();
         let asked: Vec<_> = ceiling
             .settings
@@ -92,20 +108,6 @@ impl Entry {
             }
         }
 
-        let path = paths.config_file();
-        let current = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        };
-        let existing = crate::config::Config::parse(&current)
-            .map_err(|e| format!("{} does not load as it is ({e}); fix it first", path.display()))?;
-        if existing.providers.iter().any(|p| p.name == instance) {
-            return Err(format!(
-                "{} has an instance named {instance:?} already: choose another name with --name, or edit that entry",
-                path.display()
-            ));
-        }
         let mut doc: toml_edit::DocumentMut = current
             .parse()
             .map_err(|e| format!("{} is not valid TOML: {e}", path.display()))?;
@@ -136,15 +138,38 @@ impl Entry {
         let text = doc.to_string();
         // Read back as every credence will read it: an entry that would not load is not written.
         crate::config::Config::parse(&text).map_err(|e| format!("the new entry would not load: {e}"))?;
-        Ok(Entry { path, text, instance })
+        Ok(Entry {
+            path,
+            read: current,
+            text,
+            instance,
+        })
     }
 
     /// Writes the config with the entry (0600: it may hold secrets now), replacing the file
     /// by rename so no credence ever reads half of it. Returns the instance's name.
     pub fn write(self) -> Result<String, String> {
-        let dir = self.path.parent().ok_or("the config file has no directory")?;
+        let now = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(format!("cannot read {}: {e}", self.path.display())),
+        };
+        if now != self.read {
+            return Err(format!(
+                "{} changed while the provider was being installed; the provider is installed, run the command again to add its entry",
+                self.path.display()
+            ));
+        }
+        // A config.toml that is a link (to a dotfiles checkout) stays one: its target is written.
+        let path = match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                std::fs::canonicalize(&self.path).map_err(|e| format!("cannot follow {}: {e}", self.path.display()))?
+            }
+            _ => self.path.clone(),
+        };
+        let dir = path.parent().ok_or("the config file has no directory")?;
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let fail = |e: std::io::Error| format!("cannot write {}: {e}", self.path.display());
+        let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
         let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(fail)?;
         #[cfg(unix)]
         {
@@ -155,7 +180,7 @@ impl Entry {
         }
         tmp.write_all(self.text.as_bytes()).map_err(fail)?;
         tmp.as_file().sync_all().map_err(fail)?;
-        tmp.persist(&self.path).map_err(|e| fail(e.error))?;
+        tmp.persist(&path).map_err(|e| fail(e.error))?;
         Ok(self.instance)
     }
 }

@@ -615,6 +615,7 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
             let id = public.key_id();
             let mut said = format!("credence: trusted key {id} as {role}");
             change_trust(broker, |store| {
+                let revoked = store.key_revoked(&id);
                 let Some(known) = store.key.iter_mut().find(|k| k.key_id().as_ref() == Some(&id)) else {
                     store.key.push(TrustedKey {
                         name,
@@ -657,6 +658,11 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
                         known.providers.join(", ")
                     )
                 };
+                if revoked {
+                    said.push_str(&format!(
+                        "\ncredence: warning: key {id} is revoked in trust.toml, so nothing it signed is admitted whatever its scopes"
+                    ));
+                }
                 Ok(())
             })?;
             eprintln!("{said}");
