@@ -185,7 +185,9 @@ impl Inner {
         }
         // Every directory above, as written and as it resolves: only the entry that leads
         // down (and the directory itself) matters there.
-        let mut resolved: Vec<PathBuf> = chains.iter().filter_map(|d| d.canonicalize().ok()).collect();
+        // A path that does not exist resolves through its nearest existing ancestor, so the
+        // real directory there (not a symlink to it) is watched for the name leading down.
+        let mut resolved: Vec<PathBuf> = chains.iter().filter_map(|d| resolve_existing_prefix(d)).collect();
         chains.append(&mut resolved);
         let mut seen = std::collections::HashSet::new();
         for dir in chains {
@@ -291,6 +293,21 @@ impl Inner {
     }
 }
 
+/// `path` with its longest existing prefix resolved (symlinks followed) and the rest, which
+/// does not exist yet, appended as written.
+#[cfg(target_os = "linux")]
+fn resolve_existing_prefix(path: &Path) -> Option<PathBuf> {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return Some(rest.iter().rev().fold(real, |p, name: &&std::ffi::OsStr| p.join(name)));
+        }
+        rest.push(at.file_name()?);
+        at = at.parent()?;
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
@@ -358,5 +375,23 @@ mod tests {
         assert_eq!(w.generation(), g4);
         std::fs::write(state.join("a/rejected/key"), "").unwrap();
         assert_ne!(w.generation(), g4, "and a file in it, once it is watched again");
+    }
+
+    #[test]
+    fn a_missing_directory_behind_a_symlinked_parent_is_watched_in_the_real_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("real-state");
+        std::fs::create_dir_all(real.join("b/rejected")).unwrap();
+        std::os::unix::fs::symlink(&real, root.path().join("state")).unwrap();
+        let state = root.path().join("state");
+        // `a` is missing (forgotten); `b` exists; the state directory is a link.
+        let w = FsWatch::new(vec![], vec![state.join("a/rejected"), state.join("b/rejected")]).unwrap();
+        let g = w.generation();
+        assert_eq!(w.generation(), g);
+        std::fs::create_dir_all(real.join("a/rejected")).unwrap();
+        let g2 = w.generation();
+        assert_ne!(g2, g, "the missing directory was created behind the link");
+        std::fs::write(real.join("a/rejected/key"), "").unwrap();
+        assert_ne!(w.generation(), g2, "and a rejection recorded in it");
     }
 }
