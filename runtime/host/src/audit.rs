@@ -443,6 +443,18 @@ mod tests {
         assert!(line.len() <= MAX_RECORD_BYTES, "{} bytes", line.len());
     }
 
+    /// Bytes appended to the trail by someone else (another credence), then the 100 ms after
+    /// which this process's kept descriptor looks at the file's size again.
+    fn another_process_appends(log: &AuditLog, bytes: &[u8]) {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(120));
+    }
+
     #[test]
     fn what_this_process_appends_counts_toward_the_limit_between_looks_at_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -451,13 +463,7 @@ mod tests {
         log.append(&record);
         let one = std::fs::metadata(log.path()).unwrap().len();
         let filler = vec![b' '; (MAX_FILE_BYTES - 3 * one) as usize];
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(log.path())
-            .unwrap()
-            .write_all(&filler)
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(120));
+        another_process_appends(&log, &filler);
         // This append looks at the file (its size is read); the next ones, within 100 ms,
         // only count what they add.
         log.append(&record);
@@ -477,14 +483,7 @@ mod tests {
         log.append(&first);
         // Fill the file to just under the limit, as a long history would.
         let filler = vec![b' '; MAX_FILE_BYTES as usize - 100];
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(log.path())
-            .unwrap()
-            .write_all(&filler)
-            .unwrap();
-        // What others append is seen when the kept descriptor's size is next looked at.
-        std::thread::sleep(std::time::Duration::from_millis(120));
+        another_process_appends(&log, &filler);
         let mut second = record_with_uses("GET", 1);
         second.operation = "second".into();
         log.append(&second);
@@ -493,14 +492,7 @@ mod tests {
         let operations: Vec<String> = log.read().unwrap().into_iter().map(|r| r.operation).collect();
         assert_eq!(operations, ["first", "second"]);
         // The next rotation replaces the previous generation: at most two files, ever.
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(log.path())
-            .unwrap()
-            .write_all(&filler)
-            .unwrap();
-        // What others append is seen when the kept descriptor's size is next looked at.
-        std::thread::sleep(std::time::Duration::from_millis(120));
+        another_process_appends(&log, &filler);
         log.append(&first);
         let operations: Vec<String> = log.read().unwrap().into_iter().map(|r| r.operation).collect();
         assert_eq!(operations, ["second", "first"]);
