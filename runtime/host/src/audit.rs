@@ -280,6 +280,10 @@ impl AuditLog {
             }
         };
         if k.size + line.len() as u64 > MAX_FILE_BYTES {
+            // Under a lock shared by every credence of this home: two writers that both
+            // found the name still meaning the full file would otherwise both rename, and
+            // the second would move the first one's fresh file over the generation kept.
+            let _rotating = self.rotation_lock()?;
             let opened = k.file.metadata()?;
             // Only if the name still means the file we opened: a concurrent credence may
             // have rotated it already, and renaming its fresh file would drop a generation.
@@ -301,6 +305,24 @@ impl AuditLog {
         }
         *kept = Some(k);
         written
+    }
+
+    /// `flock` on `audit.lock` beside the trail, held until the file is dropped.
+    fn rotation_lock(&self) -> std::io::Result<std::fs::File> {
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(self.dir.join("audit.lock"))?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: flock on a descriptor we own; released when it is closed.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(file)
     }
 
     fn open_for_append(&self) -> std::io::Result<std::fs::File> {
@@ -453,6 +475,38 @@ mod tests {
             .write_all(bytes)
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(120));
+    }
+
+    #[test]
+    fn writers_rotating_at_once_keep_the_previous_generation_and_every_line() {
+        // Each log has its own descriptors, as separate credence processes would.
+        for round in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let first = AuditLog::new(dir.path().to_owned());
+            let mut old = record_with_uses("GET", 1);
+            old.operation = "old".into();
+            first.append(&old);
+            let filler = vec![b' '; MAX_FILE_BYTES as usize - 600];
+            another_process_appends(&first, &filler);
+            let writers: Vec<AuditLog> = (0..8).map(|_| AuditLog::new(dir.path().to_owned())).collect();
+            let barrier = std::sync::Barrier::new(writers.len());
+            std::thread::scope(|s| {
+                for (i, log) in writers.iter().enumerate() {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        let mut r = record_with_uses("GET", 1);
+                        r.operation = format!("w{i}");
+                        barrier.wait();
+                        log.append(&r);
+                    });
+                }
+            });
+            let ops: Vec<String> = first.read().unwrap().into_iter().map(|r| r.operation).collect();
+            assert!(ops.contains(&"old".to_owned()), "round {round}: the previous generation was lost: {ops:?}");
+            for i in 0..8 {
+                assert!(ops.contains(&format!("w{i}")), "round {round}: line w{i} lost: {ops:?}");
+            }
+        }
     }
 
     #[test]
