@@ -75,6 +75,9 @@ fn credence_installed_without_credence_host_says_how_to_install_it_beside() {
         "`cargo install --locked --path runtime/host --root {}`",
         home.path().join("prefix").display()
     );
-    assert!(err.contains("credence-host is missing") || err.contains("credence-host, which must be beside it"), "{err}");
+    assert!(
+        err.contains("credence-host is missing") || err.contains("credence-host, which must be beside it"),
+        "{err}"
+    );
     assert!(err.contains(&expected), "{err}");
 }

@@ -94,13 +94,16 @@ pub fn check_settings(settings: &BTreeMap<String, SettingSpec>) -> Result<(), St
         let plain = !name.is_empty()
             && name.len() <= 64
             && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !plain {
             return Err(format!(
                 "setting {name:?} must be 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter"
             ));
         }
-        if spec.description.chars().count() > MAX_SETTING_DESCRIPTION || spec.description.chars().any(char::is_control) {
+        if spec.description.chars().count() > MAX_SETTING_DESCRIPTION || spec.description.chars().any(char::is_control)
+        {
             return Err(format!(
                 "setting {name:?}: the description must be at most {MAX_SETTING_DESCRIPTION} characters, without control characters"
             ));

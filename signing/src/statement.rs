@@ -285,12 +285,24 @@ impl StatementFile {
             // as whichever field it first fails to fit.
             let positional = serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|v| {
                 let s = &v["statement"];
-                [s, &s["capabilities"], &s["capabilities"]["limits"], &s["component"], &s["provider"]]
-                    .iter()
-                    .any(|r| r.is_array())
-                    || v["signatures"].as_array().is_some_and(|a| a.iter().any(|r| r.is_array()))
+                [
+                    s,
+                    &s["capabilities"],
+                    &s["capabilities"]["limits"],
+                    &s["component"],
+                    &s["provider"],
+                ]
+                .iter()
+                .any(|r| r.is_array())
+                    || v["signatures"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|r| r.is_array()))
             });
-            return Err(if positional { NOT_OUR_FORMAT.into() } else { format!("not a statement file: {e}") });
+            return Err(if positional {
+                NOT_OUR_FORMAT.into()
+            } else {
+                format!("not a statement file: {e}")
+            });
         }
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| format!("not a statement file: {e}"))?;

@@ -235,12 +235,21 @@ fn declared_settings_are_part_of_the_signed_ceiling_and_badly_named_ones_are_ref
     let spec = &st.capabilities.settings["client-secret"];
     assert!(spec.secret && spec.required, "{spec:?}");
     assert!(!st.capabilities.settings["tenant"].secret);
-    assert_eq!(st.ceiling().unwrap().settings, m.settings, "the ceiling carries them back");
+    assert_eq!(
+        st.ceiling().unwrap().settings,
+        m.settings,
+        "the ceiling carries them back"
+    );
     // A signed digest covers them: the same statement without them is another statement.
     let mut without = st.clone();
     without.capabilities.settings.clear();
     assert_ne!(without.digest(), st.digest());
-    for bad in ["[settings.Token]\n", "[settings.\"a b\"]\n", "[settings.t]\ndescription = \"a\\nb\"\n", "[settings.t]\nhidden = true\n"] {
+    for bad in [
+        "[settings.Token]\n",
+        "[settings.\"a b\"]\n",
+        "[settings.t]\ndescription = \"a\\nb\"\n",
+        "[settings.t]\nhidden = true\n",
+    ] {
         let text = format!("name = \"x\"\nversion = \"1.0.0\"\nworld = \"credence:provider/provider@0.1.0\"\n{bad}");
         assert!(credence_signing::Manifest::from_toml(&text).is_err(), "{bad}");
     }
@@ -260,7 +269,10 @@ fn a_statement_naming_one_setting_twice_is_refused() {
     assert!(StatementFile::parse(good.as_bytes()).is_ok(), "{good}");
     let entry = r#""token":{"description":"","required":false,"secret":true}"#;
     assert!(good.contains(entry), "{good}");
-    let twice = good.replace(entry, &format!(r#"{entry},"token":{{"description":"","required":false,"secret":false}}"#));
+    let twice = good.replace(
+        entry,
+        &format!(r#"{entry},"token":{{"description":"","required":false,"secret":false}}"#),
+    );
     let err = StatementFile::parse(twice.as_bytes()).unwrap_err();
     assert!(err.contains("named twice"), "{err}");
 }

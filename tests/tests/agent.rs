@@ -971,7 +971,9 @@ fn a_rejection_recorded_without_the_agent_makes_the_agents_next_answer_a_fresh_r
     let world = feed_world(&tokens);
     let git = |action: &str, input: &str, env: &[(&str, &str)]| {
         let mut cmd = world.command();
-        cmd.envs(env.iter().copied()).args(["git", action]).stdin(Stdio::piped());
+        cmd.envs(env.iter().copied())
+            .args(["git", action])
+            .stdin(Stdio::piped());
         let out = run_bounded_with_input(cmd, input.as_bytes().to_vec(), Duration::from_secs(30)).0;
         assert!(out.status.success(), "git {action}: {out:?}");
         String::from_utf8(out.stdout).unwrap()
@@ -990,7 +992,10 @@ fn a_rejection_recorded_without_the_agent_makes_the_agents_next_answer_a_fresh_r
     let agent = world.agent_pid();
 
     erase(&[("CREDENCE_AGENT", "0")]);
-    assert!(get().contains("password=at-2\n"), "the rejection recorded without the agent made it run the provider");
+    assert!(
+        get().contains("password=at-2\n"),
+        "the rejection recorded without the agent made it run the provider"
+    );
     assert!(get().contains("password=at-2\n"), "and only once");
     assert_eq!(tokens.hits(), 2);
 

@@ -812,10 +812,19 @@ fn setup_write_keeps_other_helpers_and_comments_and_a_second_run_changes_nothing
     std::fs::write(&gitconfig, "[credential]\n\thelper = cache --timeout=60\n").unwrap();
     let git_helpers = || {
         let out = std::process::Command::new("git")
-            .args(["config", "--file", gitconfig.to_str().unwrap(), "--get-all", "credential.helper"])
+            .args([
+                "config",
+                "--file",
+                gitconfig.to_str().unwrap(),
+                "--get-all",
+                "credential.helper",
+            ])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect::<Vec<_>>()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
     };
     let first = home.run(&["setup", "git", "--write"]);
     assert_eq!(first.code, Some(0), "{first:#?}");
@@ -850,7 +859,10 @@ fn setup_write_keeps_other_helpers_and_comments_and_a_second_run_changes_nothing
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(&list[..2], ["cargo:token", "cargo:libsecret"], "{list:?}");
-    assert!(list.len() == 3 && list[2].ends_with("credence"), "credence last, asked first: {list:?}");
+    assert!(
+        list.len() == 3 && list[2].ends_with("credence"),
+        "credence last, asked first: {list:?}"
+    );
     let again = cargo(&["setup", "cargo", "--write"]);
     assert_eq!(again.code, Some(0), "{again:#?}");
     assert!(again.stderr.contains("nothing changed"), "{}", again.stderr);
@@ -897,9 +909,15 @@ fn after_setup_git_another_storing_helper_never_sees_credences_tokens_for_served
     let approve = git("approve", &answer);
     assert!(approve.status.success(), "{approve:?}");
     let leaked = std::fs::read_to_string(&stored).unwrap_or_default();
-    assert!(!leaked.contains("signed-token"), "the store helper kept credence's token: {leaked}");
+    assert!(
+        !leaked.contains("signed-token"),
+        "the store helper kept credence's token: {leaked}"
+    );
     // Other hosts still use the user's own helper.
-    let other = git("approve", "protocol=https\nhost=elsewhere.example\nusername=u\npassword=p\n\n");
+    let other = git(
+        "approve",
+        "protocol=https\nhost=elsewhere.example\nusername=u\npassword=p\n\n",
+    );
     assert!(other.status.success(), "{other:?}");
     assert!(std::fs::read_to_string(&stored).unwrap().contains("elsewhere.example"));
     // A second run changes nothing.

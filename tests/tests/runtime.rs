@@ -438,7 +438,11 @@ fn completion_scripts_complete_credences_commands_and_an_unknown_shell_is_a_usag
     }
     let tcsh = home.run(&["completions", "tcsh"]);
     assert_eq!(tcsh.code, Some(2), "{tcsh:#?}");
-    assert!(tcsh.stderr.contains("bash"), "the usage error lists the shells: {}", tcsh.stderr);
+    assert!(
+        tcsh.stderr.contains("bash"),
+        "the usage error lists the shells: {}",
+        tcsh.stderr
+    );
 }
 
 /// From a publisher's files to a working instance in one command: `install --serves`
@@ -467,37 +471,94 @@ fn install_with_serves_writes_a_working_config_entry_and_takes_secret_settings_o
     home.write_config("# my config\nstore = \"file\"\n");
     let token_url = format!("token-url={}/token", server.origin());
     let grant = server.origin();
-    let base = ["install", wasm, "--serves", "https://feed.example/", "--grant", &grant, "--setting", &token_url];
+    let base = [
+        "install",
+        wasm,
+        "--serves",
+        "https://feed.example/",
+        "--grant",
+        &grant,
+        "--setting",
+        &token_url,
+    ];
 
-    let on_argv = home.run(&[&base[..], &["--setting", "client-id=ci", "--setting", "client-secret=oops"]].concat());
+    let on_argv = home.run(
+        &[
+            &base[..],
+            &["--setting", "client-id=ci", "--setting", "client-secret=oops"],
+        ]
+        .concat(),
+    );
     assert_eq!(on_argv.code, Some(2), "{on_argv:#?}");
-    assert!(on_argv.stderr.contains("marks the setting client-secret secret"), "{}", on_argv.stderr);
+    assert!(
+        on_argv.stderr.contains("marks the setting client-secret secret"),
+        "{}",
+        on_argv.stderr
+    );
     let missing = home.run_stdin(&base, b"s3cret\n", &[]);
     assert_eq!(missing.code, Some(2), "{missing:#?}");
-    assert!(missing.stderr.contains("add `--setting client-id=...`"), "{}", missing.stderr);
-    let outside = home.run(&["install", wasm, "--serves", "https://feed.example/", "--grant", "https://elsewhere.example"]);
+    assert!(
+        missing.stderr.contains("add `--setting client-id=...`"),
+        "{}",
+        missing.stderr
+    );
+    let outside = home.run(&[
+        "install",
+        wasm,
+        "--serves",
+        "https://feed.example/",
+        "--grant",
+        "https://elsewhere.example",
+    ]);
     assert_eq!(outside.code, Some(2), "{outside:#?}");
-    assert!(outside.stderr.contains("may call only what it declares"), "{}", outside.stderr);
-    assert!(!home.provider_file("token-exchange.wasm").exists(), "nothing was installed by a refused command");
+    assert!(
+        outside.stderr.contains("may call only what it declares"),
+        "{}",
+        outside.stderr
+    );
+    assert!(
+        !home.provider_file("token-exchange.wasm").exists(),
+        "nothing was installed by a refused command"
+    );
 
     let done = home.run_stdin(&[&base[..], &["--setting", "client-id=ci"]].concat(), b"s3cret\n", &[]);
     assert_eq!(done.code, Some(0), "{done:#?}");
-    assert!(done.stderr.contains("added instance \"token-exchange\""), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("added instance \"token-exchange\""),
+        "{}",
+        done.stderr
+    );
     assert!(!done.stderr.contains("s3cret") && !done.stdout.contains("s3cret"));
     let config = std::fs::read_to_string(home.home().join("config.toml")).unwrap();
-    assert!(config.starts_with("# my config\nstore = \"file\"\n"), "the rest of the file stays: {config}");
+    assert!(
+        config.starts_with("# my config\nstore = \"file\"\n"),
+        "the rest of the file stays: {config}"
+    );
     assert!(config.contains("client-secret = \"s3cret\""), "{config}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(home.home().join("config.toml")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(home.home().join("config.toml"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "it holds a secret now");
     }
     let get = home.run(&["get", "https://feed.example/"]);
-    assert_eq!((get.code, get.stdout.as_str()), (Some(0), "tok-exchanged\n"), "{get:#?}");
+    assert_eq!(
+        (get.code, get.stdout.as_str()),
+        (Some(0), "tok-exchanged\n"),
+        "{get:#?}"
+    );
     assert!(server.seen()[0].body.contains("client_secret=s3cret"));
 
     let twice = home.run_stdin(&[&base[..], &["--setting", "client-id=ci"]].concat(), b"s3cret\n", &[]);
     assert_eq!(twice.code, Some(2), "{twice:#?}");
-    assert!(twice.stderr.contains("has an instance named \"token-exchange\" already"), "{}", twice.stderr);
+    assert!(
+        twice
+            .stderr
+            .contains("has an instance named \"token-exchange\" already"),
+        "{}",
+        twice.stderr
+    );
 }

@@ -372,7 +372,19 @@ fn trust_add_of_a_trusted_key_widens_its_scopes_in_place_and_refuses_a_second_ro
     let home = Home::new();
     let key = home.keygen("pub");
     home.trust(&key, "acme", "publisher", "static-token");
-    let add = |role: &str, providers: &str| home.run(&["trust", "add", &key.public, "--name", "acme", "--role", role, "--providers", providers]);
+    let add = |role: &str, providers: &str| {
+        home.run(&[
+            "trust",
+            "add",
+            &key.public,
+            "--name",
+            "acme",
+            "--role",
+            role,
+            "--providers",
+            providers,
+        ])
+    };
 
     let again = add("publisher", "static-token");
     assert_eq!(again.code, Some(0), "adding it again is no error: {again:#?}");
@@ -389,9 +401,17 @@ fn trust_add_of_a_trusted_key_widens_its_scopes_in_place_and_refuses_a_second_ro
     let listed = list.json();
     let keys = listed["keys"].as_array().expect("a list of keys");
     assert_eq!(keys.len(), 1, "still one entry: {keys:?}");
-    assert_eq!(keys[0]["providers"], serde_json::json!(["static-token", "token-exchange"]), "{keys:?}");
+    assert_eq!(
+        keys[0]["providers"],
+        serde_json::json!(["static-token", "token-exchange"]),
+        "{keys:?}"
+    );
     // What it widened counts: a statement for token-exchange by this key now verifies.
-    home.install("token-exchange", "token-exchange", &manifest("token-exchange", &[], &[]));
+    home.install(
+        "token-exchange",
+        "token-exchange",
+        &manifest("token-exchange", &[], &[]),
+    );
     home.sign("token-exchange", &key, &[]);
     let verify = home.run(&["verify", home.provider_file("token-exchange.wasm").to_str().unwrap()]);
     assert_eq!(verify.code, Some(0), "{verify:#?}");
@@ -433,6 +453,16 @@ fn inspect_of_an_unsigned_component_shows_its_imports_and_declared_ceiling_and_t
     assert_eq!(json.code, Some(1));
     let v = json.json();
     assert_eq!(v["signed"], false);
-    assert_eq!(v["declared_ceiling"]["origins"], serde_json::json!(["https://login.example"]));
-    assert!(v["imports"].as_array().unwrap().iter().any(|i| i == "credence:provider/http@0.1.0"), "{v}");
+    assert_eq!(
+        v["declared_ceiling"]["origins"],
+        serde_json::json!(["https://login.example"])
+    );
+    assert!(
+        v["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i == "credence:provider/http@0.1.0"),
+        "{v}"
+    );
 }

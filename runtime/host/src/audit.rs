@@ -502,7 +502,10 @@ mod tests {
                 }
             });
             let ops: Vec<String> = first.read().unwrap().into_iter().map(|r| r.operation).collect();
-            assert!(ops.contains(&"old".to_owned()), "round {round}: the previous generation was lost: {ops:?}");
+            assert!(
+                ops.contains(&"old".to_owned()),
+                "round {round}: the previous generation was lost: {ops:?}"
+            );
             for i in 0..8 {
                 assert!(ops.contains(&format!("w{i}")), "round {round}: line w{i} lost: {ops:?}");
             }
@@ -524,7 +527,10 @@ mod tests {
         assert!(!log.rotated_path().exists());
         log.append(&record);
         log.append(&record);
-        assert!(log.rotated_path().exists(), "the limit was reached by this process's own lines");
+        assert!(
+            log.rotated_path().exists(),
+            "the limit was reached by this process's own lines"
+        );
         assert!(std::fs::metadata(log.path()).unwrap().len() <= one);
     }
 

@@ -582,7 +582,6 @@ impl Broker {
             }
         }
         record.cache = Some("miss".into());
-        
 
         let warm = match self.warm(provider) {
             Ok(w) => w,

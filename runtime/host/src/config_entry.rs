@@ -116,7 +116,10 @@ impl Entry {
         if instance != ceiling.name {
             table.insert("component", toml_edit::value(format!("{}.wasm", ceiling.name)));
         }
-        table.insert("serves", toml_edit::value(serves.iter().map(String::as_str).collect::<toml_edit::Array>()));
+        table.insert(
+            "serves",
+            toml_edit::value(serves.iter().map(String::as_str).collect::<toml_edit::Array>()),
+        );
         if !granted.is_empty() {
             table.insert(
                 "grant-origins",
@@ -170,7 +173,10 @@ impl Entry {
         let dir = path.parent().ok_or("the config file has no directory")?;
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(fail)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(dir)
+            .map_err(fail)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -200,16 +206,28 @@ fn declared_origins(ceiling: &Manifest) -> String {
         .map(|o| o.to_string())
         .chain(ceiling.wildcard_origins.iter().map(|o| o.to_string()))
         .collect();
-    if all.is_empty() { "no origins".into() } else { all.join(", ") }
+    if all.is_empty() {
+        "no origins".into()
+    } else {
+        all.join(", ")
+    }
 }
 
 /// A secret setting's value: typed on the terminal with echo off, or one line of stdin
 /// when there is no terminal. `None` at end of input.
-fn read_secret(provider: &str, key: &str, description: &str, stdin: &mut impl BufRead) -> Result<Option<String>, String> {
+fn read_secret(
+    provider: &str,
+    key: &str,
+    description: &str,
+    stdin: &mut impl BufRead,
+) -> Result<Option<String>, String> {
     use credence::terminal::Terminal;
     let mut tty = credence::terminal::ControllingTerminal;
     if tty.can_prompt() {
-        let label = format!("credence: {provider} setting {key}{} (not echoed)", described(description));
+        let label = format!(
+            "credence: {provider} setting {key}{} (not echoed)",
+            described(description)
+        );
         return tty
             .ask(&label, true)
             .map(|v| v.map(|s| s.trim_end_matches(['\r', '\n']).to_owned()))

@@ -235,7 +235,8 @@ impl Inner {
         };
         // SAFETY: a valid descriptor and NUL-terminated path.
         // IN_MASK_ADD: a directory watched both for its entries and for everything keeps both.
-        let wd = unsafe { libc::inotify_add_watch(self.fd, c.as_ptr(), mask | libc::IN_DONT_FOLLOW | libc::IN_MASK_ADD) };
+        let wd =
+            unsafe { libc::inotify_add_watch(self.fd, c.as_ptr(), mask | libc::IN_DONT_FOLLOW | libc::IN_MASK_ADD) };
         if wd < 0 {
             return false;
         }
@@ -283,9 +284,7 @@ impl Inner {
                     continue;
                 }
                 changed |= match self.wanted.get(&event.wd) {
-                    Some(Some(wanted)) => {
-                        name.is_empty() || wanted.iter().any(|w| w.as_encoded_bytes() == name)
-                    }
+                    Some(Some(wanted)) => name.is_empty() || wanted.iter().any(|w| w.as_encoded_bytes() == name),
                     _ => true,
                 };
             }

@@ -15,7 +15,9 @@ fn exe() -> String {
 /// `s` quoted for a POSIX shell, so a printed line can be pasted as it is (a path with a
 /// space, a quote or a `$` in it included).
 fn sh(s: &str) -> String {
-    shlex::try_quote(s).map(|q| q.into_owned()).unwrap_or_else(|_| s.to_owned())
+    shlex::try_quote(s)
+        .map(|q| q.into_owned())
+        .unwrap_or_else(|_| s.to_owned())
 }
 
 fn dir() -> String {
@@ -199,9 +201,15 @@ fn run_all(commands: &[Vec<String>]) -> Result<(), String> {
             .status()
             .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
         if !status.success() {
-            return Err(format!("`{}` failed", argv.iter().map(|a| sh(a)).collect::<Vec<_>>().join(" ")));
+            return Err(format!(
+                "`{}` failed",
+                argv.iter().map(|a| sh(a)).collect::<Vec<_>>().join(" ")
+            ));
         }
-        eprintln!("credence: ran {}", argv.iter().map(|a| sh(a)).collect::<Vec<_>>().join(" "));
+        eprintln!(
+            "credence: ran {}",
+            argv.iter().map(|a| sh(a)).collect::<Vec<_>>().join(" ")
+        );
     }
     Ok(())
 }
@@ -223,9 +231,15 @@ pub fn run(tool: &str, write: bool) -> Result<ExitCode, String> {
         }) => {
             // git asks every configured helper in turn: others stay, credence is added once.
             let listed = output(&["git", "config", "--global", "--get-all", "credential.helper"])?;
-            let existing: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect();
+            let existing: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect();
             if existing.iter().any(|h| *h == helper) {
-                eprintln!("credence: git already asks credence (credential.helper = {}); nothing to add", sh(&helper));
+                eprintln!(
+                    "credence: git already asks credence (credential.helper = {}); nothing to add",
+                    sh(&helper)
+                );
             } else {
                 let mut argv = vec!["git".to_owned(), "config".into(), "--global".into()];
                 if !existing.is_empty() {
@@ -242,16 +256,28 @@ pub fn run(tool: &str, write: bool) -> Result<ExitCode, String> {
             for origin in &origins {
                 let key = format!("credential.{origin}.helper");
                 let listed = output(&["git", "config", "--global", "--get-all", &key])?;
-                let now: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect();
+                let now: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect();
                 if now == ["", helper.as_str()] {
                     continue;
                 }
                 if !now.is_empty() {
-                    run_all(&[["git", "config", "--global", "--unset-all", &key].map(String::from).to_vec()])?;
+                    run_all(&[["git", "config", "--global", "--unset-all", &key]
+                        .map(String::from)
+                        .to_vec()])?;
                 }
                 run_all(&[
                     ["git", "config", "--global", &key, ""].map(String::from).to_vec(),
-                    vec!["git".into(), "config".into(), "--global".into(), "--add".into(), key.clone(), helper.clone()],
+                    vec![
+                        "git".into(),
+                        "config".into(),
+                        "--global".into(),
+                        "--add".into(),
+                        key.clone(),
+                        helper.clone(),
+                    ],
                 ])?;
             }
             if !existing.is_empty() && origins.is_empty() {
@@ -303,7 +329,10 @@ pub fn run(tool: &str, write: bool) -> Result<ExitCode, String> {
                 }
                 Some(item) => {
                     let list = item.as_array_mut().ok_or_else(|| {
-                        format!("global-credential-providers in {} is not a list; edit it to:\n{text}", path.display())
+                        format!(
+                            "global-credential-providers in {} is not a list; edit it to:\n{text}",
+                            path.display()
+                        )
                     })?;
                     if list.iter().any(|v| v.as_str() == Some(exe.as_str())) {
                         eprintln!("credence: {} already lists credence; nothing changed", path.display());
@@ -329,7 +358,12 @@ mod tests {
     #[test]
     fn printed_arguments_survive_a_paste_into_a_shell() {
         assert_eq!(sh("/usr/bin/credence"), "/usr/bin/credence", "nothing to quote");
-        for arg in ["/opt/my tools/credence git", "it's $HOME", "a\"b`c`\\d", "GOAUTH=/x y/credence goauth"] {
+        for arg in [
+            "/opt/my tools/credence git",
+            "it's $HOME",
+            "a\"b`c`\\d",
+            "GOAUTH=/x y/credence goauth",
+        ] {
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(format!("printf %s {}", sh(arg)))

@@ -485,7 +485,9 @@ fn inspect(broker: &Broker, component: &Path, statement: Option<PathBuf>, json: 
 /// what can be known without a signature, the ceiling its manifest declares if one is
 /// beside it, and the command that signs it. Exit 1: the gate refuses it as it is.
 fn inspect_unsigned(component: &Path, bytes: &[u8], spath: &Path, json: bool) -> Result<ExitCode, String> {
-    let actual = hex::encode(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(bytes)));
+    let actual = hex::encode(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
+        bytes,
+    )));
     let (imports, exports, parse_error) = match read_component_info(bytes) {
         Ok(i) => (i.imports, i.exports, None),
         Err(e) => (Vec::new(), Vec::new(), Some(e)),
@@ -493,12 +495,16 @@ fn inspect_unsigned(component: &Path, bytes: &[u8], spath: &Path, json: bool) ->
     let forbidden: Vec<&String> = imports.iter().filter(|i| !is_allowed_import(i)).collect();
     let mpath = crate::loader::manifest_path(component);
     let manifest = match std::fs::read_to_string(&mpath) {
-        Ok(text) => Some(credence_signing::manifest::Manifest::from_toml(&text).map_err(|e| format!("{}: {e}", mpath.display()))),
+        Ok(text) => Some(
+            credence_signing::manifest::Manifest::from_toml(&text).map_err(|e| format!("{}: {e}", mpath.display())),
+        ),
         Err(_) => None,
     };
     let sign = format!(
         "credence sign {} --key <your secret key>",
-        shlex::try_quote(&component.display().to_string()).map(|c| c.into_owned()).unwrap_or_default()
+        shlex::try_quote(&component.display().to_string())
+            .map(|c| c.into_owned())
+            .unwrap_or_default()
     );
     let verdict = format!(
         "refused: not signed ({} is missing); sign it: `{sign}` (or, while developing it, run it with --allow-unsigned)",
@@ -567,7 +573,11 @@ fn inspect_unsigned(component: &Path, bytes: &[u8], spath: &Path, json: bool) ->
         None => out.push_str("imports (read from the component)\n"),
     }
     for i in &imports {
-        let flag = if is_allowed_import(i) { "" } else { "   <- FORBIDDEN: refused at load" };
+        let flag = if is_allowed_import(i) {
+            ""
+        } else {
+            "   <- FORBIDDEN: refused at load"
+        };
         out.push_str(&format!("  {i}{flag}\n"));
     }
     out.push_str("exports\n");
@@ -640,10 +650,7 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
                         known.name
                     ));
                 }
-                let new: Vec<String> = providers
-                    .into_iter()
-                    .filter(|p| !known.providers.contains(p))
-                    .collect();
+                let new: Vec<String> = providers.into_iter().filter(|p| !known.providers.contains(p)).collect();
                 said = if new.is_empty() {
                     format!(
                         "credence: key {id} ({:?}) is trusted already for {}; nothing changed",
@@ -753,7 +760,12 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
     Ok(ExitCode::SUCCESS)
 }
 
-fn install(broker: &Broker, component: &Path, statement: Option<PathBuf>, instance: InstanceArgs) -> Result<ExitCode, String> {
+fn install(
+    broker: &Broker,
+    component: &Path,
+    statement: Option<PathBuf>,
+    instance: InstanceArgs,
+) -> Result<ExitCode, String> {
     let spath = statement.unwrap_or_else(|| statement_path(component));
     let trust = strict(broker)?;
     let vetted = vet("candidate", component, &spath, &trust, Writers::Anyone).map_err(|e| without_candidate(&e))?;
@@ -765,7 +777,14 @@ fn install(broker: &Broker, component: &Path, statement: Option<PathBuf>, instan
         }
         None
     } else {
-        Some(crate::config_entry::Entry::new(broker.paths(), &vetted.ceiling, instance.name, instance.serves, instance.settings, instance.grants)?)
+        Some(crate::config_entry::Entry::new(
+            broker.paths(),
+            &vetted.ceiling,
+            instance.name,
+            instance.serves,
+            instance.settings,
+            instance.grants,
+        )?)
     };
     // Compile and type-check before anything is copied: the whole gate passes first, and
     // only then is the floor raised (by `admit`).
@@ -800,7 +819,9 @@ fn install(broker: &Broker, component: &Path, statement: Option<PathBuf>, instan
         }
         None => eprintln!(
             "  next: add it to config.toml, e.g. `credence install {} --serves https://<your feed>/`, or by hand:\n    [[provider]]\n    name = \"{name}\"\n    serves = [\"https://...\"]",
-            shlex::try_quote(&component.display().to_string()).map(|c| c.into_owned()).unwrap_or_default()
+            shlex::try_quote(&component.display().to_string())
+                .map(|c| c.into_owned())
+                .unwrap_or_default()
         ),
     }
     Ok(ExitCode::SUCCESS)
