@@ -8,7 +8,7 @@
 
 use credence_signing::{Manifest, Origin};
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 
 use std::path::PathBuf;
 
@@ -172,21 +172,11 @@ impl Entry {
         };
         let dir = path.parent().ok_or("the config file has no directory")?;
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(dir)
-            .map_err(fail)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(fail)?;
-        }
-        tmp.write_all(self.text.as_bytes()).map_err(fail)?;
-        tmp.as_file().sync_all().map_err(fail)?;
-        tmp.persist(&path).map_err(|e| fail(e.error))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or("the config file has no name")?;
+        crate::signing_cli::write_file_atomically(dir, name, self.text.as_bytes(), 0o600)?;
         Ok(self.instance)
     }
 }

@@ -14,7 +14,7 @@ fn exe() -> String {
 
 /// `s` quoted for a POSIX shell, so a printed line can be pasted as it is (a path with a
 /// space, a quote or a `$` in it included).
-fn sh(s: &str) -> String {
+pub(crate) fn sh(s: &str) -> String {
     shlex::try_quote(s)
         .map(|q| q.into_owned())
         .unwrap_or_else(|_| s.to_owned())

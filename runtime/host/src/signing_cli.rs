@@ -358,9 +358,7 @@ fn inspect(broker: &Broker, component: &Path, statement: Option<PathBuf>, json: 
     let verdict = vet("candidate", component, &spath, &trust, Writers::Anyone);
     // Bytes that no longer parse still get their digest shown; their imports cannot be.
     let info = read_component_info(&bytes);
-    let actual = hex::encode(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
-        &bytes,
-    )));
+    let actual = sha256_hex(&bytes);
     let sigs: Vec<serde_json::Value> = file
         .signatures
         .iter()
@@ -457,37 +455,42 @@ fn inspect(broker: &Broker, component: &Path, statement: Option<PathBuf>, json: 
         limit(c.limits.wall_ms, "ms")
     ));
     out.push_str(&format!("  world    {}\n", c.world));
-    if let Some(e) = &parse_error {
-        out.push_str(&format!("imports    unreadable: {e}\n"));
-    } else {
-        out.push_str("imports (read from the component)\n");
-    }
-    for i in &imports {
-        out.push_str(&format!(
-            "  {i}{}\n",
-            if is_allowed_import(i) {
-                ""
-            } else {
-                "   <- FORBIDDEN: refused at load"
-            }
-        ));
-    }
-    out.push_str("exports\n");
-    for e in &exports {
-        out.push_str(&format!("  {e}\n"));
-    }
+    out.push_str(&imports_and_exports(&imports, &exports, parse_error.as_deref()));
     out.push_str(&format!("verdict    {verdict_text}\n"));
     print!("{out}");
     Ok(code)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+}
+
+/// `inspect`'s imports (forbidden ones flagged) and exports, read from the component.
+fn imports_and_exports(imports: &[String], exports: &[String], parse_error: Option<&str>) -> String {
+    let mut out = match parse_error {
+        Some(e) => format!("imports    unreadable: {e}\n"),
+        None => "imports (read from the component)\n".to_owned(),
+    };
+    for i in imports {
+        let flag = if is_allowed_import(i) {
+            ""
+        } else {
+            "   <- FORBIDDEN: refused at load"
+        };
+        out.push_str(&format!("  {i}{flag}\n"));
+    }
+    out.push_str("exports\n");
+    for e in exports {
+        out.push_str(&format!("  {e}\n"));
+    }
+    out
 }
 
 /// `inspect` of a component with no statement beside it (its author's, before `sign`):
 /// what can be known without a signature, the ceiling its manifest declares if one is
 /// beside it, and the command that signs it. Exit 1: the gate refuses it as it is.
 fn inspect_unsigned(component: &Path, bytes: &[u8], spath: &Path, json: bool) -> Result<ExitCode, String> {
-    let actual = hex::encode(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
-        bytes,
-    )));
+    let actual = sha256_hex(bytes);
     let (imports, exports, parse_error) = match read_component_info(bytes) {
         Ok(i) => (i.imports, i.exports, None),
         Err(e) => (Vec::new(), Vec::new(), Some(e)),
@@ -502,9 +505,7 @@ fn inspect_unsigned(component: &Path, bytes: &[u8], spath: &Path, json: bool) ->
     };
     let sign = format!(
         "credence sign {} --key <your secret key>",
-        shlex::try_quote(&component.display().to_string())
-            .map(|c| c.into_owned())
-            .unwrap_or_default()
+        crate::setup::sh(&component.display().to_string())
     );
     let verdict = format!(
         "refused: not signed ({} is missing); sign it: `{sign}` (or, while developing it, run it with --allow-unsigned)",
@@ -568,22 +569,7 @@ fn inspect_unsigned(component: &Path, bytes: &[u8], spath: &Path, json: bool) ->
             mpath.display()
         )),
     }
-    match &parse_error {
-        Some(e) => out.push_str(&format!("imports    unreadable: {e}\n")),
-        None => out.push_str("imports (read from the component)\n"),
-    }
-    for i in &imports {
-        let flag = if is_allowed_import(i) {
-            ""
-        } else {
-            "   <- FORBIDDEN: refused at load"
-        };
-        out.push_str(&format!("  {i}{flag}\n"));
-    }
-    out.push_str("exports\n");
-    for e in &exports {
-        out.push_str(&format!("  {e}\n"));
-    }
+    out.push_str(&imports_and_exports(&imports, &exports, parse_error.as_deref()));
     out.push_str(&format!("verdict    {verdict}\n"));
     print!("{out}");
     Ok(ExitCode::from(1))
@@ -802,8 +788,8 @@ fn install(
     let target = providers.join(format!("{name}.wasm"));
     // The bytes that were verified, not the files again (they may have changed since).
     let statement_bytes = vetted.statement_bytes.as_deref().expect("signed");
-    write_file_atomically(&providers, &format!("{name}.statement.json"), statement_bytes)?;
-    write_file_atomically(&providers, &format!("{name}.wasm"), &vetted.bytes)?;
+    write_file_atomically(&providers, &format!("{name}.statement.json"), statement_bytes, 0o644)?;
+    write_file_atomically(&providers, &format!("{name}.wasm"), &vetted.bytes, 0o644)?;
     eprintln!(
         "credence: installed {name} {} as {}",
         vetted.ceiling.version,
@@ -819,31 +805,32 @@ fn install(
         }
         None => eprintln!(
             "  next: add it to config.toml, e.g. `credence install {} --serves https://<your feed>/`, or by hand:\n    [[provider]]\n    name = \"{name}\"\n    serves = [\"https://...\"]",
-            shlex::try_quote(&component.display().to_string())
-                .map(|c| c.into_owned())
-                .unwrap_or_default()
+            crate::setup::sh(&component.display().to_string())
         ),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Replaces `dir/name` by rename (0644: providers are not secret), so a running credence
-/// never reads half a component.
-fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
+/// Replaces `dir/name` by rename with the given mode (0644 for providers, which are not
+/// secret), so a running credence never reads half a file.
+pub(crate) fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), String> {
     use std::io::Write;
     let fail = |e: std::io::Error| format!("cannot write {}: {e}", dir.join(name).display());
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
         .map_err(fail)?;
-    tmp.write_all(bytes).map_err(fail)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(fail)?;
     }
+    #[cfg(not(unix))]
+    let _ = mode;
+    tmp.write_all(bytes).map_err(fail)?;
+    tmp.as_file().sync_all().map_err(fail)?;
     tmp.persist(dir.join(name)).map_err(|e| fail(e.error))?;
     Ok(())
 }
