@@ -728,3 +728,35 @@ fn a_revocation_reaches_a_nuget_plugin_that_is_already_running() {
     assert_eq!(fresh["ResponseCode"], "Error", "{fresh}");
     assert_eq!(server.hits(), 1);
 }
+
+/// A signed statement whose settings gain an earlier duplicate: a last-wins reader keeps the
+/// signed entry (and the signature verifies), a first-wins reader sees `secret = false`.
+#[test]
+fn a_statement_naming_one_setting_twice_is_refused_although_its_signature_would_verify() {
+    let home = Home::new();
+    let key = home.keygen("publisher");
+    home.trust(&key, "Publisher", "publisher", "static-token");
+    let declared = "[settings.token]\nrequired = true\nsecret = true\n";
+    home.install(
+        "static-token",
+        "static-token",
+        &format!("{}{declared}", manifest("static-token", &[], &[])),
+    );
+    home.sign("static-token", &key, &[]);
+    let wasm = home.provider_file("static-token.wasm");
+    let verify = || home.run(&["verify", wasm.to_str().unwrap()]);
+    assert_eq!(verify().code, Some(0), "{:#?}", verify());
+    let path = home.provider_file("static-token.statement.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let signed = "\"settings\": {\n";
+    assert!(text.contains(signed), "{text}");
+    let forged = text.replacen(
+        signed,
+        "\"settings\": {\n\"token\": {\"description\": \"\", \"required\": true, \"secret\": false},\n",
+        1,
+    );
+    std::fs::write(&path, forged).unwrap();
+    let run = verify();
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stdout.contains("named twice") || run.stderr.contains("named twice"), "{run:#?}");
+}
