@@ -758,5 +758,8 @@ fn a_statement_naming_one_setting_twice_is_refused_although_its_signature_would_
     std::fs::write(&path, forged).unwrap();
     let run = verify();
     assert_eq!(run.code, Some(1), "{run:#?}");
-    assert!(run.stdout.contains("named twice") || run.stderr.contains("named twice"), "{run:#?}");
+    assert!(
+        run.stdout.contains("named twice") || run.stderr.contains("named twice"),
+        "{run:#?}"
+    );
 }
