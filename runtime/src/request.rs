@@ -19,6 +19,23 @@ pub enum Protocol {
     Generic,
 }
 
+impl Protocol {
+    /// The tool's name as the user knows it (who asked, in a sign-in prompt).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Cargo => "cargo",
+            Protocol::Git => "git",
+            Protocol::Docker => "docker",
+            Protocol::Nuget => "NuGet",
+            Protocol::Bazel => "Bazel",
+            Protocol::Goauth => "go",
+            Protocol::Keyring => "pip (keyring)",
+            Protocol::Kubectl => "kubectl",
+            Protocol::Generic => "credence get",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CredentialRequest {
     /// Absolute http(s) URL without userinfo or fragment.

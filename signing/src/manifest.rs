@@ -4,15 +4,16 @@
 //! ```toml
 //! name = "token-exchange"
 //! version = "0.1.0"
-//! world = "credence:provider/provider@0.1.0"
+//! world = "credence:provider/provider@0.2.0"   # or @0.1.0
 //! sequence = 1                    # optional; raise it with every release (rollback protection)
 //! origins = ["https://login.example.com"]
 //! wildcard-origins = []            # optional, e.g. "https://*.corp.example", "http://127.0.0.1:*"
-//! prompts = []                     # any of "ask", "show", "open-url"
+//! prompts = []                     # any of "ask", "show", "open-url", "device-code", "authorize"
 //! [limits]                         # optional; the host's defaults apply otherwise
 //! memory-mib = 64
 //! cpu-ms = 5000
 //! wall-ms = 60000
+//! interactive-wall-ms = 900000    # once a call shows a device code or authorizes
 //! [settings.client-secret]         # optional: the settings it reads, for `credence install`
 //! description = "the client secret of your app registration"
 //! required = true
@@ -23,7 +24,15 @@ use crate::origin::{Origin, OriginError, OriginPattern};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-pub const WORLD: &str = "credence:provider/provider@0.1.0";
+/// The newest world; a manifest written today declares it.
+pub const WORLD: &str = "credence:provider/provider@0.2.0";
+/// Every world this credence runs: 0.1.0 providers keep running unchanged.
+pub const WORLDS: &[&str] = &["credence:provider/provider@0.1.0", WORLD];
+
+/// Whether this credence runs providers of `world`.
+pub fn supported_world(world: &str) -> bool {
+    WORLDS.contains(&world)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -31,6 +40,11 @@ pub enum PromptKind {
     Ask,
     Show,
     OpenUrl,
+    /// `flow.show-device-code` (world 0.2.0): an RFC 8628 device code.
+    DeviceCode,
+    /// `flow.authorize` (world 0.2.0): an authorization code with PKCE through the host's
+    /// loopback listener and the user's browser.
+    Authorize,
 }
 
 impl PromptKind {
@@ -39,6 +53,8 @@ impl PromptKind {
             PromptKind::Ask => "ask",
             PromptKind::Show => "show",
             PromptKind::OpenUrl => "open-url",
+            PromptKind::DeviceCode => "device-code",
+            PromptKind::Authorize => "authorize",
         }
     }
 }
@@ -50,6 +66,8 @@ pub struct Limits {
     pub memory_mib: Option<u32>,
     pub cpu_ms: Option<u64>,
     pub wall_ms: Option<u64>,
+    /// The wall clock of a call once it shows a device code or authorizes.
+    pub interactive_wall_ms: Option<u64>,
 }
 
 impl Limits {
@@ -65,6 +83,7 @@ impl Limits {
             memory_mib: m(self.memory_mib, other.memory_mib),
             cpu_ms: m(self.cpu_ms, other.cpu_ms),
             wall_ms: m(self.wall_ms, other.wall_ms),
+            interactive_wall_ms: m(self.interactive_wall_ms, other.interactive_wall_ms),
         }
     }
 }
@@ -132,7 +151,7 @@ pub enum ManifestError {
     Syntax(String),
     #[error("the provider name {0:?} must be 1-64 characters of a-z, 0-9 and '-', starting with a letter")]
     BadName(String),
-    #[error("the manifest declares world {0:?}; this credence implements {WORLD}")]
+    #[error("the manifest declares world {0:?}; this credence runs {runs}", runs = WORLDS.join(" and "))]
     UnsupportedWorld(String),
     #[error("the manifest declares an origin credence cannot grant: {0}")]
     Origin(#[from] OriginError),
@@ -173,7 +192,7 @@ impl Manifest {
         if !valid_name(&raw.name) {
             return Err(ManifestError::BadName(raw.name));
         }
-        if raw.world != WORLD {
+        if !supported_world(&raw.world) {
             return Err(ManifestError::UnsupportedWorld(raw.world));
         }
         let origins = raw.origins.iter().map(|o| Origin::parse(o)).collect::<Result<_, _>>()?;

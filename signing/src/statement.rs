@@ -15,7 +15,7 @@
 
 use crate::Limits;
 use crate::keys::{KeyId, SecretKey};
-use crate::manifest::{Manifest, PromptKind, WORLD, valid_name, valid_version};
+use crate::manifest::{Manifest, PromptKind, WORLDS, supported_world, valid_name, valid_version};
 use crate::origin::{Origin, OriginPattern};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -62,6 +62,10 @@ pub struct Capabilities {
 #[serde(deny_unknown_fields)]
 pub struct SignedLimits {
     pub cpu_ms: Option<u64>,
+    /// Absent unless the manifest sets it, so statements made before it read back byte
+    /// for byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive_wall_ms: Option<u64>,
     pub memory_mib: Option<u32>,
     pub wall_ms: Option<u64>,
 }
@@ -114,6 +118,7 @@ impl Statement {
                     cpu_ms: manifest.limits.cpu_ms,
                     memory_mib: manifest.limits.memory_mib,
                     wall_ms: manifest.limits.wall_ms,
+                    interactive_wall_ms: manifest.limits.interactive_wall_ms,
                 },
                 // The canonical order is the strings' order, which is not `Origin`'s
                 // (port 8443 sorts before host "login.example.com" as an `Origin`).
@@ -161,8 +166,8 @@ impl Statement {
         if self.format != FORMAT {
             return Err(format!("format {:?} is not {FORMAT}", self.format));
         }
-        if c.world != WORLD {
-            return Err(format!("world {:?} is not {WORLD}", c.world));
+        if !supported_world(&c.world) {
+            return Err(format!("world {:?} is not one of {}", c.world, WORLDS.join(", ")));
         }
         if !valid_name(&self.provider.name) {
             return Err(format!("provider name {:?} is not valid", self.provider.name));
@@ -202,6 +207,8 @@ impl Statement {
                 "ask" => Ok(PromptKind::Ask),
                 "show" => Ok(PromptKind::Show),
                 "open-url" => Ok(PromptKind::OpenUrl),
+                "device-code" => Ok(PromptKind::DeviceCode),
+                "authorize" => Ok(PromptKind::Authorize),
                 other => Err(format!("unknown prompt kind {other:?}")),
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -231,6 +238,7 @@ impl Statement {
                 memory_mib: c.limits.memory_mib,
                 cpu_ms: c.limits.cpu_ms,
                 wall_ms: c.limits.wall_ms,
+                interactive_wall_ms: c.limits.interactive_wall_ms,
             },
         })
     }

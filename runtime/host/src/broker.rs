@@ -760,7 +760,8 @@ impl Broker {
                 // The first provider that runs gets the requester's terminal; one after it
                 // (the first said not-mine) cannot prompt.
                 prompts.take().unwrap_or_else(|| Box::new(NoTerminal)),
-            ),
+            )
+            .for_request(&request.url, request.protocol.name()),
             request: wit::CredentialRequest {
                 url: request.url.to_string(),
                 protocol: wit_protocol(request.protocol),
@@ -771,6 +772,17 @@ impl Broker {
                 challenge_headers: request.challenge_headers.clone(),
                 settings: provider.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 state,
+                requester: wit::Requester::Local(request.protocol.name().to_owned()),
+                reason: if request.is_retry {
+                    wit::RequestReason::Retry
+                } else {
+                    wit::RequestReason::Request
+                },
+                interactive_deadline_s: if request.interactive {
+                    loaded.limits.interactive_wall.as_secs().try_into().unwrap_or(u32::MAX)
+                } else {
+                    0
+                },
             },
         };
         let answer = run_provider(call);

@@ -8,7 +8,7 @@ use crate::compile_cache::{CacheOutcome, CompileCache};
 use crate::component_info::{ComponentInfo, read_component_info};
 use crate::config::ProviderConfig;
 use crate::producer::FileStamp;
-use crate::sandbox::imports::{is_allowed_import, is_provider_export};
+use crate::sandbox::imports::{check_world, is_allowed_import, is_provider_export};
 use crate::sandbox::limits::ProviderLimits;
 use crate::sandbox::{ImportError, check_component_type};
 use crate::sequence_store::SequenceStore;
@@ -264,6 +264,10 @@ pub fn vet(provider: &str, path: &Path, spath: &Path, trust: &Trust, writers: Wr
             source: ImportError::MissingExport,
         });
     }
+    check_world(&vetted.ceiling.world, info.imports.iter().chain(&info.exports)).map_err(|source| LoadError::Imports {
+        provider: provider.to_owned(),
+        source,
+    })?;
     Ok(Vetted { info, ..vetted })
 }
 

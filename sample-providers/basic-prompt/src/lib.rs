@@ -1,7 +1,7 @@
 //! Asks the user for a user name and password on the terminal, through credence's
 //! `prompt` capability (the provider never sees the terminal itself).
 
-wit_bindgen::generate!({ path: "../../wit", world: "provider" });
+wit_bindgen::generate!({ path: "../../wit/v0.1", world: "provider" });
 
 use credence::provider::prompt::{self, InputKind, PromptError};
 use exports::credence::provider::credential_provider::{

@@ -2,7 +2,7 @@
 //! `header` (optional; `bearer` adds `Authorization: Bearer <token>`).
 //! Useful for a fixed registry token kept out of the tool's own config files.
 
-wit_bindgen::generate!({ path: "../../wit", world: "provider" });
+wit_bindgen::generate!({ path: "../../wit/v0.1", world: "provider" });
 
 use exports::credence::provider::credential_provider::{
     CachePolicy, Credential, CredentialError, CredentialRequest, Guest,

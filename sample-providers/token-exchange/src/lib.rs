@@ -9,7 +9,7 @@
 //! (seconds) and `refresh_token`. A refresh token is kept in the provider's opaque state,
 //! which credence stores for it, and is tried first on the next call.
 
-wit_bindgen::generate!({ path: "../../wit", world: "provider" });
+wit_bindgen::generate!({ path: "../../wit/v0.1", world: "provider" });
 
 use credence::provider::http::{self, FetchError, Request};
 use exports::credence::provider::credential_provider::{

@@ -1,9 +1,11 @@
-//! The two capabilities a provider may import. Each is a context struct (policy, limits)
+//! The capabilities a provider may import (http, prompt, and the sign-in flows built on them). Each is a context struct (policy, limits)
 //! whose code does not depend on how wasmtime runs the guest: the sync host blocks on the
 //! same futures a long-running async agent awaits.
 
 pub mod address_policy;
+pub mod browser;
 pub mod http;
+pub mod loopback;
 pub mod prompt;
 
 use std::sync::OnceLock;

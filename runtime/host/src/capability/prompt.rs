@@ -28,7 +28,20 @@ pub struct PromptCapability {
     interactive: bool,
     allowed: BTreeSet<PromptKind>,
     terminal: Option<Box<dyn Terminal>>,
+    /// What a sign-in is for, shown with every device code and authorization URL: the
+    /// neutralised URL being authenticated and who asked.
+    signing_in_for: String,
 }
+
+/// A device code as a provider hands it over, checked before it is shown.
+pub struct DeviceCode<'a> {
+    pub verification_uri: &'a str,
+    pub verification_uri_complete: Option<&'a str>,
+    pub user_code: &'a str,
+    pub expires_in_s: u32,
+}
+
+const MAX_USER_CODE: usize = 32;
 
 impl PromptCapability {
     /// `label` must be the provider's verified name: it is what the user trusts.
@@ -38,7 +51,83 @@ impl PromptCapability {
             interactive,
             allowed,
             terminal: Some(terminal),
+            signing_in_for: String::new(),
         }
+    }
+
+    /// The request a sign-in is for: its URL (shown without userinfo, query or fragment)
+    /// and the requester (e.g. "git", or a remote session's label).
+    pub fn for_request(mut self, url: &url::Url, requester: &str) -> Self {
+        let mut shown = url.clone();
+        shown.set_query(None);
+        shown.set_fragment(None);
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        self.signing_in_for = format!("{} (asked by {})", neutralise(shown.as_str()), neutralise(requester));
+        self
+    }
+
+    /// Whether the tool allows prompts and the manifest declares `kind`.
+    pub fn may(&self, kind: PromptKind) -> Result<(), PromptError> {
+        self.permit(kind)
+    }
+
+    /// Shows an RFC 8628 device code prominently, with the provider, the URL being signed in
+    /// for and who asked, so a code an attacker mailed cannot pass for one of ours. Both
+    /// URIs must be https (or loopback http) on an origin `allowed` accepts.
+    pub fn show_device_code(
+        &mut self,
+        code: &DeviceCode<'_>,
+        allowed: impl Fn(&str) -> bool,
+        time_left: Duration,
+    ) -> Result<(), PromptError> {
+        self.permit(PromptKind::DeviceCode)?;
+        let bad = |m: &str| Err(PromptError::Unavailable(m.to_owned()));
+        for uri in std::iter::once(code.verification_uri).chain(code.verification_uri_complete) {
+            if !allowed(uri) {
+                return bad("the verification URI is not on an origin this provider may use");
+            }
+        }
+        if code.user_code.is_empty()
+            || code.user_code.len() > MAX_USER_CODE
+            || !code.user_code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return bad("the user code must be 1-32 letters, digits or '-'");
+        }
+        let minutes = code.expires_in_s.div_ceil(60).max(1);
+        let mut text = format!(
+            "[credence] provider \"{}\" asks you to sign in for {}\n[credence]   open  {}\n[credence]   code  {}   (expires in {minutes} min)",
+            self.label,
+            self.signing_in_for,
+            neutralise(code.verification_uri),
+            code.user_code,
+        );
+        if let Some(complete) = code.verification_uri_complete {
+            text.push_str(&format!("\n[credence]   or open {} (the code filled in)", neutralise(complete)));
+        }
+        self.with_terminal(time_left, move |t| t.show(&text))
+    }
+
+    /// Shows the authorization URL the host built, and that a browser was (or was not) opened.
+    pub fn show_authorization(
+        &mut self,
+        url: &str,
+        message: &str,
+        browser: Result<(), String>,
+        time_left: Duration,
+    ) -> Result<(), PromptError> {
+        self.permit(PromptKind::Authorize)?;
+        let opened = match browser {
+            Ok(()) => "a browser was opened; if it did not show the page, open".to_owned(),
+            Err(why) => format!("no browser could be opened ({}); open", neutralise(&why)),
+        };
+        let text = format!(
+            "{}\n[credence]   signing in for {}\n[credence]   {opened}:\n[credence]   {}",
+            self.line(message),
+            self.signing_in_for,
+            neutralise(url)
+        );
+        self.with_terminal(time_left, move |t| t.show(&text))
     }
 
     fn permit(&self, kind: PromptKind) -> Result<(), PromptError> {

@@ -1,5 +1,5 @@
 //! The import allowlist, checked on the component's type before anything is linked: our
-//! two capabilities, plus the inert WASI pieces a stable-Rust std guest pulls in. Any other
+//! capabilities (in both worlds the host runs), plus the inert WASI pieces a stable-Rust std guest pulls in. Any other
 //! import is refused by name, so the user learns exactly what the provider wanted.
 
 use wasmtime::Engine;
@@ -8,6 +8,9 @@ use wasmtime::component::Component;
 /// Interfaces a provider may import, as `namespace:package/interface`, with the
 /// major.minor version line the host implements.
 const ALLOWED: &[(&str, &str)] = &[
+    ("credence:provider/http", "0.2"),
+    ("credence:provider/prompt", "0.2"),
+    ("credence:provider/flow", "0.2"),
     ("credence:provider/http", "0.1"),
     ("credence:provider/prompt", "0.1"),
     ("wasi:io/error", "0.2"),
@@ -30,16 +33,20 @@ const ALLOWED: &[(&str, &str)] = &[
     ("wasi:random/insecure-seed", "0.2"),
 ];
 
-pub const EXPORT: (&str, &str) = ("credence:provider/credential-provider", "0.1");
+/// The provider interface of the current world; [`EXPORTS`] lists every one the host calls.
+pub const EXPORT: (&str, &str) = ("credence:provider/credential-provider", "0.2");
+pub const EXPORTS: &[(&str, &str)] = &[EXPORT, ("credence:provider/credential-provider", "0.1")];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportError {
     #[error(
-        "it imports {0}, which credence does not grant (providers get credence:provider/http and /prompt, and inert wasi:io, wasi:cli, wasi:clocks and wasi:random)"
+        "it imports {0}, which credence does not grant (providers get credence:provider/http, /prompt and /flow, and inert wasi:io, wasi:cli, wasi:clocks and wasi:random)"
     )]
     Forbidden(String),
-    #[error("it does not export {}@{}.x; it is not a credence provider for this version", EXPORT.0, EXPORT.1)]
+    #[error("it does not export {}@{}.x (or @0.1.x); it is not a credence provider for this version", EXPORT.0, EXPORT.1)]
     MissingExport,
+    #[error("it uses {name}, but its signed manifest declares world {world}; build it against that world's WIT, or declare the world it was built for and sign it again")]
+    WorldMismatch { name: String, world: String },
 }
 
 /// `ns:pkg/iface@1.2.3` → (`ns:pkg/iface`, `1.2`).
@@ -61,11 +68,26 @@ pub fn is_allowed_import(name: &str) -> bool {
     ALLOWED.iter().any(|(a, v)| *a == iface && version == Some(*v))
 }
 
-/// All imports and exports of the component, checked against the allowlist.
+/// Every credence interface a component imports or exports is of the world its signed
+/// manifest declares: a 0.1 provider cannot reach 0.2's flows on a 0.1 ceiling.
+pub fn check_world<'a>(world: &str, names: impl IntoIterator<Item = &'a String>) -> Result<(), ImportError> {
+    let line = split(world).1.unwrap_or_default();
+    for name in names {
+        let (iface, version) = split(name);
+        if iface.starts_with("credence:provider/") && version != Some(line) {
+            return Err(ImportError::WorldMismatch {
+                name: name.clone(),
+                world: world.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Whether an export name is the provider interface this host calls.
 pub fn is_provider_export(name: &str) -> bool {
     let (iface, version) = split(name);
-    iface == EXPORT.0 && version == Some(EXPORT.1)
+    EXPORTS.iter().any(|(e, v)| *e == iface && version == Some(*v))
 }
 
 pub fn check_component_type(engine: &Engine, component: &Component) -> Result<(), ImportError> {
@@ -99,6 +121,10 @@ mod tests {
     fn allowlist_is_exact_on_interface_and_version_line() {
         assert!(is_allowed_import("wasi:cli/environment@0.2.6"));
         assert!(is_allowed_import("credence:provider/http@0.1.0"));
+        assert!(is_allowed_import("credence:provider/flow@0.2.0"));
+        assert!(is_provider_export("credence:provider/credential-provider@0.1.0"));
+        assert!(is_provider_export("credence:provider/credential-provider@0.2.0"));
+        assert!(!is_provider_export("credence:provider/credential-provider@0.3.0"));
         for bad in [
             "wasi:sockets/tcp@0.2.6",
             "wasi:filesystem/types@0.2.6",
@@ -108,6 +134,8 @@ mod tests {
             "credence:provider/http-extra@0.1.0",
             "evil:provider/http@0.1.0",
             "credence:provider/http@1.1.0",
+            // flow exists only from 0.2.
+            "credence:provider/flow@0.1.0",
             "wasi:sockets/tcp-create-socket@0.2.6",
             "wasi:filesystem/preopens@0.2.6",
             "wasi:io/streams@0.3.0",

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_MEMORY_MIB: u32 = 64;
 pub const DEFAULT_CPU_MS: u64 = 10_000;
 pub const DEFAULT_WALL_MS: u64 = 120_000;
+/// A sign-in through a browser or a device code takes minutes, not seconds.
+pub const DEFAULT_INTERACTIVE_WALL_MS: u64 = 15 * 60_000;
 /// Hard ceilings no manifest or config can raise.
 const MAX_MEMORY_MIB: u32 = 1024;
 const MAX_CPU_MS: u64 = 120_000;
@@ -16,6 +18,9 @@ pub struct ProviderLimits {
     pub memory_bytes: usize,
     pub cpu: Duration,
     pub wall: Duration,
+    /// The wall clock once the call shows a device code or authorizes (never shorter than
+    /// `wall`).
+    pub interactive_wall: Duration,
     /// Size of the credential a provider may return (secret + user name + headers).
     pub output_bytes: usize,
     /// Size of the opaque state a provider may ask the host to keep.
@@ -30,10 +35,18 @@ pub struct ProviderLimits {
 impl ProviderLimits {
     pub fn from_config(limits: credence_signing::Limits) -> Self {
         let memory_mib = limits.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB).clamp(1, MAX_MEMORY_MIB);
+        let wall = Duration::from_millis(limits.wall_ms.unwrap_or(DEFAULT_WALL_MS).clamp(1, MAX_WALL_MS));
+        let interactive_wall = Duration::from_millis(
+            limits
+                .interactive_wall_ms
+                .unwrap_or(DEFAULT_INTERACTIVE_WALL_MS)
+                .clamp(1, MAX_WALL_MS),
+        );
         ProviderLimits {
             memory_bytes: (memory_mib as usize) << 20,
             cpu: Duration::from_millis(limits.cpu_ms.unwrap_or(DEFAULT_CPU_MS).clamp(1, MAX_CPU_MS)),
-            wall: Duration::from_millis(limits.wall_ms.unwrap_or(DEFAULT_WALL_MS).clamp(1, MAX_WALL_MS)),
+            wall,
+            interactive_wall: interactive_wall.max(wall),
             output_bytes: 64 << 10,
             state_bytes: 64 << 10,
             fetches: 64,
@@ -226,6 +239,12 @@ impl CallClock {
         }
     }
 
+    /// The call showed a device code or started an authorization: from now on the wall
+    /// clock is the interactive one. CPU time stays limited as before.
+    pub fn become_interactive(&mut self, interactive_wall: Duration) {
+        self.wall = self.wall.max(interactive_wall);
+    }
+
     pub fn wall_left(&self) -> Duration {
         self.wall.saturating_sub(self.started.elapsed())
     }
@@ -302,6 +321,7 @@ mod tests {
             memory_mib: None,
             cpu_ms: Some(cpu_ms),
             wall_ms: Some(wall_ms),
+            interactive_wall_ms: None,
         }))
     }
 
@@ -383,9 +403,22 @@ mod tests {
             memory_mib: Some(100_000),
             cpu_ms: Some(u64::MAX),
             wall_ms: Some(0),
+            interactive_wall_ms: Some(u64::MAX),
         });
         assert_eq!(l.memory_bytes, 1024 << 20);
         assert_eq!(l.cpu, Duration::from_secs(120));
         assert_eq!(l.wall, Duration::from_millis(1));
+        assert_eq!(l.interactive_wall, Duration::from_secs(30 * 60));
+    }
+
+    #[test]
+    fn an_interactive_call_gets_the_interactive_wall_clock_and_no_more_cpu() {
+        let limits = ProviderLimits::from_config(credence_signing::Limits::default());
+        assert_eq!(limits.wall, Duration::from_secs(120));
+        assert_eq!(limits.interactive_wall, Duration::from_secs(15 * 60));
+        let mut clock = CallClock::new(&limits);
+        clock.become_interactive(limits.interactive_wall);
+        assert!(clock.wall_left() > Duration::from_secs(14 * 60));
+        assert_eq!(clock.cpu, limits.cpu);
     }
 }

@@ -1,8 +1,10 @@
 //! One call of a provider's `get-credential`, from a compiled component to its answer or
 //! to the limit that stopped it.
 
-use super::bindings::exports::credence::provider::credential_provider as wit;
-use super::bindings::{Provider, ProviderPre};
+use super::bindings::current::exports::credence::provider::credential_provider as wit;
+use super::bindings::current::{Provider, ProviderPre};
+use super::bindings::v0_1::exports::credence::provider::credential_provider as wit_v0_1;
+use super::bindings::v0_1::{Provider as ProviderV0_1, ProviderPre as ProviderPreV0_1};
 use super::engine::EPOCH_TICK;
 use super::limits::{CallClock, LimitHit, Limiter, ProviderLimits};
 pub use super::store::CapabilityUse;
@@ -15,7 +17,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
-pub use wit::{CachePolicy, Credential, CredentialError, CredentialRequest, Protocol};
+pub use wit::{CachePolicy, Credential, CredentialError, CredentialRequest, Protocol, RequestReason, Requester};
 
 pub struct ProviderCall<'a> {
     pub engine: &'a Engine,
@@ -54,22 +56,93 @@ fn ticks(d: Duration) -> u64 {
 /// A component linked against the host's imports and type-checked once: each call then
 /// only instantiates it, in a fresh store. Never an instance: nothing a provider keeps in
 /// memory outlives the request it was made for.
-pub type Prepared = ProviderPre<ProviderStore>;
+pub enum Prepared {
+    Current(ProviderPre<ProviderStore>),
+    V0_1(ProviderPreV0_1<ProviderStore>),
+}
 
+/// Both worlds' imports in one linker: a component gets the ones it names.
 fn linker(engine: &Engine) -> wasmtime::Result<Linker<ProviderStore>> {
     let mut linker: Linker<ProviderStore> = Linker::new(engine);
     add_inert_wasi(&mut linker)?;
     Provider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    ProviderV0_1::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
+}
+
+/// Whether the component exports the 0.1 provider interface rather than the current one.
+fn is_v0_1(engine: &Engine, component: &Component) -> bool {
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name.starts_with("credence:provider/credential-provider@0.1."))
 }
 
 /// Links `component` once for many calls.
 pub fn prepare(engine: &Engine, component: &Component) -> Result<Prepared, String> {
-    let pre = linker(engine)
-        .and_then(|l| l.instantiate_pre(component))
-        .and_then(ProviderPre::new)
-        .map_err(|e| format!("{e:#}"))?;
-    Ok(pre)
+    let pre = linker(engine).and_then(|l| l.instantiate_pre(component));
+    let prepared = if is_v0_1(engine, component) {
+        pre.and_then(ProviderPreV0_1::new).map(Prepared::V0_1)
+    } else {
+        pre.and_then(ProviderPre::new).map(Prepared::Current)
+    };
+    prepared.map_err(|e| format!("{e:#}"))
+}
+
+/// A current request as a 0.1 provider sees it: without who asked, why and the deadline.
+fn request_v0_1(r: &CredentialRequest) -> wit_v0_1::CredentialRequest {
+    wit_v0_1::CredentialRequest {
+        url: r.url.clone(),
+        protocol: match r.protocol {
+            Protocol::Cargo => wit_v0_1::Protocol::Cargo,
+            Protocol::Git => wit_v0_1::Protocol::Git,
+            Protocol::Docker => wit_v0_1::Protocol::Docker,
+            Protocol::Nuget => wit_v0_1::Protocol::Nuget,
+            Protocol::Bazel => wit_v0_1::Protocol::Bazel,
+            Protocol::Goauth => wit_v0_1::Protocol::Goauth,
+            Protocol::Keyring => wit_v0_1::Protocol::Keyring,
+            Protocol::Kubectl => wit_v0_1::Protocol::Kubectl,
+            Protocol::Generic => wit_v0_1::Protocol::Generic,
+        },
+        operation: r.operation.clone(),
+        is_retry: r.is_retry,
+        interactive: r.interactive,
+        username_hint: r.username_hint.clone(),
+        challenge_headers: r.challenge_headers.clone(),
+        settings: r.settings.clone(),
+        state: r.state.clone(),
+    }
+}
+
+/// A 0.1 answer in current terms: no scope beyond the request, operation-specific, no
+/// refresh time.
+fn answer_from_v0_1(
+    a: Result<wit_v0_1::Credential, wit_v0_1::CredentialError>,
+) -> Result<Credential, CredentialError> {
+    match a {
+        Ok(c) => Ok(Credential {
+            username: c.username,
+            secret: c.secret,
+            headers: c.headers,
+            expires_at: c.expires_at,
+            cache: match c.cache {
+                wit_v0_1::CachePolicy::Never => CachePolicy::Never,
+                wit_v0_1::CachePolicy::Session => CachePolicy::Session,
+                wit_v0_1::CachePolicy::UntilExpiry => CachePolicy::UntilExpiry,
+            },
+            new_state: c.new_state,
+            scope: None,
+            operation_independent: false,
+            refresh_at: None,
+        }),
+        Err(e) => Err(match e {
+            wit_v0_1::CredentialError::NotMine => CredentialError::NotMine,
+            wit_v0_1::CredentialError::NotFound(m) => CredentialError::NotFound(m),
+            wit_v0_1::CredentialError::NeedsInteraction(m) => CredentialError::NeedsInteraction(m),
+            wit_v0_1::CredentialError::Denied(m) => CredentialError::Denied(m),
+            wit_v0_1::CredentialError::Failed(m) => CredentialError::Failed(m),
+        }),
+    }
 }
 
 pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
@@ -105,24 +178,37 @@ pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
         }
     });
 
-    let instance = match call.pre {
-        Some(pre) => pre.instantiate(&mut store),
-        None => match linker(call.engine) {
-            Ok(linker) => Provider::instantiate(&mut store, call.component, &linker),
+    let linked;
+    let pre = match call.pre {
+        Some(pre) => pre,
+        None => match prepare(call.engine, call.component) {
+            Ok(p) => {
+                linked = p;
+                &linked
+            }
             Err(e) => {
                 return ProviderAnswer {
-                    result: Err(ProviderRunError::Instantiate(e.to_string())),
+                    result: Err(ProviderRunError::Instantiate(e)),
                     uses: Vec::new(),
                 };
             }
         },
     };
-    let outcome = instance.map_err(|e| (e, true)).and_then(|provider| {
-        provider
-            .credence_provider_credential_provider()
-            .call_get_credential(&mut store, &call.request)
-            .map_err(|e| (e, false))
-    });
+    let outcome = match pre {
+        Prepared::Current(pre) => pre.instantiate(&mut store).map_err(|e| (e, true)).and_then(|provider| {
+            provider
+                .credence_provider_credential_provider()
+                .call_get_credential(&mut store, &call.request)
+                .map_err(|e| (e, false))
+        }),
+        Prepared::V0_1(pre) => pre.instantiate(&mut store).map_err(|e| (e, true)).and_then(|provider| {
+            provider
+                .credence_provider_credential_provider()
+                .call_get_credential(&mut store, &request_v0_1(&call.request))
+                .map(answer_from_v0_1)
+                .map_err(|e| (e, false))
+        }),
+    };
 
     let diagnostics = stderr.contents();
     if !diagnostics.is_empty() {

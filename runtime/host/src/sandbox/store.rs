@@ -1,11 +1,15 @@
 //! The data of one provider's store, and the host side of its imports.
 
-use super::bindings::credence::provider::{http, prompt};
+use super::bindings::current::credence::provider::{flow, http, prompt};
+use super::bindings::v0_1::credence::provider as v0_1;
 use super::limits::{CallClock, LimitHit, Limiter, ProviderLimits};
 use super::wasi::DeadlineIo;
 use crate::capability::http::{FetchError, HttpCapability, HttpRequest};
 use crate::capability::io_runtime;
-use crate::capability::prompt::{PromptCapability, PromptError, neutralise};
+use crate::capability::loopback::{self, AuthorizeError};
+use crate::capability::prompt::{DeviceCode, PromptCapability, PromptError, neutralise};
+use credence_signing::PromptKind;
+use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -234,5 +238,163 @@ impl prompt::Host for ProviderStore {
         });
         self.record_prompt("open-url", &result);
         result.map_err(to_wit)
+    }
+}
+
+/// The longest single `flow.wait`: polling intervals are seconds; a provider wanting
+/// longer calls again, and each call is checked against the deadline.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+impl flow::Host for ProviderStore {
+    fn show_device_code(&mut self, code: flow::DeviceCode) -> Result<(), prompt::PromptError> {
+        let result = self.prompt.may(PromptKind::DeviceCode).and_then(|()| {
+            // From the moment a code is shown the user has minutes, not seconds.
+            self.clock.become_interactive(self.limits.interactive_wall);
+            let http = &self.http;
+            let prompt = &mut self.prompt;
+            let shown = DeviceCode {
+                verification_uri: &code.verification_uri,
+                verification_uri_complete: code.verification_uri_complete.as_deref(),
+                user_code: &code.user_code,
+                expires_in_s: code.expires_in_s,
+            };
+            self.clock.block(&mut self.limiter.hit, |time_left| {
+                prompt.show_device_code(&shown, |uri| http.origin_of(uri).is_ok(), time_left)
+            })
+        });
+        self.record_prompt("device-code", &result);
+        result.map_err(to_wit)
+    }
+
+    fn dismiss(&mut self) {
+        self.record_use(CapabilityUse::prompt("device-code", "dismissed"));
+    }
+
+    fn wait(&mut self, ms: u32) -> Result<(), prompt::PromptError> {
+        let wanted = Duration::from_millis(ms.into()).min(MAX_WAIT);
+        self.clock.block(&mut self.limiter.hit, |time_left| {
+            std::thread::sleep(wanted.min(time_left));
+            if wanted > time_left {
+                Err(prompt::PromptError::Unavailable("the call's deadline passed while waiting".into()))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn authorize(
+        &mut self,
+        req: flow::AuthorizationRequest,
+    ) -> Result<flow::AuthorizationResponse, flow::AuthorizeError> {
+        let result = self.authorize_now(req);
+        let outcome = match &result {
+            Ok(_) => "code received".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        self.record_use(CapabilityUse::prompt("authorize", &outcome));
+        result
+            .map(|r| flow::AuthorizationResponse {
+                code: r.code,
+                redirect_uri: r.redirect_uri,
+                code_verifier: r.code_verifier,
+                extra: r.extra,
+            })
+            .map_err(|e| match e {
+                AuthorizeError::NotInteractive => flow::AuthorizeError::NotInteractive,
+                AuthorizeError::Cancelled => flow::AuthorizeError::Cancelled,
+                AuthorizeError::Timeout => flow::AuthorizeError::Timeout,
+                AuthorizeError::AccessDenied(d) => flow::AuthorizeError::AccessDenied(d),
+                AuthorizeError::ServerError(e) => flow::AuthorizeError::ServerError(e),
+                AuthorizeError::InvalidRequest(m) => flow::AuthorizeError::InvalidRequest(m),
+                AuthorizeError::Unavailable(m) => flow::AuthorizeError::Unavailable(m),
+            })
+    }
+}
+
+impl ProviderStore {
+    fn authorize_now(&mut self, req: flow::AuthorizationRequest) -> Result<loopback::AuthorizationResponse, AuthorizeError> {
+        match self.prompt.may(PromptKind::Authorize) {
+            Ok(()) => {}
+            Err(PromptError::NotInteractive) => return Err(AuthorizeError::NotInteractive),
+            Err(e) => return Err(AuthorizeError::Unavailable(e.to_string())),
+        }
+        let request = loopback::AuthorizationRequest {
+            endpoint: req.endpoint,
+            params: req.params,
+            redirect_path: req.redirect_path,
+            redirect_host: match req.redirect_host {
+                flow::RedirectHost::Ip4 => loopback::RedirectHost::Ip4,
+                flow::RedirectHost::Ip6 => loopback::RedirectHost::Ip6,
+            },
+            redirect_port: req.redirect_port,
+            expected_issuer: req.expected_issuer,
+        };
+        let http = &self.http;
+        // Bound here, before the URL exists; closed when `pending` is dropped, whatever the outcome.
+        let pending = loopback::begin(&request, |url| http.origin_of(url.as_str()).is_ok())?;
+        self.clock.become_interactive(self.limits.interactive_wall);
+        let browser = crate::capability::browser::open(pending.url());
+        let prompt = &mut self.prompt;
+        let url = pending.url().to_string();
+        self.clock
+            .block(&mut self.limiter.hit, |time_left| {
+                prompt.show_authorization(&url, &req.message, browser, time_left)
+            })
+            .map_err(|e| AuthorizeError::Unavailable(e.to_string()))?;
+        self.clock.block(&mut self.limiter.hit, |time_left| {
+            pending.wait(Instant::now() + time_left, || false)
+        })
+    }
+}
+
+// World 0.1.0: the same capabilities under their old names, converted at the boundary.
+
+impl v0_1::http::Host for ProviderStore {
+    fn fetch(&mut self, req: v0_1::http::Request) -> Result<v0_1::http::Response, v0_1::http::FetchError> {
+        let req = http::Request {
+            method: req.method,
+            url: req.url,
+            headers: req.headers,
+            body: req.body,
+        };
+        http::Host::fetch(self, req)
+            .map(|r| v0_1::http::Response {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            })
+            .map_err(|e| match e {
+                http::FetchError::Denied(m) => v0_1::http::FetchError::Denied(m),
+                http::FetchError::InvalidRequest(m) => v0_1::http::FetchError::InvalidRequest(m),
+                http::FetchError::Timeout => v0_1::http::FetchError::Timeout,
+                http::FetchError::TooLarge(m) => v0_1::http::FetchError::TooLarge(m),
+                http::FetchError::Transport(m) => v0_1::http::FetchError::Transport(m),
+            })
+    }
+}
+
+fn prompt_error_v0_1(e: prompt::PromptError) -> v0_1::prompt::PromptError {
+    match e {
+        prompt::PromptError::NotInteractive => v0_1::prompt::PromptError::NotInteractive,
+        prompt::PromptError::Cancelled => v0_1::prompt::PromptError::Cancelled,
+        prompt::PromptError::Unavailable(m) => v0_1::prompt::PromptError::Unavailable(m),
+    }
+}
+
+impl v0_1::prompt::Host for ProviderStore {
+    fn ask(&mut self, message: String, kind: v0_1::prompt::InputKind) -> Result<String, v0_1::prompt::PromptError> {
+        let kind = match kind {
+            v0_1::prompt::InputKind::Text => prompt::InputKind::Text,
+            v0_1::prompt::InputKind::Secret => prompt::InputKind::Secret,
+        };
+        prompt::Host::ask(self, message, kind).map_err(prompt_error_v0_1)
+    }
+
+    fn show(&mut self, message: String) -> Result<(), v0_1::prompt::PromptError> {
+        prompt::Host::show(self, message).map_err(prompt_error_v0_1)
+    }
+
+    fn open_url(&mut self, url: String, message: String) -> Result<(), v0_1::prompt::PromptError> {
+        prompt::Host::open_url(self, url, message).map_err(prompt_error_v0_1)
     }
 }

@@ -1,7 +1,7 @@
 //! One hostile provider with many faces, chosen by the `attack` setting, so the tests
 //! build one component instead of one per attack.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "provider" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1", world: "provider" });
 
 use credence::provider::http::{self, Request};
 use credence::provider::prompt::{self, InputKind};

@@ -1,7 +1,7 @@
 //! Tries to open a socket with `std::net`, which makes the component import
 //! `wasi:sockets`: credence must refuse it at load, before running anything.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "provider" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1", world: "provider" });
 
 use exports::credence::provider::credential_provider::{
     CachePolicy, Credential, CredentialError, CredentialRequest, Guest,
