@@ -18,6 +18,7 @@ fn statement() -> Statement {
         capabilities: Capabilities {
             limits: SignedLimits {
                 cpu_ms: None,
+                interactive_wall_ms: None,
                 memory_mib: Some(32),
                 wall_ms: None,
             },
