@@ -20,10 +20,10 @@ pub struct Credential {
 }
 
 impl Credential {
-    /// A user name and password (or token), kept for the host's session.
-    pub fn password(username: &str, secret: &str) -> Self {
+    /// A secret alone (the tool's default user name applies), kept for the host's session.
+    pub fn token(secret: &str) -> Self {
         Credential {
-            username: Some(username.to_owned()),
+            username: None,
             secret: secret.to_owned(),
             headers: Vec::new(),
             expires_at: None,
@@ -35,11 +35,21 @@ impl Credential {
         }
     }
 
+    /// A user name and password (or token).
+    pub fn password(username: &str, secret: &str) -> Self {
+        Credential::token(secret).with_username(Some(username))
+    }
+
     /// A bearer token: the secret, and the `Authorization` header tools that take headers use.
-    pub fn bearer(username: &str, token: &str) -> Self {
-        let mut c = Credential::password(username, token);
+    pub fn bearer(token: &str) -> Self {
+        let mut c = Credential::token(token);
         c.headers.push(("Authorization".into(), format!("Bearer {token}")));
         c
+    }
+
+    pub fn with_username(mut self, username: Option<&str>) -> Self {
+        self.username = username.map(str::to_owned);
+        self
     }
 
     /// Valid until `expires_at` (Unix seconds): the host keeps it across runs until then.

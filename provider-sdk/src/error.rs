@@ -86,11 +86,13 @@ impl From<PromptError> for Error {
 impl From<AuthorizeError> for Error {
     fn from(e: AuthorizeError) -> Self {
         match e {
-            AuthorizeError::NotInteractive => {
-                Error::NeedsInteraction("signing in needs a browser and a terminal; run the command again in one".into())
-            }
+            AuthorizeError::NotInteractive => Error::NeedsInteraction(
+                "signing in needs a browser and a terminal; run the command again in one".into(),
+            ),
             AuthorizeError::Cancelled => Error::Denied("the sign-in was cancelled".into()),
-            AuthorizeError::Timeout => Error::Denied("the sign-in did not complete in time; run the command again".into()),
+            AuthorizeError::Timeout => {
+                Error::Denied("the sign-in did not complete in time; run the command again".into())
+            }
             AuthorizeError::AccessDenied(d) => Error::Denied(match d {
                 Some(d) => format!("the sign-in was denied: {d}"),
                 None => "the sign-in was denied".into(),

@@ -19,9 +19,17 @@ pub fn basic(username: &str, password: &str) -> String {
 }
 
 /// POSTs a form and asks for JSON back.
-pub fn post_form(host: &mut dyn Host, url: &str, pairs: &[(&str, &str)], headers: &[(&str, &str)]) -> Result<HttpResponse> {
+pub fn post_form(
+    host: &mut dyn Host,
+    url: &str,
+    pairs: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Result<HttpResponse> {
     let mut all = vec![
-        ("Content-Type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
+        (
+            "Content-Type".to_owned(),
+            "application/x-www-form-urlencoded".to_owned(),
+        ),
         ("Accept".to_owned(), "application/json".to_owned()),
     ];
     all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));

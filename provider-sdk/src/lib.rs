@@ -13,7 +13,7 @@
 //!
 //! impl Provider for StaticToken {
 //!     fn get_credential(req: &Request, _host: &mut dyn Host) -> Result<Credential> {
-//!         Ok(Credential::password("credence", req.setting("token")?))
+//!         Ok(Credential::token(req.setting("token")?))
 //!     }
 //! }
 //!
@@ -40,9 +40,7 @@ pub use bindings::credence::provider::flow::{
 };
 pub use bindings::credence::provider::http::{FetchError, Request as HttpRequest, Response as HttpResponse};
 pub use bindings::credence::provider::prompt::PromptError;
-pub use bindings::exports::credence::provider::credential_provider::{
-    CachePolicy, Protocol, RequestReason, Requester,
-};
+pub use bindings::exports::credence::provider::credential_provider::{CachePolicy, Protocol, RequestReason, Requester};
 pub use credential::Credential;
 pub use error::{Error, Result};
 pub use host::{Host, WasmHost};
@@ -72,7 +70,7 @@ macro_rules! provider {
                     $crate::__answer::<$provider>(req)
                 }
             }
-            $crate::bindings::export_bindings!(Export with_types_in $crate::bindings);
+    $crate::bindings::export_bindings!(Export with_types_in $crate::bindings);
         };
     };
 }

@@ -83,7 +83,13 @@ impl<'a> Client<'a> {
     /// The access token for `req` as a bearer credential for `username`: refreshed when a
     /// refresh token is kept, else (or when the server refuses it) through `sign_in`. The
     /// rotated refresh token replaces the kept one; the old one is never sent again.
-    pub fn credential(&self, host: &mut dyn Host, req: &Request, sign_in: &SignIn<'_>, username: &str) -> Result<Credential> {
+    pub fn credential(
+        &self,
+        host: &mut dyn Host,
+        req: &Request,
+        sign_in: &SignIn<'_>,
+        username: &str,
+    ) -> Result<Credential> {
         // Expiry is counted from before the request, so it is never overestimated.
         let asked_at = host.now();
         let kept = req
@@ -98,8 +104,9 @@ impl<'a> Client<'a> {
             },
             None => self.sign_in(host, req, sign_in)?,
         };
-        let mut credential =
-            Credential::bearer(username, &tokens.access_token).expiring(tokens.expires_in.map(|s| asked_at + s));
+        let mut credential = Credential::bearer(&tokens.access_token)
+            .with_username(Some(username))
+            .expiring(tokens.expires_in.map(|s| asked_at + s));
         if let Some(refresh_token) = tokens.refresh_token {
             credential = credential.with_state(serde_json::to_vec(&Kept { refresh_token }).expect("serialisable"));
         }

@@ -89,7 +89,7 @@ impl Request {
     pub fn setting(&self, key: &str) -> Result<&str> {
         self.optional_setting(key).ok_or_else(|| {
             Error::Failed(format!(
-                "the `{key}` setting is missing: add it to this provider's [provider.settings] table in config.toml, or run `credence install <component> --serves <url> --setting {key}=<value>`"
+                "the `{key}` setting is missing: add `{key} = \"...\"` to this provider's [provider.settings] table in config.toml, or install it with `credence install <component> --serves <url> --setting {key}=<value>`"
             ))
         })
     }

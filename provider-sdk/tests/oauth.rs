@@ -18,7 +18,9 @@ fn client() -> Client<'static> {
 }
 
 fn device() -> SignIn<'static> {
-    SignIn::Device { device_endpoint: DEVICE }
+    SignIn::Device {
+        device_endpoint: DEVICE,
+    }
 }
 
 const DEVICE_ANSWER: &str = r#"{"device_code":"dc","user_code":"ABCD-1234","verification_uri":"https://login.example/activate","expires_in":900,"interval":5}"#;
@@ -30,7 +32,12 @@ fn device_flow_polls_at_the_interval_and_slows_down_by_five_seconds() {
         .respond("POST", TOKEN, 400, r#"{"error":"authorization_pending"}"#)
         .respond("POST", TOKEN, 200, r#"{"error":"authorization_pending"}"#)
         .respond("POST", TOKEN, 400, r#"{"error":"slow_down"}"#)
-        .respond("POST", TOKEN, 200, r#"{"access_token":"at-1","expires_in":3600,"refresh_token":"rt-1"}"#);
+        .respond(
+            "POST",
+            TOKEN,
+            200,
+            r#"{"access_token":"at-1","expires_in":3600,"refresh_token":"rt-1"}"#,
+        );
     let req = Request::for_url("https://git.example/repo.git");
     let started = host.now;
     let c = client().credential(&mut host, &req, &device(), "oauth2").unwrap();
@@ -46,7 +53,10 @@ fn device_flow_polls_at_the_interval_and_slows_down_by_five_seconds() {
     let state = String::from_utf8(c.new_state.unwrap()).unwrap();
     assert!(state.contains("rt-1") && !state.contains("at-1"), "{state}");
     let poll = host.form_of(1);
-    assert!(poll.contains(&("grant_type".into(), "urn:ietf:params:oauth:grant-type:device_code".into())));
+    assert!(poll.contains(&(
+        "grant_type".into(),
+        "urn:ietf:params:oauth:grant-type:device_code".into()
+    )));
     assert!(poll.contains(&("device_code".into(), "dc".into())));
     assert!(poll.contains(&("client_id".into(), "cli".into())));
     assert!(host.script_done());
@@ -58,9 +68,17 @@ fn an_expired_device_code_is_a_clear_denial() {
     host.respond("POST", DEVICE, 200, DEVICE_ANSWER)
         .respond("POST", TOKEN, 400, r#"{"error":"expired_token"}"#);
     let err = client()
-        .credential(&mut host, &Request::for_url("https://git.example/"), &device(), "oauth2")
+        .credential(
+            &mut host,
+            &Request::for_url("https://git.example/"),
+            &device(),
+            "oauth2",
+        )
         .unwrap_err();
-    assert!(matches!(&err, Error::Denied(m) if m.contains("expired") && m.contains("run the command again")), "{err}");
+    assert!(
+        matches!(&err, Error::Denied(m) if m.contains("expired") && m.contains("run the command again")),
+        "{err}"
+    );
     assert_eq!(host.dismissed, 1);
 }
 
@@ -70,7 +88,12 @@ fn access_denied_ends_the_device_flow() {
     host.respond("POST", DEVICE, 200, DEVICE_ANSWER)
         .respond("POST", TOKEN, 400, r#"{"error":"access_denied"}"#);
     let err = client()
-        .credential(&mut host, &Request::for_url("https://git.example/"), &device(), "oauth2")
+        .credential(
+            &mut host,
+            &Request::for_url("https://git.example/"),
+            &device(),
+            "oauth2",
+        )
         .unwrap_err();
     assert!(matches!(err, Error::Denied(_)));
 }
@@ -87,7 +110,12 @@ fn a_non_interactive_request_never_calls_the_device_endpoint() {
 #[test]
 fn a_kept_refresh_token_is_used_once_and_replaced_by_the_rotated_one() {
     let mut host = MockHost::new();
-    host.respond("POST", TOKEN, 200, r#"{"access_token":"at-2","expires_in":60,"refresh_token":"rt-2"}"#);
+    host.respond(
+        "POST",
+        TOKEN,
+        200,
+        r#"{"access_token":"at-2","expires_in":60,"refresh_token":"rt-2"}"#,
+    );
     let req = Request::for_url("https://git.example/").with_state(Some(br#"{"refresh_token":"rt-1"}"#.to_vec()));
     let c = client().credential(&mut host, &req, &device(), "oauth2").unwrap();
     assert_eq!(c.secret, "at-2");
@@ -132,12 +160,18 @@ fn the_code_is_exchanged_with_the_verifier_and_the_same_redirect_uri() {
     let form = host.form_of(0);
     assert!(form.contains(&("code".into(), "the-code".into())));
     assert!(form.contains(&("redirect_uri".into(), "http://127.0.0.1:49152/callback".into())));
-    assert!(form.contains(&("code_verifier".into(), "mock-verifier-of-forty-three-characters-00".into())));
+    assert!(form.contains(&(
+        "code_verifier".into(),
+        "mock-verifier-of-forty-three-characters-00".into()
+    )));
 }
 
 #[test]
 fn a_missing_setting_names_itself_and_the_config_table() {
     let req = Request::for_url("https://git.example/");
     let err = req.setting("client-id").unwrap_err();
-    assert!(matches!(&err, Error::Failed(m) if m.contains("`client-id`") && m.contains("[provider.settings]")), "{err}");
+    assert!(
+        matches!(&err, Error::Failed(m) if m.contains("`client-id`") && m.contains("[provider.settings]")),
+        "{err}"
+    );
 }

@@ -174,6 +174,62 @@ impl Run {
     }
 }
 
+/// What a user at a terminal saw: the exit code and everything written to the terminal.
+#[derive(Debug)]
+pub struct Screen {
+    pub code: Option<i32>,
+    pub text: String,
+}
+
+/// One shell word, single-quoted.
+pub fn sh_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+impl Home {
+    /// Runs the shell command `command` in this home on a real terminal: script(1) allocates
+    /// a pty, so credence (and the tool under test) can prompt on `/dev/tty`. Nobody types;
+    /// the keyboard stays open, as a user who reads but does not answer. Killed after `limit`.
+    pub fn on_terminal(&self, command: &str, env: &[(&str, &str)], limit: Duration) -> Screen {
+        let mut cmd = self.command_for(std::path::Path::new("script"));
+        cmd.args(["--quiet", "--return", "--command", command, "/dev/null"])
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = cmd.spawn().expect("script(1) from util-linux");
+        let keyboard = child.stdin.take();
+        let mut screen = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = screen.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        });
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(keyboard);
+        let text = reader.join().unwrap();
+        assert!(
+            status.is_some(),
+            "still running after {limit:?}; the terminal showed:\n{text}"
+        );
+        Screen {
+            code: status.and_then(|s| s.code()),
+            text,
+        }
+    }
+}
+
 pub fn run_bounded(cmd: Command, limit: Duration) -> (Output, Duration) {
     run_bounded_with_input(cmd, Vec::new(), limit)
 }
@@ -409,10 +465,20 @@ pub fn manifest(name: &str, origins: &[String], prompts: &[&str]) -> String {
     let quote = |v: &[String]| v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
     let prompts: Vec<String> = prompts.iter().map(|s| s.to_string()).collect();
     format!(
-        "name = {name:?}\nversion = \"0.1.0\"\nworld = \"credence:provider/provider@0.1.0\"\norigins = [{}]\nprompts = [{}]\n",
+        "name = {name:?}\nversion = \"0.1.0\"\nworld = {:?}\norigins = [{}]\nprompts = [{}]\n",
+        world_of(name),
         quote(origins),
         quote(&prompts)
     )
+}
+
+/// The world a test provider is built for: the samples on the SDK are 0.2.0; the others
+/// (the hostile ones among them) are 0.1.0, which the host keeps running.
+pub fn world_of(name: &str) -> &'static str {
+    match name {
+        "static-token" | "oauth-device" | "oauth-pkce" => "credence:provider/provider@0.2.0",
+        _ => "credence:provider/provider@0.1.0",
+    }
 }
 
 /// A key made by `credence keygen` in a test home.

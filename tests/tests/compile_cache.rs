@@ -117,9 +117,10 @@ fn a_corrupt_entry_is_deleted_and_recompiled() {
 fn a_changed_component_gets_its_own_entry() {
     let home = home();
     get(&home);
-    // Another component under the same file name: a different digest, a different entry.
+    // Another component (of the same world) under the same file name: a different digest,
+    // a different entry.
     std::fs::copy(
-        credence_tests::component("hostile"),
+        credence_tests::component("oauth-device"),
         home.home().join("providers/static-token.wasm"),
     )
     .unwrap();

@@ -409,7 +409,7 @@ fn static_token_without_its_token_setting_says_which_config_line_to_add() {
     assert_ne!(run.code, Some(0), "{run:#?}");
     assert!(
         run.stderr
-            .contains("add `settings = { token = \"...\" }` to its [[provider]] entry in config.toml"),
+            .contains("add `token = \"...\"` to this provider's [provider.settings] table in config.toml"),
         "{}",
         run.stderr
     );

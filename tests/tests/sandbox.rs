@@ -145,7 +145,7 @@ fn four_memory_component() -> Vec<u8> {
     let mut bytes = module.finish();
 
     let mut resolve = wit_parser::Resolve::default();
-    let wit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+    let wit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/v0.1");
     let (package, _) = resolve.push_dir(&wit).expect("the wit/ contract parses");
     let world = resolve.select_world(&[package], Some("provider")).unwrap();
     wit_component::embed_component_metadata(&mut bytes, &resolve, world, wit_component::StringEncoding::UTF8).unwrap();

@@ -81,7 +81,8 @@ fn an_appended_byte_is_refused() {
 #[test]
 fn a_statement_for_another_component_is_refused() {
     let (home, key) = Home::signed_static_token();
-    home.install("hostile", "hostile", &manifest("static-token", &[], &[]));
+    // Another component of the same world, signed under the same name.
+    home.install("oauth-device", "hostile", &manifest("static-token", &[], &[]));
     home.sign("hostile", &key, &[]);
     std::fs::copy(
         home.provider_file("hostile.statement.json"),

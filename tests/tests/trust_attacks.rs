@@ -622,7 +622,7 @@ fn signing_a_component_without_the_provider_export_warns() {
         run.stderr.contains("WARNING")
             && run
                 .stderr
-                .contains("exports no credence:provider/credential-provider@0.1.x"),
+                .contains("exports no credence:provider/credential-provider@0.2.x (nor @0.1.x)"),
         "{}",
         run.stderr
     );

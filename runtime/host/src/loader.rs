@@ -264,9 +264,11 @@ pub fn vet(provider: &str, path: &Path, spath: &Path, trust: &Trust, writers: Wr
             source: ImportError::MissingExport,
         });
     }
-    check_world(&vetted.ceiling.world, info.imports.iter().chain(&info.exports)).map_err(|source| LoadError::Imports {
-        provider: provider.to_owned(),
-        source,
+    check_world(&vetted.ceiling.world, info.imports.iter().chain(&info.exports)).map_err(|source| {
+        LoadError::Imports {
+            provider: provider.to_owned(),
+            source,
+        }
     })?;
     Ok(Vetted { info, ..vetted })
 }

@@ -290,7 +290,7 @@ fn sign(args: SignArgs) -> Result<ExitCode, String> {
     let info = read_component_info(&bytes)?;
     if !info.exports.iter().any(|e| is_provider_export(e)) {
         eprintln!(
-            "credence: WARNING: {} exports no {}@{}.x, so no credence host will run it (exports: {}); is this the provider you meant to sign?",
+            "credence: WARNING: {} exports no {}@{}.x (nor @0.1.x), so no credence host will run it (exports: {}); is this the provider you meant to sign?",
             args.component.display(),
             EXPORT.0,
             EXPORT.1,
@@ -306,6 +306,9 @@ fn sign(args: SignArgs) -> Result<ExitCode, String> {
         .unwrap_or_else(|| crate::loader::manifest_path(&args.component));
     let text = String::from_utf8(read(&mpath)?).map_err(|_| format!("{} is not UTF-8", mpath.display()))?;
     let mut manifest = Manifest::from_toml(&text).map_err(|e| format!("{}: {e}", mpath.display()))?;
+    // A statement no host would load is refused here, where the author can still fix it.
+    crate::sandbox::imports::check_world(&manifest.world, info.imports.iter().chain(&info.exports))
+        .map_err(|e| format!("{}: {e} (`world` in {})", args.component.display(), mpath.display()))?;
     if let Some(seq) = args.sequence {
         manifest.sequence = seq;
     }

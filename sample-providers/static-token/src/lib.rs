@@ -2,44 +2,23 @@
 //! `header` (optional; `bearer` adds `Authorization: Bearer <token>`).
 //! Useful for a fixed registry token kept out of the tool's own config files.
 
-wit_bindgen::generate!({ path: "../../wit/v0.1", world: "provider" });
-
-use exports::credence::provider::credential_provider::{
-    CachePolicy, Credential, CredentialError, CredentialRequest, Guest,
-};
+use credence_provider::{Credential, Error, Host, Provider, Request, Result};
 
 struct StaticToken;
 
-fn setting<'a>(req: &'a CredentialRequest, key: &str) -> Option<&'a str> {
-    req.settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-impl Guest for StaticToken {
-    fn get_credential(req: CredentialRequest) -> Result<Credential, CredentialError> {
-        let Some(token) = setting(&req, "token") else {
-            return Err(CredentialError::Failed(
-                "static-token needs a `token` setting: add `settings = { token = \"...\" }` to its [[provider]] entry in config.toml".into(),
-            ));
-        };
+impl Provider for StaticToken {
+    fn get_credential(req: &Request, _host: &mut dyn Host) -> Result<Credential> {
+        let token = req.setting("token")?;
         // A retry means the server refused this very token: answering it again would loop.
         if req.is_retry {
-            return Err(CredentialError::Denied(
-                "the server refused the configured token; update the `token` setting".into(),
-            ));
+            return Err(Error::denied("the server refused the configured token; update the `token` setting"));
         }
-        let headers = match setting(&req, "header") {
-            Some("bearer") => vec![("Authorization".into(), format!("Bearer {token}"))],
-            _ => Vec::new(),
+        let credential = match req.optional_setting("header") {
+            Some("bearer") => Credential::bearer(token),
+            _ => Credential::token(token),
         };
-        Ok(Credential {
-            username: setting(&req, "username").map(str::to_owned),
-            secret: token.to_owned(),
-            headers,
-            expires_at: None,
-            cache: CachePolicy::Session,
-            new_state: None,
-        })
+        Ok(credential.with_username(req.optional_setting("username")))
     }
 }
 
-export!(StaticToken);
+credence_provider::provider!(StaticToken);

@@ -215,7 +215,11 @@ impl Pending {
 
     /// Serves the listener until the valid callback, `deadline`, or `cancelled()`; then the
     /// listener closes (with `self`).
-    pub fn wait(mut self, deadline: Instant, cancelled: impl Fn() -> bool) -> Result<AuthorizationResponse, AuthorizeError> {
+    pub fn wait(
+        mut self,
+        deadline: Instant,
+        cancelled: impl Fn() -> bool,
+    ) -> Result<AuthorizationResponse, AuthorizeError> {
         loop {
             if cancelled() {
                 return Err(AuthorizeError::Cancelled);
@@ -374,7 +378,10 @@ fn parse_head(bytes: &[u8]) -> Option<Head> {
         _ => return None,
     }
     let mut hosts = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host"));
-    let host = hosts.next().and_then(|h| std::str::from_utf8(h.value).ok()).map(str::to_owned);
+    let host = hosts
+        .next()
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::to_owned);
     if hosts.next().is_some() {
         return None;
     }
@@ -394,7 +401,8 @@ fn respond(stream: &mut TcpStream, status: &str, page: &str) {
     );
 }
 
-const DONE_PAGE: &str = "<!doctype html><title>credence</title><p>Signed in. You can close this page and go back to your terminal.</p>\n";
+const DONE_PAGE: &str =
+    "<!doctype html><title>credence</title><p>Signed in. You can close this page and go back to your terminal.</p>\n";
 const FAILED_PAGE: &str =
     "<!doctype html><title>credence</title><p>The sign-in did not complete. Your terminal says why.</p>\n";
 const STRAY_PAGE: &str = "<!doctype html><title>credence</title><p>Not a sign-in callback.</p>\n";
@@ -442,11 +450,17 @@ mod tests {
         let mut req = request();
         req.endpoint = "http://login.example/authorize".into();
         assert!(matches!(begin(&req, |_| true), Err(AuthorizeError::InvalidRequest(_))));
-        assert!(matches!(begin(&request(), |_| false), Err(AuthorizeError::InvalidRequest(_))));
+        assert!(matches!(
+            begin(&request(), |_| false),
+            Err(AuthorizeError::InvalidRequest(_))
+        ));
         for path in ["callback", "/a?b", "/../x", "/done", "/a%2f"] {
             let mut req = request();
             req.redirect_path = path.into();
-            assert!(matches!(begin(&req, |_| true), Err(AuthorizeError::InvalidRequest(_))), "{path}");
+            assert!(
+                matches!(begin(&req, |_| true), Err(AuthorizeError::InvalidRequest(_))),
+                "{path}"
+            );
         }
     }
 
@@ -458,7 +472,8 @@ mod tests {
         assert_eq!(query(&url, "redirect_uri"), format!("http://127.0.0.1:{port}/callback"));
         assert_eq!(query(&url, "code_challenge_method"), "S256");
         assert_eq!(query(&url, "response_type"), "code");
-        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(pending.verifier.as_bytes()));
+        let challenge =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(pending.verifier.as_bytes()));
         assert_eq!(query(&url, "code_challenge"), challenge);
         assert_eq!(query(&url, "state").len(), 43);
     }
@@ -487,7 +502,9 @@ mod tests {
             }
             answers
         });
-        let outcome = pending.wait(Instant::now() + Duration::from_secs(20), || false).unwrap();
+        let outcome = pending
+            .wait(Instant::now() + Duration::from_secs(20), || false)
+            .unwrap();
         let answers = client.join().unwrap();
         for (i, a) in answers[..8].iter().enumerate() {
             assert!(a.starts_with("HTTP/1.1 4"), "request {i}: {a}");
@@ -496,7 +513,10 @@ mod tests {
         assert!(answers[8].contains("Location: /done"));
         assert!(answers[9].starts_with("HTTP/1.1 200") && !answers[9].contains("the-code"));
         assert_eq!(outcome.code, "the-code");
-        assert_eq!(outcome.extra, vec![("iss".to_owned(), "https://login.example".to_owned())]);
+        assert_eq!(
+            outcome.extra,
+            vec![("iss".to_owned(), "https://login.example".to_owned())]
+        );
     }
 
     #[test]
@@ -507,7 +527,9 @@ mod tests {
         let client = std::thread::spawn(move || {
             send(
                 &authority,
-                &format!("GET /callback?error=access_denied&error_description=no&state={state} HTTP/1.1\r\nHost: {authority}\r\n\r\n"),
+                &format!(
+                    "GET /callback?error=access_denied&error_description=no&state={state} HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+                ),
             )
         });
         let outcome = pending.wait(Instant::now() + Duration::from_secs(20), || false);
@@ -519,6 +541,9 @@ mod tests {
             assert_eq!(p.wait(Instant::now(), || false), Err(AuthorizeError::Timeout));
             port
         });
-        assert!(TcpStream::connect(&authority).is_err(), "the listener is closed after a timeout");
+        assert!(
+            TcpStream::connect(&authority).is_err(),
+            "the listener is closed after a timeout"
+        );
     }
 }

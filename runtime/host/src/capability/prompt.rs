@@ -103,7 +103,10 @@ impl PromptCapability {
             code.user_code,
         );
         if let Some(complete) = code.verification_uri_complete {
-            text.push_str(&format!("\n[credence]   or open {} (the code filled in)", neutralise(complete)));
+            text.push_str(&format!(
+                "\n[credence]   or open {} (the code filled in)",
+                neutralise(complete)
+            ));
         }
         self.with_terminal(time_left, move |t| t.show(&text))
     }

@@ -45,7 +45,9 @@ pub enum ImportError {
     Forbidden(String),
     #[error("it does not export {}@{}.x (or @0.1.x); it is not a credence provider for this version", EXPORT.0, EXPORT.1)]
     MissingExport,
-    #[error("it uses {name}, but its signed manifest declares world {world}; build it against that world's WIT, or declare the world it was built for and sign it again")]
+    #[error(
+        "it uses {name}, but its signed manifest declares world {world}; build it against that world's WIT, or declare the world it was built for and sign it again"
+    )]
     WorldMismatch { name: String, world: String },
 }
 

@@ -116,9 +116,7 @@ fn request_v0_1(r: &CredentialRequest) -> wit_v0_1::CredentialRequest {
 
 /// A 0.1 answer in current terms: no scope beyond the request, operation-specific, no
 /// refresh time.
-fn answer_from_v0_1(
-    a: Result<wit_v0_1::Credential, wit_v0_1::CredentialError>,
-) -> Result<Credential, CredentialError> {
+fn answer_from_v0_1(a: Result<wit_v0_1::Credential, wit_v0_1::CredentialError>) -> Result<Credential, CredentialError> {
     match a {
         Ok(c) => Ok(Credential {
             username: c.username,

@@ -275,7 +275,9 @@ impl flow::Host for ProviderStore {
         self.clock.block(&mut self.limiter.hit, |time_left| {
             std::thread::sleep(wanted.min(time_left));
             if wanted > time_left {
-                Err(prompt::PromptError::Unavailable("the call's deadline passed while waiting".into()))
+                Err(prompt::PromptError::Unavailable(
+                    "the call's deadline passed while waiting".into(),
+                ))
             } else {
                 Ok(())
             }
@@ -312,7 +314,10 @@ impl flow::Host for ProviderStore {
 }
 
 impl ProviderStore {
-    fn authorize_now(&mut self, req: flow::AuthorizationRequest) -> Result<loopback::AuthorizationResponse, AuthorizeError> {
+    fn authorize_now(
+        &mut self,
+        req: flow::AuthorizationRequest,
+    ) -> Result<loopback::AuthorizationResponse, AuthorizeError> {
         match self.prompt.may(PromptKind::Authorize) {
             Ok(()) => {}
             Err(PromptError::NotInteractive) => return Err(AuthorizeError::NotInteractive),

@@ -1,0 +1,385 @@
+//! Sign-in flows end to end: the real binary, the `oauth-device` and `oauth-pkce` samples
+//! (built on the SDK), a mock authorization server on 127.0.0.1, a real terminal (script(1))
+//! where the user would read a code, and a stand-in browser (`CREDENCE_BROWSER`) that also
+//! attacks the loopback listener.
+
+use credence_tests::{Home, Reply, Seen, TestServer, credence_exe, sh_quote};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const URL: &str = "https://git.example/org/repo.git";
+const USER_CODE: &str = "WDJB-MJHT";
+
+fn form(body: &str) -> Vec<(String, String)> {
+    body.split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.replace("%3A", ":").replace("%2F", "/")))
+        .collect()
+}
+
+fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// What the authorization server saw and decided.
+#[derive(Default)]
+struct Log {
+    device_calls: AtomicUsize,
+    /// When each device-code poll arrived.
+    polls: Mutex<Vec<Instant>>,
+    /// The refresh token that is valid now; any other one sent is a reuse.
+    current_refresh: Mutex<String>,
+    refreshes: AtomicUsize,
+    reused_refresh: AtomicBool,
+    /// `expired_token` instead of a token.
+    expire: AtomicBool,
+    /// Answer `authorization_pending` forever.
+    never_approve: AtomicBool,
+}
+
+fn tokens(n: usize) -> Reply {
+    Reply::json(
+        200,
+        &format!(r#"{{"access_token":"at-{n}","token_type":"bearer","expires_in":30,"refresh_token":"rt-{n}"}}"#),
+    )
+}
+
+fn device_server() -> (TestServer, Arc<Log>) {
+    let log = Arc::new(Log::default());
+    let seen = log.clone();
+    let server = TestServer::start(move |req: &Seen| {
+        let f = form(&req.body);
+        match (req.method.as_str(), req.url.as_str(), field(&f, "grant_type")) {
+            ("POST", "/device", _) => {
+                seen.device_calls.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(field(&f, "client_id"), Some("cli-1"));
+                Reply::json(
+                    200,
+                    &format!(
+                        r#"{{"device_code":"dc-1","user_code":"{USER_CODE}","verification_uri":"http://127.0.0.1:{}/activate","expires_in":600,"interval":1}}"#,
+                        req.headers
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+                            .and_then(|(_, v)| v.rsplit(':').next())
+                            .unwrap_or("0")
+                    ),
+                )
+            }
+            ("POST", "/token", Some("urn:ietf:params:oauth:grant-type:device_code")) => {
+                assert_eq!(field(&f, "device_code"), Some("dc-1"));
+                let mut polls = seen.polls.lock().unwrap();
+                polls.push(Instant::now());
+                if seen.expire.load(Ordering::SeqCst) {
+                    return Reply::json(400, r#"{"error":"expired_token"}"#);
+                }
+                if seen.never_approve.load(Ordering::SeqCst) {
+                    return Reply::json(400, r#"{"error":"authorization_pending"}"#);
+                }
+                match polls.len() {
+                    1 => Reply::json(400, r#"{"error":"authorization_pending"}"#),
+                    // GitHub answers its polling errors with 200.
+                    2 => Reply::json(200, r#"{"error":"authorization_pending"}"#),
+                    3 => Reply::json(400, r#"{"error":"slow_down"}"#),
+                    _ => {
+                        *seen.current_refresh.lock().unwrap() = "rt-1".into();
+                        tokens(1)
+                    }
+                }
+            }
+            ("POST", "/token", Some("refresh_token")) => {
+                let mut current = seen.current_refresh.lock().unwrap();
+                if field(&f, "refresh_token") != Some(current.as_str()) {
+                    seen.reused_refresh.store(true, Ordering::SeqCst);
+                    return Reply::json(400, r#"{"error":"invalid_grant"}"#);
+                }
+                let n = seen.refreshes.fetch_add(1, Ordering::SeqCst) + 2;
+                *current = format!("rt-{n}");
+                tokens(n)
+            }
+            _ => Reply::json(404, r#"{"error":"not_found"}"#),
+        }
+    });
+    (server, log)
+}
+
+/// A home with `oauth-device` signed and serving git.example; `limits` in its entry.
+fn device_home(server: &TestServer, limits: &str) -> Home {
+    let home = Home::new();
+    let origin = server.origin();
+    home.install_signed(&[("oauth-device", &[origin.clone()], &["device-code"])]);
+    home.write_config(&format!(
+        "[[provider]]\nname = \"github\"\ncomponent = \"oauth-device.wasm\"\nserves = [\"https://git.example/\"]\ngrant-origins = [\"{origin}\"]\nlimits = {{ {limits} }}\n[provider.settings]\nclient-id = \"cli-1\"\ndevice-endpoint = \"{origin}/device\"\ntoken-endpoint = \"{origin}/token\"\n"
+    ));
+    home
+}
+
+fn get_on_terminal(home: &Home, env: &[(&str, &str)]) -> credence_tests::Screen {
+    let command = format!("{} get {URL}", sh_quote(&credence_exe().to_string_lossy()));
+    home.on_terminal(&command, env, Duration::from_secs(90))
+}
+
+#[test]
+fn device_flow_polls_at_the_interval_slows_down_and_outlives_the_call_limit() {
+    let (server, log) = device_server();
+    // A 2 s call limit: the login below takes about 9 s, and must not be cut by it.
+    let home = device_home(&server, "wall-ms = 2000");
+    let screen = get_on_terminal(&home, &[]);
+    assert_eq!(screen.code, Some(0), "{}", screen.text);
+    assert!(screen.text.contains("at-1"), "{}", screen.text);
+    assert_eq!(
+        screen.text.matches(USER_CODE).count(),
+        1,
+        "the code is shown once:\n{}",
+        screen.text
+    );
+    assert!(
+        screen.text.contains(
+            "provider \"oauth-device\" asks you to sign in for https://git.example/org/repo.git (asked by credence get)"
+        ),
+        "labelled with the provider, the URL and who asked:\n{}",
+        screen.text
+    );
+    let polls = log.polls.lock().unwrap().clone();
+    assert_eq!(polls.len(), 4, "pending, pending, slow_down, token");
+    let gaps: Vec<Duration> = polls.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[0] >= Duration::from_secs(1) && gaps[1] >= Duration::from_secs(1),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps[2] >= Duration::from_secs(6),
+        "slow_down adds 5 s to the 1 s interval: {gaps:?}"
+    );
+    assert_eq!(log.device_calls.load(Ordering::SeqCst), 1);
+
+    // Later requests refresh without a prompt (non-interactive: no terminal could show
+    // one), and each rotated refresh token replaces the last; a used one is never sent.
+    for n in 2..=3 {
+        let run = home.run(&["get", URL, "--non-interactive"]);
+        assert_eq!(run.code, Some(0), "{run:#?}");
+        assert_eq!(run.stdout.trim(), format!("at-{n}"));
+    }
+    assert_eq!(log.device_calls.load(Ordering::SeqCst), 1, "no second sign-in");
+    assert_eq!(log.refreshes.load(Ordering::SeqCst), 2);
+    assert!(
+        !log.reused_refresh.load(Ordering::SeqCst),
+        "a used refresh token was sent again"
+    );
+    // The refresh token is in the provider's state only, never in the audit trail.
+    let audit = home.run(&["audit", "--json"]);
+    assert!(
+        !audit.stdout.contains("rt-") && !audit.stdout.contains("at-2"),
+        "{}",
+        audit.stdout
+    );
+}
+
+#[test]
+fn an_expired_device_code_says_so_and_what_to_run() {
+    let (server, log) = device_server();
+    log.expire.store(true, Ordering::SeqCst);
+    let home = device_home(&server, "");
+    let screen = get_on_terminal(&home, &[]);
+    assert_eq!(screen.code, Some(3), "{}", screen.text);
+    assert!(
+        screen
+            .text
+            .contains("the device code expired before the sign-in was completed; run the command again"),
+        "{}",
+        screen.text
+    );
+}
+
+#[test]
+fn a_non_interactive_request_exits_4_without_calling_the_device_endpoint() {
+    let (server, log) = device_server();
+    let home = device_home(&server, "");
+    let run = home.run(&["get", URL, "--non-interactive"]);
+    assert_eq!(run.code, Some(4), "{run:#?}");
+    assert!(run.stderr.contains("needs interaction"), "{}", run.stderr);
+    assert_eq!(log.device_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(server.hits(), 0);
+}
+
+#[test]
+fn a_sign_in_nobody_completes_ends_at_the_interactive_wall_limit() {
+    let (server, log) = device_server();
+    log.never_approve.store(true, Ordering::SeqCst);
+    let home = device_home(&server, "wall-ms = 1000, interactive-wall-ms = 3500");
+    let started = Instant::now();
+    let screen = get_on_terminal(&home, &[]);
+    assert_eq!(screen.code, Some(3), "{}", screen.text);
+    assert!(
+        screen.text.contains("exceeded its wall-clock limit of 3500 ms"),
+        "{}",
+        screen.text
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// The authorization server of the code flow: `/authorize` redirects the browser back with
+/// a code bound to the challenge; `/token` checks the verifier and the redirect URI.
+struct CodeServer {
+    server: TestServer,
+    /// (challenge, redirect_uri) of the code handed out.
+    issued: Arc<Mutex<Option<(String, String)>>>,
+    token_checks: Arc<Mutex<Vec<String>>>,
+}
+
+fn code_server() -> CodeServer {
+    use sha2::Digest as _;
+    let issued: Arc<Mutex<Option<(String, String)>>> = Arc::default();
+    let token_checks: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (iss, checks) = (issued.clone(), token_checks.clone());
+    let server = TestServer::start(move |req: &Seen| {
+        if req.method == "GET" && req.url.starts_with("/authorize?") {
+            let query = &req.url["/authorize?".len()..];
+            let q: Vec<(String, String)> = query
+                .split('&')
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+                .collect();
+            let get = |k: &str| field(&q, k).unwrap_or_default().to_owned();
+            *iss.lock().unwrap() = Some((get("code_challenge"), get("redirect_uri")));
+            let location = format!("{}?code=code-1&state={}", get("redirect_uri"), get("state"));
+            return Reply::redirect(&location);
+        }
+        if req.method == "POST" && req.url == "/token" {
+            let f: Vec<(String, String)> = req
+                .body
+                .split('&')
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+                .collect();
+            let Some((challenge, redirect)) = iss.lock().unwrap().clone() else {
+                return Reply::json(400, r#"{"error":"invalid_grant"}"#);
+            };
+            let verifier = field(&f, "code_verifier").unwrap_or_default();
+            let computed = base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                sha2::Sha256::digest(verifier.as_bytes()),
+            );
+            let mut c = checks.lock().unwrap();
+            c.push(format!("verifier-matches={}", computed == challenge));
+            c.push(format!(
+                "redirect-matches={}",
+                field(&f, "redirect_uri") == Some(redirect.as_str())
+            ));
+            c.push(format!("code={}", field(&f, "code").unwrap_or_default()));
+            if computed != challenge || field(&f, "redirect_uri") != Some(redirect.as_str()) {
+                return Reply::json(400, r#"{"error":"invalid_grant"}"#);
+            }
+            return Reply::json(
+                200,
+                r#"{"access_token":"pkce-at","expires_in":3600,"refresh_token":"pkce-rt"}"#,
+            );
+        }
+        Reply::json(404, "{}")
+    });
+    CodeServer {
+        server,
+        issued,
+        token_checks,
+    }
+}
+
+fn percent_decode(v: &str) -> String {
+    let bytes = v.replace('+', " ").into_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap(), 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn browser_exe() -> std::path::PathBuf {
+    credence_exe().with_file_name(format!("credence-test-browser{}", std::env::consts::EXE_SUFFIX))
+}
+
+#[test]
+fn authorization_code_with_pkce_through_the_hosts_loopback_listener() {
+    let code = code_server();
+    let origin = code.server.origin();
+    let home = Home::new();
+    home.install_signed(&[("oauth-pkce", &[origin.clone()], &["authorize"])]);
+    home.write_config(&format!(
+        "[[provider]]\nname = \"sso\"\ncomponent = \"oauth-pkce.wasm\"\nserves = [\"https://git.example/\"]\ngrant-origins = [\"{origin}\"]\n[provider.settings]\nclient-id = \"app-1\"\nauthorization-endpoint = \"{origin}/authorize\"\ntoken-endpoint = \"{origin}/token\"\n"
+    ));
+    let report = home.dir.path().join("browser-report.txt");
+    let screen = get_on_terminal(
+        &home,
+        &[
+            ("CREDENCE_BROWSER", browser_exe().to_str().unwrap()),
+            ("CREDENCE_TEST_BROWSER_REPORT", report.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(screen.code, Some(0), "{}", screen.text);
+    assert!(screen.text.contains("pkce-at"), "{}", screen.text);
+    // The browser finishes its last check (the port closed) on its own time.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&report).unwrap_or_default();
+        if text.contains("finished=1") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let seen = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} not in the browser's report:\n{text}"))
+            .to_owned()
+    };
+    let url = seen("url");
+    assert!(
+        url.contains("code_challenge_method=S256") && url.contains("state="),
+        "{url}"
+    );
+    let (_, redirect) = code
+        .issued
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the browser reached /authorize");
+    let port_path = redirect
+        .strip_prefix("http://127.0.0.1:")
+        .expect("redirect_uri on 127.0.0.1");
+    let (port, path) = port_path.split_once('/').unwrap();
+    assert!(port.parse::<u16>().is_ok() && path == "callback", "{redirect}");
+    assert!(
+        screen.text.contains(&format!("127.0.0.1%3A{port}")),
+        "the URL was shown:\n{}",
+        screen.text
+    );
+    for stray in [
+        "favicon",
+        "wrong-state",
+        "error-without-state",
+        "post",
+        "foreign-host",
+        "origin",
+    ] {
+        let status = seen(&format!("stray.{stray}"));
+        assert!(status.starts_with('4'), "{stray}: {status}\n{text}");
+    }
+    assert_eq!(seen("callback.status"), "302");
+    assert_eq!(seen("done.status"), "200");
+    assert_eq!(seen("done.echoes-code"), "false");
+    let closed: u64 = seen("closed-after-ms").parse().expect("the port closed");
+    assert!(closed < 1000, "the port refused connections {closed} ms after success");
+    let checks = code.token_checks.lock().unwrap().clone();
+    assert_eq!(
+        checks,
+        vec!["verifier-matches=true", "redirect-matches=true", "code=code-1"]
+    );
+}
