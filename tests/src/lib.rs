@@ -1000,3 +1000,106 @@ pub fn time_spawn(cmd: &mut Command, expect: &str) -> Duration {
     );
     elapsed
 }
+
+/// An `auth-required` sparse registry on 127.0.0.1 that accepts exactly the
+/// `Authorization` value `accepts()` returns (none while it is `None`), and records every
+/// `Authorization` it was sent.
+pub fn auth_required_registry(
+    accepts: impl Fn() -> Option<String> + Send + 'static,
+) -> (TestServer, Arc<Mutex<Vec<Option<String>>>>) {
+    let seen_auth: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let seen = seen_auth.clone();
+    let registry = TestServer::start(move |req| {
+        let auth = req
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.clone());
+        seen.lock().unwrap().push(auth.clone());
+        if accepts().is_none() || auth != accepts() {
+            let mut r = Reply::json(401, r#"{"errors":[{"detail":"token required"}]}"#);
+            r.headers.push((
+                "WWW-Authenticate".into(),
+                "Cargo login_url=\"https://registry.example/me\"".into(),
+            ));
+            return r;
+        }
+        match req.url.as_str() {
+            "/index/config.json" => Reply::json(
+                200,
+                r#"{"dl":"http://127.0.0.1:1/dl","api":"http://127.0.0.1:1","auth-required":true}"#,
+            ),
+            "/index/cr/ed/credence-demo-dep" => Reply::json(
+                200,
+                r#"{"name":"credence-demo-dep","vers":"1.0.0","deps":[],"cksum":"0000000000000000000000000000000000000000000000000000000000000000","features":{},"yanked":false}"#,
+            ),
+            _ => Reply::json(404, "{}"),
+        }
+    });
+    (registry, seen_auth)
+}
+
+/// A project depending on a crate of the registry `private` at `index`, whose credential
+/// provider is credence; returns (project dir, CARGO_HOME).
+pub fn cargo_project(home: &Home, index: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let work = home.dir.path().join("work");
+    let cargo_home = home.dir.path().join("cargo-home");
+    std::fs::create_dir_all(work.join("src")).unwrap();
+    std::fs::create_dir_all(&cargo_home).unwrap();
+    std::fs::write(
+        work.join("Cargo.toml"),
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\ncredence-demo-dep = { version = \"1\", registry = \"private\" }\n",
+    )
+    .unwrap();
+    std::fs::write(work.join("src/main.rs"), "fn main() {}\n").unwrap();
+    std::fs::write(
+        cargo_home.join("config.toml"),
+        format!(
+            "[registries.private]\nindex = \"sparse+{index}\"\ncredential-provider = [{:?}]\n",
+            credence_exe().display().to_string()
+        ),
+    )
+    .unwrap();
+    (work, cargo_home)
+}
+
+/// `root/repo.git`: a bare repository with one commit on `main` (a README), for a
+/// `GitServer` on `root` to serve.
+pub fn seeded_bare_repo(root: &std::path::Path) -> PathBuf {
+    let bare = root.join("repo.git");
+    plain_git(root, &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    let seed = root.join("seed");
+    plain_git(root, &["init", "-q", seed.to_str().unwrap()]);
+    std::fs::write(seed.join("README"), "hello from the test server\n").unwrap();
+    plain_git(&seed, &["add", "README"]);
+    plain_git(
+        &seed,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example",
+            "commit",
+            "-q",
+            "-m",
+            "first",
+        ],
+    );
+    plain_git(&seed, &["push", "-q", bare.to_str().unwrap(), "HEAD:refs/heads/main"]);
+    plain_git(&bare, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+    bare
+}
+
+pub fn plain_git(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

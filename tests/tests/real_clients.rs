@@ -2,7 +2,9 @@
 //! registry (and `cargo login`), git cloning over smart HTTP behind Basic auth, and docker
 //! logging out and then reading a manifest, all asking credence.
 
-use credence_tests::{GitServer, Home, Key, Reply, TestServer, credence_exe, manifest};
+use credence_tests::{
+    GitServer, Home, Key, Reply, TestServer, auth_required_registry, cargo_project, credence_exe, manifest,
+};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,68 +60,6 @@ fn with_credence_env(cmd: &mut Command, home: &Home) {
         .env("XDG_CACHE_HOME", home.cache())
         .env("XDG_STATE_HOME", home.state())
         .env_remove("CREDENCE_LOG");
-}
-
-/// An `auth-required` sparse registry on 127.0.0.1 that accepts exactly the
-/// `Authorization` value `accepts()` returns (none while it is `None`), and records every
-/// `Authorization` it was sent.
-fn auth_required_registry(
-    accepts: impl Fn() -> Option<String> + Send + 'static,
-) -> (TestServer, Arc<Mutex<Vec<Option<String>>>>) {
-    let seen_auth: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
-    let seen = seen_auth.clone();
-    let registry = TestServer::start(move |req| {
-        let auth = req
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-            .map(|(_, v)| v.clone());
-        seen.lock().unwrap().push(auth.clone());
-        if accepts().is_none() || auth != accepts() {
-            let mut r = Reply::json(401, r#"{"errors":[{"detail":"token required"}]}"#);
-            r.headers.push((
-                "WWW-Authenticate".into(),
-                "Cargo login_url=\"https://registry.example/me\"".into(),
-            ));
-            return r;
-        }
-        match req.url.as_str() {
-            "/index/config.json" => Reply::json(
-                200,
-                r#"{"dl":"http://127.0.0.1:1/dl","api":"http://127.0.0.1:1","auth-required":true}"#,
-            ),
-            "/index/cr/ed/credence-demo-dep" => Reply::json(
-                200,
-                r#"{"name":"credence-demo-dep","vers":"1.0.0","deps":[],"cksum":"0000000000000000000000000000000000000000000000000000000000000000","features":{},"yanked":false}"#,
-            ),
-            _ => Reply::json(404, "{}"),
-        }
-    });
-    (registry, seen_auth)
-}
-
-/// A project depending on a crate of the registry `private` at `index`, whose credential
-/// provider is credence; returns (project dir, CARGO_HOME).
-fn cargo_project(home: &Home, index: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let work = home.dir.path().join("work");
-    let cargo_home = home.dir.path().join("cargo-home");
-    std::fs::create_dir_all(work.join("src")).unwrap();
-    std::fs::create_dir_all(&cargo_home).unwrap();
-    std::fs::write(
-        work.join("Cargo.toml"),
-        "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\ncredence-demo-dep = { version = \"1\", registry = \"private\" }\n",
-    )
-    .unwrap();
-    std::fs::write(work.join("src/main.rs"), "fn main() {}\n").unwrap();
-    std::fs::write(
-        cargo_home.join("config.toml"),
-        format!(
-            "[registries.private]\nindex = \"sparse+{index}\"\ncredential-provider = [{:?}]\n",
-            credence_exe().display().to_string()
-        ),
-    )
-    .unwrap();
-    (work, cargo_home)
 }
 
 /// Real cargo with `args` in the project, credence in `home`; returns its output (stderr
@@ -249,45 +189,11 @@ fn git(dir: &Path, home: &Home, args: &[&str]) -> std::process::Output {
     credence_tests::run_bounded(cmd, std::time::Duration::from_secs(60)).0
 }
 
-fn plain_git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn real_git_clones_with_a_credence_credential_and_a_refused_one_is_erased_then_replaced() {
     let (tokens, latest) = rotating_tokens();
     let root = tempfile::tempdir().unwrap();
-    let bare = root.path().join("repo.git");
-    plain_git(root.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
-    let seed = root.path().join("seed");
-    plain_git(root.path(), &["init", "-q", seed.to_str().unwrap()]);
-    std::fs::write(seed.join("README"), "hello from the test server\n").unwrap();
-    plain_git(&seed, &["add", "README"]);
-    plain_git(
-        &seed,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example",
-            "commit",
-            "-q",
-            "-m",
-            "first",
-        ],
-    );
-    plain_git(&seed, &["push", "-q", bare.to_str().unwrap(), "HEAD:refs/heads/main"]);
-    plain_git(&bare, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+    credence_tests::seeded_bare_repo(root.path());
 
     // The server accepts user "ci" with whichever token the endpoint issued last, unless
     // the test revokes it.

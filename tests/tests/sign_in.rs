@@ -383,3 +383,91 @@ fn authorization_code_with_pkce_through_the_hosts_loopback_listener() {
         vec!["verifier-matches=true", "redirect-matches=true", "code=code-1"]
     );
 }
+
+#[test]
+fn real_git_clones_after_a_device_code_sign_in_on_its_terminal() {
+    let (tokens, log) = device_server();
+    let root = tempfile::tempdir().unwrap();
+    credence_tests::seeded_bare_repo(root.path());
+    let issued = log.clone();
+    let git_server = credence_tests::GitServer::start(root.path().to_owned(), move |user, password| {
+        user == "oauth2" && password == "at-1" && !issued.polls.lock().unwrap().is_empty()
+    });
+    let url = format!("http://127.0.0.1:{}/repo.git", git_server.port);
+    let home = Home::new();
+    let origin = tokens.origin();
+    home.install_signed(&[("oauth-device", &[origin.clone()], &["device-code"])]);
+    home.write_config(&format!(
+        "[[provider]]\nname = \"github\"\ncomponent = \"oauth-device.wasm\"\nserves = [\"http://127.0.0.1:{}/\"]\ngrant-origins = [\"{origin}\"]\n[provider.settings]\nclient-id = \"cli-1\"\ndevice-endpoint = \"{origin}/device\"\ntoken-endpoint = \"{origin}/token\"\n",
+        git_server.port
+    ));
+    let clone = home.dir.path().join("clone");
+    // git runs a helper value that starts with '/' through the shell itself.
+    let helper = format!("{} git", credence_exe().display());
+    let command = format!(
+        "git -c credential.helper= -c credential.helper={} clone -q {url} {}",
+        sh_quote(&helper),
+        sh_quote(&clone.to_string_lossy())
+    );
+    let screen = home.on_terminal(
+        &command,
+        // Not GIT_TERMINAL_PROMPT=0: credence honours it as "never prompt".
+        &[("GIT_CONFIG_NOSYSTEM", "1")],
+        Duration::from_secs(90),
+    );
+    assert_eq!(screen.code, Some(0), "{}", screen.text);
+    assert!(screen.text.contains(USER_CODE), "{}", screen.text);
+    assert!(screen.text.contains("(asked by git)"), "{}", screen.text);
+    assert!(
+        !screen.text.contains("at-1"),
+        "no token on git's terminal:\n{}",
+        screen.text
+    );
+    assert_eq!(
+        std::fs::read_to_string(clone.join("README")).unwrap(),
+        "hello from the test server\n"
+    );
+}
+
+#[test]
+fn real_cargo_resolves_after_a_browser_sign_in() {
+    let code = code_server();
+    let origin = code.server.origin();
+    let (registry, seen) = credence_tests::auth_required_registry(|| Some("Bearer pkce-at".into()));
+    let index = format!("{}/index/", registry.origin());
+    let home = Home::new();
+    home.install_signed(&[("oauth-pkce", &[origin.clone()], &["authorize"])]);
+    home.write_config(&format!(
+        "[[provider]]\nname = \"sso\"\ncomponent = \"oauth-pkce.wasm\"\nserves = [\"{index}\"]\ngrant-origins = [\"{origin}\"]\n[provider.settings]\nclient-id = \"app-1\"\nauthorization-endpoint = \"{origin}/authorize\"\ntoken-endpoint = \"{origin}/token\"\n"
+    ));
+    let (work, cargo_home) = credence_tests::cargo_project(&home, &index);
+    let report = home.dir.path().join("browser-report.txt");
+    let command = format!("cd {} && cargo generate-lockfile", sh_quote(&work.to_string_lossy()));
+    let screen = home.on_terminal(
+        &command,
+        &[
+            ("CARGO_HOME", cargo_home.to_str().unwrap()),
+            ("CARGO_HTTP_MULTIPLEXING", "false"),
+            ("CARGO_NET_RETRY", "0"),
+            ("RUSTUP_HOME", &std::env::var("RUSTUP_HOME").unwrap_or_default()),
+            ("CREDENCE_BROWSER", browser_exe().to_str().unwrap()),
+            ("CREDENCE_TEST_BROWSER_REPORT", report.to_str().unwrap()),
+        ],
+        Duration::from_secs(90),
+    );
+    assert_eq!(screen.code, Some(0), "{}", screen.text);
+    assert!(work.join("Cargo.lock").is_file());
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_deref() == Some("Bearer pkce-at")),
+        "the registry saw the signed-in token"
+    );
+    assert!(
+        !screen.text.contains("pkce-at"),
+        "no token on cargo's terminal:\n{}",
+        screen.text
+    );
+    assert!(screen.text.contains("(asked by cargo)"), "{}", screen.text);
+}
