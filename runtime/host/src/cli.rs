@@ -1,6 +1,6 @@
 //! The `credence-host` command line: everything `credence` does, plus what needs the
 //! providers' host (`providers`, `install`, `verify`, `inspect`, `trust`, `sign`, `setup`,
-//! `audit`, `agent`). `credence` execs it for those, and for every request when no agent
+//! `audit`, `agent`, `new`, `dev`). `credence` execs it for those, and for every request when no agent
 //! answers. Exit codes: 0 success; 1 no credential for the URL (no provider serves it, or
 //! none has one), and for `verify` and `inspect` a component the gate refuses; 2 usage or
 //! configuration error; 3 a provider refused or failed, or hit a limit, and for `providers`
@@ -64,6 +64,34 @@ enum Command {
         #[arg(long)]
         write: bool,
     },
+    /// Scaffold a provider crate on the SDK: manifest, a native test against the mock host,
+    /// the release profile.
+    New {
+        name: String,
+        /// The directory to create (default: NAME).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// The provider-sdk folder (default: the one this credence was built with).
+        #[arg(long)]
+        sdk: Option<std::path::PathBuf>,
+    },
+    /// Build a provider crate for wasm32-wasip2 and run it once, unsigned, for URL in a
+    /// throwaway home, with the host's log shown live.
+    Dev {
+        url: String,
+        /// The provider crate (default: the current directory).
+        #[arg(long, default_value = ".")]
+        path: std::path::PathBuf,
+        /// A setting for this run, KEY=VALUE (test values: they are on the command line).
+        #[arg(long = "setting")]
+        settings: Vec<String>,
+        /// An origin to grant beyond the manifest's own.
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// Never prompt (a provider that needs the user then exits 4).
+        #[arg(long)]
+        non_interactive: bool,
+    },
     /// Print a completion script for your shell, e.g.
     /// `credence completions bash > ~/.local/share/bash-completion/completions/credence`.
     Completions { shell: clap_complete::Shell },
@@ -118,6 +146,20 @@ fn run(command: Command, trust: TrustMode) -> Result<ExitCode, String> {
             Err("run `credence agent status` or `credence agent stop`".into())
         }
         Command::Tool(command) => Ok(credence::cli::run(command, &open(trust)?)),
+        Command::New { name, dir, sdk } => crate::authoring::new_provider(&name, dir.as_deref(), sdk.as_deref()),
+        Command::Dev {
+            url,
+            path,
+            settings,
+            grants,
+            non_interactive,
+        } => crate::authoring::dev(crate::authoring::DevRun {
+            dir: &path,
+            url: &url,
+            settings: &settings,
+            grants: &grants,
+            interactive: !non_interactive,
+        }),
         Command::Providers { json } => providers(&open(trust)?, json),
         Command::Audit { json, since, provider } => audit(&open(trust)?, json, since.as_deref(), provider.as_deref()),
         Command::Setup { tool, write } => crate::setup::run(&tool, write),

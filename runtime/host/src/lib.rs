@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod authoring;
 pub mod broker;
 pub mod capability;
 pub mod cli;
