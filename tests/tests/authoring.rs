@@ -49,6 +49,9 @@ fn a_new_provider_passes_its_native_tests_and_answers_through_credence_dev() {
         "an existing directory is never overwritten: {again:#?}"
     );
 
+    // The versions the sample providers already lock (and CI already fetched and built).
+    let samples_lock = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample-providers/Cargo.lock");
+    std::fs::copy(samples_lock, dir.join("Cargo.lock")).unwrap();
     let manifest_path = dir.join("Cargo.toml");
     let mut test = cargo(
         &["test", "--quiet", "--manifest-path", manifest_path.to_str().unwrap()],
@@ -104,4 +107,31 @@ fn a_new_provider_passes_its_native_tests_and_answers_through_credence_dev() {
     ]);
     assert_ne!(install.code, Some(0));
     assert!(install.stderr.contains("credence sign"), "{}", install.stderr);
+}
+
+#[test]
+fn each_sample_signs_with_the_manifest_kept_beside_its_source_and_verifies() {
+    let home = Home::new();
+    let key = home.keygen("publisher");
+    home.trust(&key, "Sample publisher", "publisher", "*");
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample-providers");
+    for (name, prompts) in [
+        ("static-token", "[]"),
+        ("oauth-device", "[\"device-code\"]"),
+        ("oauth-pkce", "[\"authorize\"]"),
+    ] {
+        std::fs::copy(
+            credence_tests::component(name),
+            home.provider_file(&format!("{name}.wasm")),
+        )
+        .unwrap();
+        let manifest = samples.join(name).join("manifest.toml");
+        home.sign(name, &key, &["--manifest", manifest.to_str().unwrap()]);
+        let component = home.provider_file(&format!("{name}.wasm"));
+        let verified = home.run(&["verify", component.to_str().unwrap()]);
+        assert_eq!(verified.code, Some(0), "{name}: {verified:#?}");
+        let inspect = home.run(&["inspect", component.to_str().unwrap(), "--json"]);
+        let shown: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
+        assert_eq!(shown["capabilities"]["prompts"].to_string(), prompts, "{name}: {shown}");
+    }
 }
