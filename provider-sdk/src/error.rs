@@ -1,7 +1,7 @@
 //! Errors a provider returns with `?`, each one of the host's answers.
 
 use crate::bindings::exports::credence::provider::credential_provider::CredentialError;
-use crate::{AuthorizeError, FetchError, PromptError};
+use crate::{AuthorizeError, FetchError, IdTokenError, PromptError};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -103,6 +103,16 @@ impl From<AuthorizeError> for Error {
             }),
             AuthorizeError::InvalidRequest(m) => Error::Failed(format!("the host refused the sign-in request: {m}")),
             AuthorizeError::Unavailable(m) => Error::Failed(m),
+        }
+    }
+}
+
+impl From<IdTokenError> for Error {
+    fn from(e: IdTokenError) -> Self {
+        match e {
+            IdTokenError::NotAvailable(m) => Error::NotFound(m),
+            IdTokenError::Denied(m) => Error::Denied(m),
+            IdTokenError::Failed(m) => Error::Failed(m),
         }
     }
 }

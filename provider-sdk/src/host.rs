@@ -1,8 +1,10 @@
 //! The host's capabilities as a trait: [`WasmHost`] calls the real imports; tests use
 //! [`crate::mock::MockHost`]. Provider code takes `&mut dyn Host` and never knows which.
 
-use crate::bindings::credence::provider::{flow, http, prompt};
-use crate::{AuthorizationRequest, AuthorizationResponse, AuthorizeError, DeviceCode, FetchError, PromptError};
+use crate::bindings::credence::provider::{flow, http, prompt, workload_identity};
+use crate::{
+    AuthorizationRequest, AuthorizationResponse, AuthorizeError, DeviceCode, FetchError, IdTokenError, PromptError,
+};
 use crate::{HttpRequest, HttpResponse};
 
 pub trait Host {
@@ -20,6 +22,9 @@ pub trait Host {
     /// An authorization code with PKCE through the host's loopback listener (manifest
     /// prompt kind `authorize`).
     fn authorize(&mut self, req: &AuthorizationRequest) -> Result<AuthorizationResponse, AuthorizeError>;
+    /// The CI job's identity token for `audience` (manifest `id-token = true`, the audience
+    /// granted to the instance in config). Send it only to the exchange that wants it.
+    fn id_token(&mut self, audience: &str) -> Result<String, IdTokenError>;
     /// Unix seconds now.
     fn now(&self) -> u64;
 }
@@ -59,6 +64,10 @@ impl Host for WasmHost {
 
     fn authorize(&mut self, req: &AuthorizationRequest) -> Result<AuthorizationResponse, AuthorizeError> {
         flow::authorize(req)
+    }
+
+    fn id_token(&mut self, audience: &str) -> Result<String, IdTokenError> {
+        workload_identity::id_token(audience)
     }
 
     fn now(&self) -> u64 {

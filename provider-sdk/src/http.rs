@@ -41,6 +41,26 @@ pub fn post_form(
     })?)
 }
 
+/// POSTs `body` as JSON and asks for JSON back.
+pub fn post_json(
+    host: &mut dyn Host,
+    url: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> Result<HttpResponse> {
+    let mut all = vec![
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+        ("Accept".to_owned(), "application/json".to_owned()),
+    ];
+    all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Ok(host.fetch(HttpRequest {
+        method: "POST".into(),
+        url: url.into(),
+        headers: all,
+        body: body.to_string().into_bytes(),
+    })?)
+}
+
 /// GETs `url` asking for JSON.
 pub fn get_json(host: &mut dyn Host, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
     let mut all = vec![("Accept".to_owned(), "application/json".to_owned())];

@@ -40,6 +40,7 @@ pub use bindings::credence::provider::flow::{
 };
 pub use bindings::credence::provider::http::{FetchError, Request as HttpRequest, Response as HttpResponse};
 pub use bindings::credence::provider::prompt::PromptError;
+pub use bindings::credence::provider::workload_identity::IdTokenError;
 pub use bindings::exports::credence::provider::credential_provider::{CachePolicy, Protocol, RequestReason, Requester};
 pub use credential::Credential;
 pub use error::{Error, Result};

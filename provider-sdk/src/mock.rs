@@ -19,7 +19,7 @@
 
 use crate::{
     AuthorizationRequest, AuthorizationResponse, AuthorizeError, DeviceCode, FetchError, Host, HttpRequest,
-    HttpResponse, PromptError,
+    HttpResponse, IdTokenError, PromptError,
 };
 use std::collections::VecDeque;
 
@@ -34,6 +34,7 @@ pub struct MockHost {
     script: VecDeque<Exchange>,
     answers: VecDeque<Result<String, PromptError>>,
     authorizations: VecDeque<Result<AuthorizationResponse, AuthorizeError>>,
+    id_tokens: Vec<(String, String)>,
     /// Every request the provider sent, in order.
     pub requests: Vec<HttpRequest>,
     /// Every message shown or asked.
@@ -61,6 +62,7 @@ impl MockHost {
             script: VecDeque::new(),
             answers: VecDeque::new(),
             authorizations: VecDeque::new(),
+            id_tokens: Vec::new(),
             requests: Vec::new(),
             shown: Vec::new(),
             device_codes: Vec::new(),
@@ -106,6 +108,12 @@ impl MockHost {
     /// The next `authorize` fails with `error`.
     pub fn authorize_fails(&mut self, error: AuthorizeError) -> &mut Self {
         self.authorizations.push_back(Err(error));
+        self
+    }
+
+    /// `id_token(audience)` answers `token`, as a CI job granted that audience would.
+    pub fn grant_id_token(&mut self, audience: &str, token: &str) -> &mut Self {
+        self.id_tokens.push((audience.into(), token.into()));
         self
     }
 
@@ -181,6 +189,14 @@ impl Host for MockHost {
         }
         self.authorize_requests.push(req.clone());
         self.authorizations.pop_front().unwrap_or(Err(AuthorizeError::Timeout))
+    }
+
+    fn id_token(&mut self, audience: &str) -> Result<String, IdTokenError> {
+        self.id_tokens
+            .iter()
+            .find(|(a, _)| a == audience)
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| IdTokenError::Denied(format!("the audience {audience:?} is not granted")))
     }
 
     fn now(&self) -> u64 {

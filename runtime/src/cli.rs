@@ -77,10 +77,14 @@ struct ThinCli {
 
 /// Whether requests go to the agent (`CREDENCE_AGENT=0`: never).
 /// With `CREDENCE_LOG` set the request is answered in-process, so its diagnostics reach
-/// this stderr (the agent's own go to `agent.log` in the state dir).
+/// this stderr (the agent's own go to `agent.log` in the state dir). So is a request from a
+/// CI step that carries its job's identity source (`ACTIONS_ID_TOKEN_REQUEST_URL`): a
+/// provider exchanging it must get this step's identity, never that of the step or job that
+/// happened to start an agent.
 pub fn agent_enabled() -> bool {
     std::env::var_os("CREDENCE_AGENT").is_none_or(|v| v != "0")
         && std::env::var_os("CREDENCE_LOG").is_none_or(|v| v.is_empty())
+        && std::env::var_os("ACTIONS_ID_TOKEN_REQUEST_URL").is_none()
 }
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {

@@ -9,6 +9,7 @@
 //! origins = ["https://login.example.com"]
 //! wildcard-origins = []            # optional, e.g. "https://*.corp.example", "http://127.0.0.1:*"
 //! prompts = []                     # any of "ask", "show", "open-url", "device-code", "authorize"
+//! id-token = false                 # optional: may ask for the CI job's identity token
 //! [limits]                         # optional; the host's defaults apply otherwise
 //! memory-mib = 64
 //! cpu-ms = 5000
@@ -143,6 +144,9 @@ pub struct Manifest {
     pub wildcard_origins: BTreeSet<OriginPattern>,
     pub prompts: BTreeSet<PromptKind>,
     pub limits: Limits,
+    /// It may ask for the CI job's identity token (`workload-identity`, world 0.2.0), for
+    /// the audiences the user's config grants the instance.
+    pub id_token: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +175,8 @@ struct RawManifest {
     wildcard_origins: Vec<String>,
     #[serde(default)]
     prompts: Vec<PromptKind>,
+    #[serde(default)]
+    id_token: bool,
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
@@ -217,6 +223,7 @@ impl Manifest {
             origins,
             wildcard_origins,
             prompts: raw.prompts.into_iter().collect(),
+            id_token: raw.id_token,
             limits: raw.limits,
         })
     }

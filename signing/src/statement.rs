@@ -43,6 +43,10 @@ pub struct Statement {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
+    /// Whether it may ask for the CI job's identity token; absent when false (statements
+    /// made before it read back byte for byte).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub id_token: bool,
     pub limits: SignedLimits,
     pub origins: Vec<String>,
     pub prompts: Vec<String>,
@@ -114,6 +118,7 @@ impl Statement {
     ) -> Statement {
         Statement {
             capabilities: Capabilities {
+                id_token: manifest.id_token,
                 limits: SignedLimits {
                     cpu_ms: manifest.limits.cpu_ms,
                     memory_mib: manifest.limits.memory_mib,
@@ -234,6 +239,7 @@ impl Statement {
                 .map(|o| OriginPattern::parse(o).expect("checked"))
                 .collect(),
             prompts: prompts.into_iter().collect(),
+            id_token: c.id_token,
             limits: Limits {
                 memory_mib: c.limits.memory_mib,
                 cpu_ms: c.limits.cpu_ms,

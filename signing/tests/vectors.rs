@@ -16,6 +16,7 @@ const SIGNATURE: &str = "EWYNjBbWzlqah0/hqPITsB4W6ZV3ngFSfDTMGCy++mQNRq33xSdDqVL
 fn statement() -> Statement {
     Statement {
         capabilities: Capabilities {
+            id_token: false,
             limits: SignedLimits {
                 cpu_ms: None,
                 interactive_wall_ms: None,

@@ -476,7 +476,7 @@ pub fn manifest(name: &str, origins: &[String], prompts: &[&str]) -> String {
 /// (the hostile ones among them) are 0.1.0, which the host keeps running.
 pub fn world_of(name: &str) -> &'static str {
     match name {
-        "static-token" | "oauth-device" | "oauth-pkce" => "credence:provider/provider@0.2.0",
+        "static-token" | "oauth-device" | "oauth-pkce" | "ci-exchange" => "credence:provider/provider@0.2.0",
         _ => "credence:provider/provider@0.1.0",
     }
 }

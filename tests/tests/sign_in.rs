@@ -471,3 +471,141 @@ fn real_cargo_resolves_after_a_browser_sign_in() {
     );
     assert!(screen.text.contains("(asked by cargo)"), "{}", screen.text);
 }
+
+/// A GitHub Actions OIDC endpoint and a registry's trusted-publishing exchange.
+fn ci_servers() -> (TestServer, Arc<Mutex<Vec<String>>>) {
+    let exchanged: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = exchanged.clone();
+    let server = TestServer::start(move |req: &Seen| {
+        let bearer = req
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        if req.method == "GET" && req.url.starts_with("/oidc?") {
+            if bearer != "bearer job-request-token" {
+                return Reply::json(401, "{}");
+            }
+            let audience = req.url.split("audience=").nth(1).unwrap_or_default().to_owned();
+            let e = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s);
+            let jwt = format!(
+                "{}.{}.sig",
+                e(r#"{"alg":"RS256"}"#),
+                e(&format!(
+                    r#"{{"aud":"{audience}","sub":"repo:org/app:ref:refs/heads/main"}}"#
+                ))
+            );
+            return Reply::json(200, &format!(r#"{{"value":"{jwt}"}}"#));
+        }
+        if req.method == "POST" && req.url == "/exchange" {
+            seen.lock().unwrap().push(req.body.clone());
+            return Reply::json(200, r#"{"token":"registry-token-1","expires_in":1800}"#);
+        }
+        Reply::json(404, "{}")
+    });
+    (server, exchanged)
+}
+
+fn ci_home(server: &TestServer, granted: &str, declared: bool) -> Home {
+    let home = Home::new();
+    let origin = server.origin();
+    let mut m = credence_tests::manifest("ci-exchange", &[origin.clone()], &[]);
+    if declared {
+        m.push_str("id-token = true\n");
+    }
+    home.install("ci-exchange", "ci-exchange", &m);
+    let key = home.keygen("publisher");
+    home.trust(&key, "Publisher", "publisher", "*");
+    home.sign("ci-exchange", &key, &[]);
+    home.write_config(&format!(
+        "[[provider]]\nname = \"registry\"\ncomponent = \"ci-exchange.wasm\"\nserves = [\"https://registry.example/\"]\ngrant-origins = [\"{origin}\"]\ngrant-id-token = [{{ source = \"github-actions\", audience = \"{granted}\" }}]\n[provider.settings]\naudience = \"registry.example\"\nexchange-url = \"{origin}/exchange\"\n"
+    ));
+    home
+}
+
+fn in_a_ci_job(server: &TestServer) -> Vec<(String, String)> {
+    vec![
+        (
+            "ACTIONS_ID_TOKEN_REQUEST_URL".into(),
+            format!("{}/oidc?api-version=2.0", server.origin()),
+        ),
+        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN".into(), "job-request-token".into()),
+    ]
+}
+
+#[test]
+fn a_ci_job_exchanges_its_identity_for_a_registry_token_and_the_identity_is_never_kept() {
+    let (server, exchanged) = ci_servers();
+    let home = ci_home(&server, "registry.example", true);
+    let job = in_a_ci_job(&server);
+    let mut env: Vec<(&str, &str)> = job.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.push(("CREDENCE_LOG", "trace"));
+    let run = home.run_with(
+        &[
+            "get",
+            "https://registry.example/api/v1/crates/new",
+            "--operation",
+            "publish",
+        ],
+        &env,
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(run.stdout.trim(), "registry-token-1");
+    let sent = exchanged.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    let jwt = sent[0]
+        .split('"')
+        .nth(3)
+        .expect("the exchange got {\"jwt\": ...}")
+        .to_owned();
+    assert!(jwt.len() > 20, "{sent:?}");
+    let audit = home.run(&["audit", "--json"]);
+    assert!(
+        audit.stdout.contains("id-token registry.example: issued"),
+        "{}",
+        audit.stdout
+    );
+    for place in [&run.stderr, &audit.stdout] {
+        assert!(
+            !place.contains(&jwt) && !place.contains("job-request-token"),
+            "the identity leaked: {place}"
+        );
+    }
+}
+
+#[test]
+fn the_ci_identity_is_refused_for_an_ungranted_audience_an_undeclared_ceiling_and_outside_a_job() {
+    let (server, exchanged) = ci_servers();
+    let job = in_a_ci_job(&server);
+    let env: Vec<(&str, &str)> = job.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let url = "https://registry.example/api/v1/crates/new";
+
+    let other = ci_home(&server, "crates.io", true);
+    let run = other.run_with(&["get", url], &env);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(
+        run.stderr.contains("is not granted to this instance") && run.stderr.contains("grant-id-token"),
+        "{}",
+        run.stderr
+    );
+
+    let undeclared = ci_home(&server, "registry.example", false);
+    let run = undeclared.run_with(&["get", url], &env);
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(
+        run.stderr.contains("did not declare `id-token = true`"),
+        "{}",
+        run.stderr
+    );
+
+    let granted = ci_home(&server, "registry.example", true);
+    let run = granted.run(&["get", url]);
+    assert_eq!(
+        run.code,
+        Some(1),
+        "outside a job there is nothing to exchange: {run:#?}"
+    );
+    assert!(run.stderr.contains("no GitHub Actions identity here"), "{}", run.stderr);
+    assert!(exchanged.lock().unwrap().is_empty(), "nothing reached the exchange");
+}

@@ -762,6 +762,12 @@ impl Broker {
                 prompts.take().unwrap_or_else(|| Box::new(NoTerminal)),
             )
             .for_request(&request.url, request.protocol.name()),
+            // Remote sessions (a later issue) never get the CI identity.
+            id_token: crate::capability::workload_identity::IdTokenCapability::new(
+                loaded.ceiling.id_token,
+                provider.id_token_grants.clone(),
+                false,
+            ),
             request: wit::CredentialRequest {
                 url: request.url.to_string(),
                 protocol: wit_protocol(request.protocol),

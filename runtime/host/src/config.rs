@@ -13,6 +13,7 @@
 //! grant-origins = ["https://login.corp.example"]
 //! [provider.settings]
 //! client-id = "ci"
+//! grant-id-token = [{ source = "github-actions", audience = "crates.io" }]   # CI identity
 //! [provider.limits]
 //! memory-mib = 64
 //! ```
@@ -66,6 +67,25 @@ pub struct ProviderConfig {
     pub granted_origins: BTreeSet<Origin>,
     pub settings: BTreeMap<String, String>,
     pub limits: Limits,
+    /// The CI identity tokens this instance may ask for (`workload-identity`).
+    pub id_token_grants: Vec<IdTokenGrant>,
+}
+
+/// Where a granted identity token comes from. Only sources the host reads itself: a
+/// provider never sees the environment or the files they live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdTokenSource {
+    /// GitHub Actions: `ACTIONS_ID_TOKEN_REQUEST_URL` and `_TOKEN` of a job with
+    /// `permissions: id-token: write`.
+    GithubActions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdTokenGrant {
+    pub source: IdTokenSource,
+    pub audience: String,
 }
 
 /// A URL prefix a provider serves: scheme, host and port must match exactly, and the
@@ -188,6 +208,8 @@ struct RawProvider {
     settings: BTreeMap<String, String>,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    grant_id_token: Vec<IdTokenGrant>,
 }
 
 impl Config {
@@ -298,6 +320,7 @@ impl Config {
             granted_origins,
             settings: p.settings,
             limits: p.limits,
+            id_token_grants: p.grant_id_token,
         })
     }
 

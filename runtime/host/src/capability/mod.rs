@@ -7,6 +7,7 @@ pub mod browser;
 pub mod http;
 pub mod loopback;
 pub mod prompt;
+pub mod workload_identity;
 
 use std::sync::OnceLock;
 

@@ -11,6 +11,7 @@ const ALLOWED: &[(&str, &str)] = &[
     ("credence:provider/http", "0.2"),
     ("credence:provider/prompt", "0.2"),
     ("credence:provider/flow", "0.2"),
+    ("credence:provider/workload-identity", "0.2"),
     ("credence:provider/http", "0.1"),
     ("credence:provider/prompt", "0.1"),
     ("wasi:io/error", "0.2"),

@@ -12,6 +12,7 @@ use super::store::ProviderStore;
 use super::wasi::{STDERR_CAPTURE, add_inert_wasi, inert_ctx};
 use crate::capability::http::HttpCapability;
 use crate::capability::prompt::PromptCapability;
+use crate::capability::workload_identity::IdTokenCapability;
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -28,6 +29,7 @@ pub struct ProviderCall<'a> {
     pub limits: ProviderLimits,
     pub http: HttpCapability,
     pub prompt: PromptCapability,
+    pub id_token: IdTokenCapability,
     pub request: CredentialRequest,
 }
 
@@ -158,6 +160,7 @@ pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
         limits,
         http: call.http,
         prompt: call.prompt,
+        id_token: call.id_token,
         uses: Vec::new(),
         uses_not_recorded: 0,
         fetches: 0,

@@ -1,13 +1,14 @@
 //! The data of one provider's store, and the host side of its imports.
 
-use super::bindings::current::credence::provider::{flow, http, prompt};
+use super::bindings::current::credence::provider::{flow, http, prompt, workload_identity};
 use super::bindings::v0_1::credence::provider as v0_1;
 use super::limits::{CallClock, LimitHit, Limiter, ProviderLimits};
 use super::wasi::DeadlineIo;
 use crate::capability::http::{FetchError, HttpCapability, HttpRequest};
 use crate::capability::io_runtime;
 use crate::capability::loopback::{self, AuthorizeError};
-use crate::capability::prompt::{DeviceCode, PromptCapability, PromptError, neutralise};
+use crate::capability::prompt::{DeviceCode, PromptCapability, PromptError, neutralise, neutralise_within};
+use crate::capability::workload_identity::{IdTokenCapability, IdTokenError};
 use credence_signing::PromptKind;
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
@@ -27,6 +28,11 @@ pub enum CapabilityUse {
     },
     Prompt {
         kind: &'static str,
+        outcome: String,
+    },
+    /// The CI identity asked for: the audience and the outcome, never the token.
+    IdToken {
+        audience: String,
         outcome: String,
     },
     /// Uses past [`MAX_RECORDED_USES`], counted only.
@@ -64,6 +70,7 @@ pub struct ProviderStore {
     pub(super) limits: ProviderLimits,
     pub(super) http: HttpCapability,
     pub(super) prompt: PromptCapability,
+    pub(super) id_token: IdTokenCapability,
     pub(super) uses: Vec<CapabilityUse>,
     /// Uses past [`MAX_RECORDED_USES`].
     pub(super) uses_not_recorded: usize,
@@ -80,6 +87,7 @@ impl std::fmt::Display for CapabilityUse {
                 outcome,
             } => write!(f, "fetch {method} {origin}: {outcome}"),
             CapabilityUse::Prompt { kind, outcome } => write!(f, "prompt {kind}: {outcome}"),
+            CapabilityUse::IdToken { audience, outcome } => write!(f, "id-token {audience}: {outcome}"),
             CapabilityUse::NotRecorded { count } => write!(f, "… {count} more capability uses not recorded"),
         }
     }
@@ -348,6 +356,29 @@ impl ProviderStore {
             .map_err(|e| AuthorizeError::Unavailable(e.to_string()))?;
         self.clock.block(&mut self.limiter.hit, |time_left| {
             pending.wait(Instant::now() + time_left, || false)
+        })
+    }
+}
+
+impl workload_identity::Host for ProviderStore {
+    fn id_token(&mut self, audience: String) -> Result<String, workload_identity::IdTokenError> {
+        let id_token = &self.id_token;
+        let result = self.clock.block(&mut self.limiter.hit, |time_left| {
+            id_token.id_token(&audience, time_left)
+        });
+        // The audience and the outcome, never the token.
+        let outcome = match &result {
+            Ok(_) => "issued".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        self.record_use(CapabilityUse::IdToken {
+            audience: neutralise_within(&audience, 256),
+            outcome: neutralise(&outcome),
+        });
+        result.map_err(|e| match e {
+            IdTokenError::NotAvailable(m) => workload_identity::IdTokenError::NotAvailable(m),
+            IdTokenError::Denied(m) => workload_identity::IdTokenError::Denied(m),
+            IdTokenError::Failed(m) => workload_identity::IdTokenError::Failed(m),
         })
     }
 }
