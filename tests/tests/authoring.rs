@@ -119,6 +119,7 @@ fn each_sample_signs_with_the_manifest_kept_beside_its_source_and_verifies() {
         ("static-token", "[]"),
         ("oauth-device", "[\"device-code\"]"),
         ("oauth-pkce", "[\"authorize\"]"),
+        ("ci-exchange", "[]"),
     ] {
         std::fs::copy(
             credence_tests::component(name),
