@@ -19,6 +19,29 @@ pub trait Terminal: Send + 'static {
     fn can_prompt(&self) -> bool {
         true
     }
+    /// Whether whoever asked has gone, so a sign-in still waiting for them can end.
+    fn gone(&self) -> bool {
+        false
+    }
+}
+
+/// Whether the reading end of `fd` (a pipe or socket to whoever asked) has closed.
+#[cfg(unix)]
+pub fn peer_closed(fd: std::os::fd::RawFd) -> bool {
+    // A stream socket's peer shutting down is RDHUP on Linux; HUP or ERR elsewhere, and for
+    // a pipe whose reader closed.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const RDHUP: libc::c_short = libc::POLLRDHUP;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const RDHUP: libc::c_short = 0;
+    let mut p = libc::pollfd {
+        fd,
+        events: RDHUP,
+        revents: 0,
+    };
+    // SAFETY: one pollfd on the stack, a zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & (libc::POLLHUP | libc::POLLERR | RDHUP | libc::POLLNVAL) != 0
 }
 
 /// A request is interactive only when the tool allows prompts *and* one can be shown: a
@@ -53,6 +76,12 @@ impl Terminal for ControllingTerminal {
     fn show(&mut self, line: &str) -> std::io::Result<()> {
         let mut tty = std::fs::OpenOptions::new().write(true).open(tty_path())?;
         writeln!(tty, "{line}")
+    }
+
+    /// The tool that ran this process closed its end of stdout: it is not waiting any more.
+    #[cfg(unix)]
+    fn gone(&self) -> bool {
+        peer_closed(1)
     }
 
     /// The process has a controlling terminal: without one (a CI job, a daemon, a tool

@@ -76,6 +76,11 @@ fn device_server() -> (TestServer, Arc<Log>) {
                 if seen.never_approve.load(Ordering::SeqCst) {
                     return Reply::json(400, r#"{"error":"authorization_pending"}"#);
                 }
+                if polls.len() > 4 {
+                    // Approved after a long wait.
+                    *seen.current_refresh.lock().unwrap() = "rt-1".into();
+                    return tokens(1);
+                }
                 match polls.len() {
                     1 => Reply::json(400, r#"{"error":"authorization_pending"}"#),
                     // GitHub answers its polling errors with 200.
@@ -345,6 +350,12 @@ fn authorization_code_with_pkce_through_the_hosts_loopback_listener() {
         url.contains("code_challenge_method=S256") && url.contains("state="),
         "{url}"
     );
+    let launch = seen("launch");
+    assert!(
+        !launch.contains("state") && !launch.contains("challenge"),
+        "argv shows no state: {launch}"
+    );
+    assert!(seen("stray.relaunch").starts_with('4'), "{text}");
     let (_, redirect) = code
         .issued
         .lock()
@@ -608,4 +619,87 @@ fn the_ci_identity_is_refused_for_an_ungranted_audience_an_undeclared_ceiling_an
     );
     assert!(run.stderr.contains("no GitHub Actions identity here"), "{}", run.stderr);
     assert!(exchanged.lock().unwrap().is_empty(), "nothing reached the exchange");
+}
+
+#[test]
+fn a_sign_in_whose_tool_went_away_closes_its_port_within_a_second() {
+    let code = code_server();
+    let origin = code.server.origin();
+    let home = Home::new();
+    home.install_signed(&[("oauth-pkce", &[origin.clone()], &["authorize"])]);
+    home.write_config(&format!(
+        "[[provider]]\nname = \"sso\"\ncomponent = \"oauth-pkce.wasm\"\nserves = [\"https://git.example/\"]\ngrant-origins = [\"{origin}\"]\n[provider.settings]\nclient-id = \"app-1\"\nauthorization-endpoint = \"{origin}/authorize\"\ntoken-endpoint = \"{origin}/token\"\n"
+    ));
+    // A browser that notes where it was sent and never goes there: the user walked away.
+    let opened = home.dir.path().join("opened.txt");
+    let browser = home.dir.path().join("browser.sh");
+    std::fs::write(
+        &browser,
+        format!("#!/bin/sh\necho \"$1\" > {}\n", sh_quote(&opened.to_string_lossy())),
+    )
+    .unwrap();
+    std::fs::set_permissions(&browser, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = home.command_for(std::path::Path::new("script"));
+    cmd.args([
+        "--quiet",
+        "--return",
+        "--command",
+        &format!("{} get {URL}", sh_quote(&credence_exe().to_string_lossy())),
+        "/dev/null",
+    ])
+    .env("CREDENCE_BROWSER", &browser)
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut tool = cmd.spawn().expect("script(1)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let launch = loop {
+        if let Ok(text) = std::fs::read_to_string(&opened)
+            && text.ends_with('\n')
+        {
+            break text.trim().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the browser was never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let authority = launch
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .expect("a loopback launch URL")
+        .to_owned();
+    assert!(
+        std::net::TcpStream::connect(&authority).is_ok(),
+        "the listener waits for the callback"
+    );
+    // The user presses Ctrl-C in the tool; its terminal goes away.
+    tool.kill().unwrap();
+    let _ = tool.wait();
+    let gone = Instant::now();
+    while std::net::TcpStream::connect(&authority).is_ok() {
+        assert!(
+            gone.elapsed() < Duration::from_secs(1),
+            "the port still answers {:?} after the tool went away",
+            gone.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_three_minute_device_login_is_not_cut_by_the_120_s_call_limit() {
+    let (server, log) = device_server();
+    log.never_approve.store(true, Ordering::SeqCst);
+    // Defaults: 120 s per call, 15 minutes once a code is shown.
+    let home = device_home(&server, "");
+    let approve = log.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(185));
+        approve.never_approve.store(false, Ordering::SeqCst);
+    });
+    let started = Instant::now();
+    let command = format!("{} get {URL}", sh_quote(&credence_exe().to_string_lossy()));
+    let screen = home.on_terminal(&command, &[], Duration::from_secs(300));
+    assert_eq!(screen.code, Some(0), "{}", screen.text);
+    assert!(screen.text.contains("at-1"), "{}", screen.text);
+    assert!(started.elapsed() >= Duration::from_secs(180), "{:?}", started.elapsed());
 }

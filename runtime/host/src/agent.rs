@@ -691,4 +691,12 @@ impl Terminal for ClientTerminal {
     fn can_prompt(&self) -> bool {
         self.can_prompt
     }
+
+    /// The client hung up (its tool was interrupted): nobody is there to sign in.
+    fn gone(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        self.stream
+            .as_ref()
+            .is_none_or(|s| credence::terminal::peer_closed(s.as_raw_fd()))
+    }
 }

@@ -11,26 +11,35 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let url = std::env::args().nth(1).expect("the URL to open");
+    let launch = std::env::args().nth(1).expect("the URL to open");
     let report_path = std::env::var_os("CREDENCE_TEST_BROWSER_REPORT").expect("CREDENCE_TEST_BROWSER_REPORT");
     let mut report = std::fs::File::create(report_path).expect("the report file");
     let mut note = |k: &str, v: &str| {
         writeln!(report, "{k}={v}").unwrap();
         report.flush().unwrap();
     };
+    // What this process was started with (its argv, which other local users can read),
+    // then where that one-time address sends the browser.
+    note("launch", &launch);
+    let (launch_authority, launch_target) = split_url(&launch);
+    let started_at = send(
+        &launch_authority,
+        &format!("GET {launch_target} HTTP/1.1\r\nHost: {launch_authority}\r\n\r\n"),
+    );
+    let url = location(&started_at).expect("the launch address redirects to the authorization URL");
     note("url", &url);
+    let again = send(
+        &launch_authority,
+        &format!("GET {launch_target} HTTP/1.1\r\nHost: {launch_authority}\r\n\r\n"),
+    );
+    note("stray.relaunch", status_of(&again));
     let (authority, target) = split_url(&url);
     // The authorization server answers with the redirect to credence's listener.
     let answer = send(
         &authority,
         &format!("GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"),
     );
-    let location = answer
-        .lines()
-        .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
-        .expect("the authorization server redirects")
-        .trim()
-        .to_owned();
+    let location = location(&answer).expect("the authorization server redirects");
     note("callback", &location);
     let (callback_authority, callback_target) = split_url(&location);
     let path = callback_target.split('?').next().unwrap().to_owned();
@@ -84,6 +93,13 @@ fn main() {
         &closed_after.map_or("never".into(), |d| d.as_millis().to_string()),
     );
     note("finished", "1");
+}
+
+fn location(answer: &str) -> Option<String> {
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: ").or_else(|| l.strip_prefix("location: ")))
+        .map(|l| l.trim().to_owned())
 }
 
 /// `http://host:port/path?q` → (`host:port`, `/path?q`).

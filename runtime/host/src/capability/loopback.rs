@@ -23,20 +23,30 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use url::Url;
 
-/// Parameters the host sets itself; a provider naming one is refused.
+/// Parameters the host sets itself, or that would let the authorization server take them
+/// from elsewhere (a request object, RFC 9101; a pushed request, RFC 9126) or answer
+/// somewhere the listener does not look (`response_mode`): a provider naming one is refused.
 const HOST_OWNED: &[&str] = &[
     "state",
     "redirect_uri",
     "code_challenge",
     "code_challenge_method",
     "response_type",
+    "response_mode",
+    "request",
+    "request_uri",
 ];
-/// A callback request head larger than this is not a browser following a redirect.
-const MAX_HEAD: usize = 8 << 10;
+/// Browsers send every cookie for 127.0.0.1 to every port: room for them, then 431.
+const MAX_HEAD: usize = 32 << 10;
 const MAX_PARAMS: usize = 64;
 const MAX_PARAM_BYTES: usize = 4 << 10;
-/// How long one connection may take to send its request line and headers.
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// The authorization URL a user may have to copy by hand.
+const MAX_URL_BYTES: usize = 8 << 10;
+/// All the time one connection gets to send its request head: connections are served side
+/// by side, so a slow or idle one (a page's preconnect, a local process) holds only itself.
+const CONNECTION_BUDGET: Duration = Duration::from_secs(2);
+/// Connections served at once; more are closed unanswered until one finishes.
+const MAX_CONNECTIONS: usize = 32;
 /// After the valid callback, how long the browser has to fetch `/done`.
 const DONE_GRACE: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(20);
@@ -83,17 +93,35 @@ pub enum AuthorizeError {
     Unavailable(String),
 }
 
-/// A flow whose listener is bound: the URL to show, and the wait for its callback.
-pub struct Pending {
-    listener: TcpListener,
+/// What every connection is judged against; shared by the connections' threads.
+struct Expected {
+    /// `127.0.0.1:PORT` or `[::1]:PORT`: the only `Host` accepted.
     authority: String,
     path: String,
     state: String,
     verifier: String,
     redirect_uri: String,
-    url: Url,
     expected_issuer: Option<String>,
-    /// Requests answered with a 4xx, for the audit trail.
+    /// `/start/<random>`: what the browser is started with, so the URL with `state` and the
+    /// challenge never sits in a process's argv for other local users to read.
+    launch_path: String,
+    url: String,
+    launched: std::sync::atomic::AtomicBool,
+    /// Set before the callback's redirect is written, so the browser's `/done` that follows
+    /// it is served whichever connection the listener sees first.
+    called_back: std::sync::atomic::AtomicBool,
+}
+
+/// A flow whose listener is bound: the URL to show, and the wait for its callback.
+pub struct Pending {
+    listener: TcpListener,
+    expected: std::sync::Arc<Expected>,
+    url: Url,
+}
+
+/// How a wait ended, and how many requests it turned away on the way.
+pub struct Outcome {
+    pub result: Result<AuthorizationResponse, AuthorizeError>,
     pub strays: usize,
 }
 
@@ -135,7 +163,7 @@ pub fn begin(req: &AuthorizationRequest, endpoint_allowed: impl Fn(&Url) -> bool
     for name in given.iter().chain(req.params.iter().map(|(k, _)| k)) {
         if HOST_OWNED.contains(&name.as_str()) {
             return invalid(format!(
-                "the provider may not set `{name}`: the host sets state, redirect_uri and the PKCE challenge"
+                "the provider may not set `{name}`: the host sets state, redirect_uri, the PKCE challenge and how the server answers"
             ));
         }
     }
@@ -145,7 +173,7 @@ pub fn begin(req: &AuthorizationRequest, endpoint_allowed: impl Fn(&Url) -> bool
         && !path.contains(['?', '#', '%', '\\'])
         && !path.split('/').any(|s| s == "." || s == "..")
         && path.bytes().all(|b| b.is_ascii_graphic());
-    if !path_ok || path == "/done" {
+    if !path_ok || path == "/done" || path.starts_with("/start/") {
         return invalid(format!(
             "the redirect path {path:?} must start with '/' and have no query, fragment, escapes or dot segments"
         ));
@@ -154,6 +182,10 @@ pub fn begin(req: &AuthorizationRequest, endpoint_allowed: impl Fn(&Url) -> bool
         && iss.len() > MAX_PARAM_BYTES
     {
         return invalid("the expected issuer is too long".into());
+    }
+    // A browser leaves `:80` out of `Host`, which then never equals the bound authority.
+    if req.redirect_port == Some(80) {
+        return invalid("a fixed redirect port of 80 cannot be checked; use another port, or none".into());
     }
 
     let ip: IpAddr = match req.redirect_host {
@@ -184,156 +216,220 @@ pub fn begin(req: &AuthorizationRequest, endpoint_allowed: impl Fn(&Url) -> bool
         q.append_pair("code_challenge", &challenge);
         q.append_pair("code_challenge_method", "S256");
     }
-    Ok(Pending {
-        listener,
+    if url.as_str().len() > MAX_URL_BYTES {
+        return invalid(format!(
+            "the authorization URL would be longer than {MAX_URL_BYTES} bytes"
+        ));
+    }
+    let expected = Expected {
         authority,
         path: path.clone(),
         state,
         verifier,
         redirect_uri,
-        url,
         expected_issuer: req.expected_issuer.clone(),
-        strays: 0,
+        launch_path: format!("/start/{}", random_token()),
+        url: url.to_string(),
+        launched: Default::default(),
+        called_back: Default::default(),
+    };
+    Ok(Pending {
+        listener,
+        expected: std::sync::Arc::new(expected),
+        url,
     })
 }
 
 /// What one connection to the listener amounted to.
 enum Visit {
     Stray,
-    Done(Result<AuthorizationResponse, AuthorizeError>),
+    /// The `/done` page after the callback.
+    Done,
+    Callback(Result<AuthorizationResponse, AuthorizeError>),
 }
 
 impl Pending {
-    /// The URL the user opens.
+    /// The authorization URL, to show on the user's terminal (it carries `state`).
     pub fn url(&self) -> &Url {
         &self.url
     }
 
+    /// What the browser is started with: a one-time address on the listener that redirects
+    /// to [`Pending::url`], so no process's argv shows `state` or the challenge.
+    pub fn launch_url(&self) -> Url {
+        Url::parse(&format!(
+            "http://{}{}",
+            self.expected.authority, self.expected.launch_path
+        ))
+        .expect("a loopback URL parses")
+    }
+
     pub fn redirect_uri(&self) -> &str {
-        &self.redirect_uri
+        &self.expected.redirect_uri
     }
 
     /// Serves the listener until the valid callback, `deadline`, or `cancelled()`; then the
     /// listener closes (with `self`).
-    pub fn wait(
-        mut self,
-        deadline: Instant,
-        cancelled: impl Fn() -> bool,
-    ) -> Result<AuthorizationResponse, AuthorizeError> {
+    pub fn wait(self, deadline: Instant, cancelled: impl Fn() -> bool) -> Outcome {
+        let (tx, rx) = std::sync::mpsc::channel::<Visit>();
+        let active = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut strays = 0;
+        let mut called_back: Option<(Result<AuthorizationResponse, AuthorizeError>, Instant)> = None;
         loop {
-            if cancelled() {
-                return Err(AuthorizeError::Cancelled);
+            let now = Instant::now();
+            match &called_back {
+                Some((_, until)) if now >= *until => break,
+                None if cancelled() => {
+                    return Outcome {
+                        result: Err(AuthorizeError::Cancelled),
+                        strays,
+                    };
+                }
+                None if now >= deadline => {
+                    return Outcome {
+                        result: Err(AuthorizeError::Timeout),
+                        strays,
+                    };
+                }
+                _ => {}
             }
-            if Instant::now() >= deadline {
-                return Err(AuthorizeError::Timeout);
-            }
-            match self.listener.accept() {
-                Ok((stream, _)) => match self.visit(stream) {
-                    Visit::Stray => self.strays += 1,
-                    Visit::Done(outcome) => {
-                        if outcome.is_ok() {
-                            self.serve_done(Instant::now() + DONE_GRACE);
+            while let Ok(visit) = rx.try_recv() {
+                match visit {
+                    Visit::Stray => strays += 1,
+                    Visit::Done if called_back.is_some() => {
+                        let (result, _) = called_back.take().expect("checked");
+                        return Outcome { result, strays };
+                    }
+                    Visit::Done => strays += 1,
+                    Visit::Callback(result) if called_back.is_none() => {
+                        // Only a success has a `/done` to wait for.
+                        if result.is_err() {
+                            return Outcome { result, strays };
                         }
-                        return outcome;
+                        called_back = Some((result, Instant::now() + DONE_GRACE));
                     }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(AuthorizeError::Unavailable(format!("the sign-in listener failed: {e}"))),
+                    Visit::Callback(_) => strays += 1,
+                }
             }
-        }
-    }
-
-    /// After the callback: the browser follows the redirect to `/done`; serve that (and
-    /// turn away anything else) for a moment, so the user sees a page instead of an error.
-    fn serve_done(&mut self, until: Instant) {
-        while Instant::now() < until {
             match self.listener.accept() {
-                Ok((mut stream, _)) => {
-                    let ok = read_head(&mut stream)
-                        .ok()
-                        .and_then(|head| parse_head(&head))
-                        .is_some_and(|h| h.method == "GET" && h.target == "/done" && h.host_is(&self.authority));
-                    if ok {
-                        respond(&mut stream, "200 OK", DONE_PAGE);
-                        return;
+                Ok((stream, _)) => {
+                    if active.load(std::sync::atomic::Ordering::SeqCst) >= MAX_CONNECTIONS {
+                        strays += 1;
+                        continue;
                     }
-                    respond(&mut stream, "404 Not Found", STRAY_PAGE);
+                    active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (expected, tx, active) = (self.expected.clone(), tx.clone(), active.clone());
+                    let budget_end = (Instant::now() + CONNECTION_BUDGET).min(deadline.max(Instant::now()));
+                    std::thread::spawn(move || {
+                        let visit = visit(stream, &expected, budget_end);
+                        let _ = tx.send(visit);
+                        active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
-                Err(_) => return,
+                // A peer that reset before it was accepted, out of descriptors for a moment,
+                // a signal: the flow goes on (accept(2) says to treat these like EAGAIN).
+                Err(_) => std::thread::sleep(POLL),
             }
         }
+        let (result, _) = called_back.expect("the loop ends early only after a callback");
+        Outcome { result, strays }
     }
+}
 
-    fn visit(&mut self, mut stream: TcpStream) -> Visit {
-        let head = match read_head(&mut stream) {
-            Ok(h) => h,
-            Err(_) => return Visit::Stray,
-        };
-        let Some(head) = parse_head(&head) else {
-            respond(&mut stream, "400 Bad Request", STRAY_PAGE);
+/// Reads and judges one connection, and answers it.
+fn visit(mut stream: TcpStream, expected: &Expected, budget_end: Instant) -> Visit {
+    let head = match read_head(&mut stream, budget_end) {
+        Ok(h) => h,
+        Err(HeadError::TooLarge) => {
+            respond(&mut stream, "431 Request Header Fields Too Large", STRAY_PAGE);
             return Visit::Stray;
-        };
-        let refuse = |stream: &mut TcpStream, status: &str| {
-            respond(stream, status, STRAY_PAGE);
-            Visit::Stray
-        };
-        if head.method != "GET" {
-            return refuse(&mut stream, "405 Method Not Allowed");
         }
-        if !head.host_is(&self.authority) || head.has_origin {
-            return refuse(&mut stream, "403 Forbidden");
-        }
-        let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
-        if path != self.path {
-            return refuse(&mut stream, "404 Not Found");
-        }
-        let mut params: Vec<(String, String)> = Vec::new();
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-            if params.iter().any(|(seen, _)| *seen == k) || params.len() >= MAX_PARAMS {
-                return refuse(&mut stream, "400 Bad Request");
-            }
-            params.push((k.into_owned(), v.into_owned()));
-        }
-        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let state_ok = get("state").is_some_and(|s| bool::from(s.as_bytes().ct_eq(self.state.as_bytes())));
-        if !state_ok {
-            return refuse(&mut stream, "400 Bad Request");
-        }
-        if let (Some(expected), Some(iss)) = (&self.expected_issuer, get("iss"))
-            && iss != expected
-        {
-            return refuse(&mut stream, "400 Bad Request");
-        }
-        if let Some(error) = get("error") {
-            respond(&mut stream, "200 OK", FAILED_PAGE);
-            let description = get("error_description").map(|d| crate::capability::prompt::neutralise(d));
-            let error = crate::capability::prompt::neutralise(error);
-            return Visit::Done(Err(if error == "access_denied" {
-                AuthorizeError::AccessDenied(description)
-            } else {
-                AuthorizeError::ServerError((error, description))
-            }));
-        }
-        let Some(code) = get("code").filter(|c| !c.is_empty()) else {
-            return refuse(&mut stream, "400 Bad Request");
-        };
-        let code = code.to_owned();
-        let _ = stream.write_all(
-            b"HTTP/1.1 302 Found\r\nLocation: /done\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        );
-        let extra = params
-            .into_iter()
-            .filter(|(k, _)| k != "code" && k != "state")
-            .collect();
-        Visit::Done(Ok(AuthorizationResponse {
-            code,
-            redirect_uri: self.redirect_uri.clone(),
-            code_verifier: self.verifier.clone(),
-            extra,
-        }))
+        Err(HeadError::Io) => return Visit::Stray,
+    };
+    let Some(head) = parse_head(&head) else {
+        respond(&mut stream, "400 Bad Request", STRAY_PAGE);
+        return Visit::Stray;
+    };
+    let refuse = |stream: &mut TcpStream, status: &str| {
+        respond(stream, status, STRAY_PAGE);
+        Visit::Stray
+    };
+    if head.method != "GET" {
+        return refuse(&mut stream, "405 Method Not Allowed");
     }
+    if !head.host_is(&expected.authority) || head.has_origin {
+        return refuse(&mut stream, "403 Forbidden");
+    }
+    let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
+    if path == "/done" && expected.called_back.load(std::sync::atomic::Ordering::SeqCst) {
+        respond(&mut stream, "200 OK", DONE_PAGE);
+        return Visit::Done;
+    }
+    if path == expected.launch_path && query.is_empty() {
+        if expected.launched.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return refuse(&mut stream, "410 Gone");
+        }
+        let _ = write!(
+            stream,
+            "HTTP/1.1 302 Found\r\nLocation: {}\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            expected.url
+        );
+        return Visit::Stray;
+    }
+    if path != expected.path {
+        return refuse(&mut stream, "404 Not Found");
+    }
+    let mut params: Vec<(String, String)> = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if params.iter().any(|(seen, _)| *seen == k) || params.len() >= MAX_PARAMS {
+            return refuse(&mut stream, "400 Bad Request");
+        }
+        params.push((k.into_owned(), v.into_owned()));
+    }
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let state_ok = get("state").is_some_and(|s| bool::from(s.as_bytes().ct_eq(expected.state.as_bytes())));
+    if !state_ok {
+        return refuse(&mut stream, "400 Bad Request");
+    }
+    // RFC 9207: the provider named the issuer, so a callback from any other (or none) is not
+    // an answer to this request.
+    if let Some(expected_issuer) = &expected.expected_issuer
+        && get("iss") != Some(expected_issuer.as_str())
+    {
+        return refuse(&mut stream, "400 Bad Request");
+    }
+    if let Some(error) = get("error") {
+        respond(&mut stream, "200 OK", FAILED_PAGE);
+        let description = get("error_description").map(crate::capability::prompt::neutralise);
+        let error = crate::capability::prompt::neutralise(error);
+        return Visit::Callback(Err(if error == "access_denied" {
+            AuthorizeError::AccessDenied(description)
+        } else {
+            AuthorizeError::ServerError((error, description))
+        }));
+    }
+    let Some(code) = get("code").filter(|c| !c.is_empty()) else {
+        return refuse(&mut stream, "400 Bad Request");
+    };
+    let code = code.to_owned();
+    if expected.called_back.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        // A second valid callback (a replayed one): the first is the answer.
+        return refuse(&mut stream, "409 Conflict");
+    }
+    let _ = stream.write_all(
+        b"HTTP/1.1 302 Found\r\nLocation: /done\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    let extra = params
+        .into_iter()
+        .filter(|(k, _)| k != "code" && k != "state")
+        .collect();
+    Visit::Callback(Ok(AuthorizationResponse {
+        code,
+        redirect_uri: expected.redirect_uri.clone(),
+        code_verifier: expected.verifier.clone(),
+        extra,
+    }))
 }
 
 struct Head {
@@ -349,23 +445,32 @@ impl Head {
     }
 }
 
-/// Reads up to the end of the request head, within [`MAX_HEAD`] and [`READ_TIMEOUT`].
-fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    stream.set_write_timeout(Some(READ_TIMEOUT))?;
-    let started = Instant::now();
+enum HeadError {
+    TooLarge,
+    Io,
+}
+
+/// Reads up to the end of the request head, within [`MAX_HEAD`] and by `budget_end`: each
+/// read waits only for what is left of the budget, so a connection that trickles bytes
+/// gets no more time than one that sends none.
+fn read_head(stream: &mut TcpStream, budget_end: Instant) -> Result<Vec<u8>, HeadError> {
+    stream.set_nonblocking(false).map_err(|_| HeadError::Io)?;
     let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
+    let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() > MAX_HEAD || started.elapsed() > READ_TIMEOUT {
-            return Err(std::io::ErrorKind::InvalidData.into());
+        if head.len() > MAX_HEAD {
+            return Err(HeadError::TooLarge);
         }
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        let left = budget_end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadError::Io);
         }
-        head.extend_from_slice(&buf[..n]);
+        stream.set_read_timeout(Some(left)).map_err(|_| HeadError::Io)?;
+        let _ = stream.set_write_timeout(Some(CONNECTION_BUDGET));
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return Err(HeadError::Io),
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
     }
     Ok(head)
 }
@@ -454,7 +559,10 @@ mod tests {
             begin(&request(), |_| false),
             Err(AuthorizeError::InvalidRequest(_))
         ));
-        for path in ["callback", "/a?b", "/../x", "/done", "/a%2f"] {
+        let mut req = request();
+        req.redirect_port = Some(80);
+        assert!(matches!(begin(&req, |_| true), Err(AuthorizeError::InvalidRequest(_))));
+        for path in ["callback", "/a?b", "/../x", "/done", "/a%2f", "/start/x"] {
             let mut req = request();
             req.redirect_path = path.into();
             assert!(
@@ -465,26 +573,41 @@ mod tests {
     }
 
     #[test]
-    fn the_url_carries_s256_of_the_verifier_and_the_bound_port() {
+    fn the_url_carries_s256_of_the_verifier_and_the_bound_port_and_the_launch_url_neither() {
         let pending = begin(&request(), |_| true).unwrap();
         let url = pending.url().clone();
         let port = pending.listener.local_addr().unwrap().port();
         assert_eq!(query(&url, "redirect_uri"), format!("http://127.0.0.1:{port}/callback"));
         assert_eq!(query(&url, "code_challenge_method"), "S256");
         assert_eq!(query(&url, "response_type"), "code");
-        let challenge =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(pending.verifier.as_bytes()));
+        let verifier = pending.expected.verifier.as_bytes();
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier));
         assert_eq!(query(&url, "code_challenge"), challenge);
         assert_eq!(query(&url, "state").len(), 43);
+        let launch = pending.launch_url().to_string();
+        assert!(
+            launch.starts_with(&format!("http://127.0.0.1:{port}/start/")),
+            "{launch}"
+        );
+        assert!(!launch.contains("state") && !launch.contains("challenge"), "{launch}");
     }
 
     #[test]
     fn strays_get_4xx_and_the_valid_callback_still_completes() {
         let pending = begin(&request(), |_| true).unwrap();
-        let authority = pending.authority.clone();
-        let state = pending.state.clone();
+        let authority = pending.expected.authority.clone();
+        let state = pending.expected.state.clone();
+        let launch = pending.expected.launch_path.clone();
         let client = std::thread::spawn(move || {
             let h = format!("Host: {authority}\r\n");
+            // Connections that send nothing, or trickle, hold only themselves.
+            let _idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&authority).unwrap()).collect();
+            let mut trickle = TcpStream::connect(&authority).unwrap();
+            trickle.write_all(b"GET /callback?code=x").unwrap();
+            let first = send(&authority, &format!("GET {launch} HTTP/1.1\r\n{h}\r\n"));
+            assert!(first.starts_with("HTTP/1.1 302") && first.contains("state="), "{first}");
+            let again = send(&authority, &format!("GET {launch} HTTP/1.1\r\n{h}\r\n"));
+            assert!(again.starts_with("HTTP/1.1 410"), "the launch URL works once: {again}");
             let mut answers = Vec::new();
             for raw in [
                 format!("GET /favicon.ico HTTP/1.1\r\n{h}\r\n"),
@@ -495,6 +618,8 @@ mod tests {
                 format!("GET /callback?code=c&state={state} HTTP/1.1\r\n{h}Origin: https://evil.example\r\n\r\n"),
                 format!("GET /callback?code=c&state={state}&state={state} HTTP/1.1\r\n{h}\r\n"),
                 format!("GET /callback?code=c&state={state}&iss=https://other.example HTTP/1.1\r\n{h}\r\n"),
+                // A valid state, but no `iss`, which the provider said to expect.
+                format!("GET /callback?code=c&state={state} HTTP/1.1\r\n{h}\r\n"),
                 format!("GET /callback?code=the-code&state={state}&iss=https://login.example HTTP/1.1\r\n{h}\r\n"),
                 format!("GET /done HTTP/1.1\r\n{h}\r\n"),
             ] {
@@ -502,16 +627,16 @@ mod tests {
             }
             answers
         });
-        let outcome = pending
-            .wait(Instant::now() + Duration::from_secs(20), || false)
-            .unwrap();
+        let outcome = pending.wait(Instant::now() + Duration::from_secs(20), || false);
         let answers = client.join().unwrap();
-        for (i, a) in answers[..8].iter().enumerate() {
+        for (i, a) in answers[..9].iter().enumerate() {
             assert!(a.starts_with("HTTP/1.1 4"), "request {i}: {a}");
         }
-        assert!(answers[8].starts_with("HTTP/1.1 302"), "{}", answers[8]);
-        assert!(answers[8].contains("Location: /done"));
-        assert!(answers[9].starts_with("HTTP/1.1 200") && !answers[9].contains("the-code"));
+        assert!(answers[9].starts_with("HTTP/1.1 302"), "{}", answers[9]);
+        assert!(answers[9].contains("Location: /done"));
+        assert!(answers[10].starts_with("HTTP/1.1 200") && !answers[10].contains("the-code"));
+        assert!(outcome.strays >= 10, "{}", outcome.strays);
+        let outcome = outcome.result.unwrap();
         assert_eq!(outcome.code, "the-code");
         assert_eq!(
             outcome.extra,
@@ -522,28 +647,30 @@ mod tests {
     #[test]
     fn an_error_counts_only_with_the_state_and_the_port_closes_after() {
         let pending = begin(&request(), |_| true).unwrap();
-        let authority = pending.authority.clone();
-        let state = pending.state.clone();
+        let authority = pending.expected.authority.clone();
+        let state = pending.expected.state.clone();
         let client = std::thread::spawn(move || {
             send(
                 &authority,
                 &format!(
-                    "GET /callback?error=access_denied&error_description=no&state={state} HTTP/1.1\r\nHost: {authority}\r\n\r\n"
+                    "GET /callback?error=access_denied&error_description=no&state={state}&iss=https://login.example HTTP/1.1\r\nHost: {authority}\r\n\r\n"
                 ),
             )
         });
         let outcome = pending.wait(Instant::now() + Duration::from_secs(20), || false);
-        assert_eq!(outcome, Err(AuthorizeError::AccessDenied(Some("no".into()))));
+        assert_eq!(outcome.result, Err(AuthorizeError::AccessDenied(Some("no".into()))));
         client.join().unwrap();
-        let authority = format!("127.0.0.1:{}", {
+        for (deadline, cancelled, expected) in [
+            (Duration::ZERO, false, AuthorizeError::Timeout),
+            (Duration::from_secs(20), true, AuthorizeError::Cancelled),
+        ] {
             let p = begin(&request(), |_| true).unwrap();
-            let port = p.listener.local_addr().unwrap().port();
-            assert_eq!(p.wait(Instant::now(), || false), Err(AuthorizeError::Timeout));
-            port
-        });
-        assert!(
-            TcpStream::connect(&authority).is_err(),
-            "the listener is closed after a timeout"
-        );
+            let authority = p.expected.authority.clone();
+            assert_eq!(p.wait(Instant::now() + deadline, || cancelled).result, Err(expected));
+            assert!(
+                TcpStream::connect(&authority).is_err(),
+                "the listener is closed after it"
+            );
+        }
     }
 }

@@ -42,6 +42,8 @@ pub struct DeviceCode<'a> {
 }
 
 const MAX_USER_CODE: usize = 32;
+/// The authorization URL is shown whole (it is at most 8 KiB, and printable ASCII once parsed).
+const MAX_URL_SHOWN: usize = 8 << 10;
 
 impl PromptCapability {
     /// `label` must be the provider's verified name: it is what the user trusts.
@@ -67,27 +69,46 @@ impl PromptCapability {
         self
     }
 
-    /// Whether the tool allows prompts and the manifest declares `kind`.
+    /// Whether the tool allows prompts, a terminal is there to show them, and the manifest
+    /// declares `kind`: checked before a flow binds a port or opens a browser.
     pub fn may(&self, kind: PromptKind) -> Result<(), PromptError> {
-        self.permit(kind)
+        self.permit(kind)?;
+        match &self.terminal {
+            Some(t) if t.can_prompt() => Ok(()),
+            Some(_) => Err(PromptError::Unavailable("no terminal to show the sign-in on".into())),
+            None => Err(PromptError::Unavailable("an earlier prompt timed out".into())),
+        }
+    }
+
+    /// Whether whoever asked has gone (the tool exited, the agent's client disconnected):
+    /// a sign-in for nobody ends.
+    pub fn requester_gone(&self) -> bool {
+        self.terminal.as_ref().is_some_and(|t| t.gone())
     }
 
     /// Shows an RFC 8628 device code prominently, with the provider, the URL being signed in
     /// for and who asked, so a code an attacker mailed cannot pass for one of ours. Both
-    /// URIs must be https (or loopback http) on an origin `allowed` accepts.
+    /// URIs must be https (or loopback http) on an origin `allowed` accepts, and the same one;
+    /// they are shown as parsed, never as the provider wrote them.
     pub fn show_device_code(
         &mut self,
         code: &DeviceCode<'_>,
         allowed: impl Fn(&str) -> bool,
         time_left: Duration,
     ) -> Result<(), PromptError> {
-        self.permit(PromptKind::DeviceCode)?;
+        self.may(PromptKind::DeviceCode)?;
         let bad = |m: &str| Err(PromptError::Unavailable(m.to_owned()));
-        for uri in std::iter::once(code.verification_uri).chain(code.verification_uri_complete) {
-            if !allowed(uri) {
-                return bad("the verification URI is not on an origin this provider may use");
-            }
-        }
+        let parse = |uri: &str| url::Url::parse(uri).ok().filter(|_| allowed(uri));
+        let Some(page) = parse(code.verification_uri) else {
+            return bad("the verification URI is not on an origin this provider may use");
+        };
+        let complete = match code.verification_uri_complete {
+            Some(uri) => match parse(uri) {
+                Some(u) if u.origin() == page.origin() => Some(u),
+                _ => return bad("the complete verification URI is not on the verification URI's origin"),
+            },
+            None => None,
+        };
         if code.user_code.is_empty()
             || code.user_code.len() > MAX_USER_CODE
             || !code.user_code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -99,36 +120,41 @@ impl PromptCapability {
             "[credence] provider \"{}\" asks you to sign in for {}\n[credence]   open  {}\n[credence]   code  {}   (expires in {minutes} min)",
             self.label,
             self.signing_in_for,
-            neutralise(code.verification_uri),
+            neutralise_within(page.as_str(), MAX_URL_SHOWN),
             code.user_code,
         );
-        if let Some(complete) = code.verification_uri_complete {
+        if let Some(complete) = complete {
             text.push_str(&format!(
                 "\n[credence]   or open {} (the code filled in)",
-                neutralise(complete)
+                neutralise_within(complete.as_str(), MAX_URL_SHOWN)
             ));
         }
         self.with_terminal(time_left, move |t| t.show(&text))
     }
 
-    /// Shows the authorization URL the host built, and that a browser was (or was not) opened.
+    /// Shows the authorization URL the host built (whole: it ends in the parameters the
+    /// host added, which a user copying it by hand needs).
     pub fn show_authorization(
         &mut self,
-        url: &str,
+        url: &url::Url,
         message: &str,
-        browser: Result<(), String>,
         time_left: Duration,
     ) -> Result<(), PromptError> {
-        self.permit(PromptKind::Authorize)?;
-        let opened = match browser {
-            Ok(()) => "a browser was opened; if it did not show the page, open".to_owned(),
-            Err(why) => format!("no browser could be opened ({}); open", neutralise(&why)),
-        };
+        self.may(PromptKind::Authorize)?;
         let text = format!(
-            "{}\n[credence]   signing in for {}\n[credence]   {opened}:\n[credence]   {}",
+            "{}\n[credence]   signing in for {}\n[credence]   opening your browser; if it does not show the page, open:\n[credence]   {}",
             self.line(message),
             self.signing_in_for,
-            neutralise(url)
+            neutralise_within(url.as_str(), MAX_URL_SHOWN)
+        );
+        self.with_terminal(time_left, move |t| t.show(&text))
+    }
+
+    /// Says that no browser could be started, and why; the URL above still works.
+    pub fn show_no_browser(&mut self, why: &str, time_left: Duration) -> Result<(), PromptError> {
+        let text = format!(
+            "[credence]   no browser could be opened ({}): open the URL above",
+            neutralise(why)
         );
         self.with_terminal(time_left, move |t| t.show(&text))
     }

@@ -161,6 +161,8 @@ pub fn run_provider(call: ProviderCall<'_>) -> ProviderAnswer {
         http: call.http,
         prompt: call.prompt,
         id_token: call.id_token,
+        device_codes: 0,
+        authorizations: 0,
         uses: Vec::new(),
         uses_not_recorded: 0,
         fetches: 0,

@@ -71,6 +71,9 @@ pub struct ProviderStore {
     pub(super) http: HttpCapability,
     pub(super) prompt: PromptCapability,
     pub(super) id_token: IdTokenCapability,
+    /// Device codes shown and browser sign-ins started in this call.
+    pub(super) device_codes: usize,
+    pub(super) authorizations: usize,
     pub(super) uses: Vec<CapabilityUse>,
     /// Uses past [`MAX_RECORDED_USES`].
     pub(super) uses_not_recorded: usize,
@@ -253,11 +256,20 @@ impl prompt::Host for ProviderStore {
 /// longer calls again, and each call is checked against the deadline.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// Device codes one call may show: a new code after one expired is fine, a stream of
+/// them is not.
+const MAX_DEVICE_CODES: usize = 3;
+/// Browser sign-ins one call may start: each opens a page on the user's desktop.
+const MAX_AUTHORIZATIONS: usize = 1;
+
 impl flow::Host for ProviderStore {
     fn show_device_code(&mut self, code: flow::DeviceCode) -> Result<(), prompt::PromptError> {
-        let result = self.prompt.may(PromptKind::DeviceCode).and_then(|()| {
-            // From the moment a code is shown the user has minutes, not seconds.
-            self.clock.become_interactive(self.limits.interactive_wall);
+        let result = if self.device_codes >= MAX_DEVICE_CODES {
+            Err(PromptError::Unavailable(format!(
+                "a call may show at most {MAX_DEVICE_CODES} device codes"
+            )))
+        } else {
+            self.device_codes += 1;
             let http = &self.http;
             let prompt = &mut self.prompt;
             let shown = DeviceCode {
@@ -269,7 +281,11 @@ impl flow::Host for ProviderStore {
             self.clock.block(&mut self.limiter.hit, |time_left| {
                 prompt.show_device_code(&shown, |uri| http.origin_of(uri).is_ok(), time_left)
             })
-        });
+        };
+        // The user has minutes, not seconds, once a code is on their screen, and only then.
+        if result.is_ok() {
+            self.clock.become_interactive(self.limits.interactive_wall);
+        }
         self.record_prompt("device-code", &result);
         result.map_err(to_wit)
     }
@@ -296,10 +312,15 @@ impl flow::Host for ProviderStore {
         &mut self,
         req: flow::AuthorizationRequest,
     ) -> Result<flow::AuthorizationResponse, flow::AuthorizeError> {
-        let result = self.authorize_now(req);
+        let (result, strays) = self.authorize_now(req);
         let outcome = match &result {
             Ok(_) => "code received".to_owned(),
             Err(e) => e.to_string(),
+        };
+        let outcome = if strays > 0 {
+            format!("{outcome} ({strays} other requests turned away)")
+        } else {
+            outcome
         };
         self.record_use(CapabilityUse::prompt("authorize", &outcome));
         result
@@ -322,15 +343,27 @@ impl flow::Host for ProviderStore {
 }
 
 impl ProviderStore {
+    /// The authorization code flow, and how many requests its listener turned away.
     fn authorize_now(
         &mut self,
         req: flow::AuthorizationRequest,
-    ) -> Result<loopback::AuthorizationResponse, AuthorizeError> {
+    ) -> (Result<loopback::AuthorizationResponse, AuthorizeError>, usize) {
+        // Nothing is bound, shown or opened for a tool that may not prompt, or where no
+        // terminal would show the URL.
         match self.prompt.may(PromptKind::Authorize) {
             Ok(()) => {}
-            Err(PromptError::NotInteractive) => return Err(AuthorizeError::NotInteractive),
-            Err(e) => return Err(AuthorizeError::Unavailable(e.to_string())),
+            Err(PromptError::NotInteractive) => return (Err(AuthorizeError::NotInteractive), 0),
+            Err(e) => return (Err(AuthorizeError::Unavailable(e.to_string())), 0),
         }
+        if self.authorizations >= MAX_AUTHORIZATIONS {
+            return (
+                Err(AuthorizeError::Unavailable(format!(
+                    "a call may start at most {MAX_AUTHORIZATIONS} browser sign-in"
+                ))),
+                0,
+            );
+        }
+        self.authorizations += 1;
         let request = loopback::AuthorizationRequest {
             endpoint: req.endpoint,
             params: req.params,
@@ -344,19 +377,30 @@ impl ProviderStore {
         };
         let http = &self.http;
         // Bound here, before the URL exists; closed when `pending` is dropped, whatever the outcome.
-        let pending = loopback::begin(&request, |url| http.origin_of(url.as_str()).is_ok())?;
-        self.clock.become_interactive(self.limits.interactive_wall);
-        let browser = crate::capability::browser::open(pending.url());
+        let pending = match loopback::begin(&request, |url| http.origin_of(url.as_str()).is_ok()) {
+            Ok(p) => p,
+            Err(e) => return (Err(e), 0),
+        };
         let prompt = &mut self.prompt;
-        let url = pending.url().to_string();
-        self.clock
-            .block(&mut self.limiter.hit, |time_left| {
-                prompt.show_authorization(&url, &req.message, browser, time_left)
-            })
-            .map_err(|e| AuthorizeError::Unavailable(e.to_string()))?;
-        self.clock.block(&mut self.limiter.hit, |time_left| {
-            pending.wait(Instant::now() + time_left, || false)
-        })
+        let shown = self.clock.block(&mut self.limiter.hit, |time_left| {
+            prompt.show_authorization(pending.url(), &req.message, time_left)
+        });
+        if let Err(e) = shown {
+            return (Err(AuthorizeError::Unavailable(e.to_string())), 0);
+        }
+        self.clock.become_interactive(self.limits.interactive_wall);
+        // The browser gets the one-time launch address, never the URL with `state` in it.
+        if let Err(why) = crate::capability::browser::open(&pending.launch_url()) {
+            let prompt = &mut self.prompt;
+            let _ = self.clock.block(&mut self.limiter.hit, |time_left| {
+                prompt.show_no_browser(&why, time_left)
+            });
+        }
+        let prompt = &self.prompt;
+        let outcome = self.clock.block(&mut self.limiter.hit, |time_left| {
+            pending.wait(Instant::now() + time_left, || prompt.requester_gone())
+        });
+        (outcome.result, outcome.strays)
     }
 }
 
