@@ -33,6 +33,17 @@ pub struct ProviderLimits {
 }
 
 impl ProviderLimits {
+    /// HTTP requests a call may make: a sign-in polls for as long as the user takes (at
+    /// least a second apart, as the servers ask), so once interactive a call gets one more
+    /// request per second of its interactive wall clock.
+    pub fn fetches_for(&self, interactive: bool) -> usize {
+        if interactive {
+            self.fetches + self.interactive_wall.as_secs() as usize
+        } else {
+            self.fetches
+        }
+    }
+
     pub fn from_config(limits: credence_signing::Limits) -> Self {
         let memory_mib = limits.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB).clamp(1, MAX_MEMORY_MIB);
         let wall = Duration::from_millis(limits.wall_ms.unwrap_or(DEFAULT_WALL_MS).clamp(1, MAX_WALL_MS));
@@ -239,6 +250,11 @@ impl CallClock {
         }
     }
 
+    /// Whether the call became interactive (its wall clock was widened).
+    pub fn is_interactive(&self, limits: &ProviderLimits) -> bool {
+        self.wall > limits.wall
+    }
+
     /// The call showed a device code or started an authorization: from now on the wall
     /// clock is the interactive one. CPU time stays limited as before.
     pub fn become_interactive(&mut self, interactive_wall: Duration) {
@@ -420,5 +436,10 @@ mod tests {
         clock.become_interactive(limits.interactive_wall);
         assert!(clock.wall_left() > Duration::from_secs(14 * 60));
         assert_eq!(clock.cpu, limits.cpu);
+        assert!(clock.is_interactive(&limits));
+        // Polling once a second for the whole interactive wall fits; a flood before any
+        // code was shown does not.
+        assert_eq!(limits.fetches_for(false), 64);
+        assert_eq!(limits.fetches_for(true), 64 + 15 * 60);
     }
 }

@@ -145,17 +145,13 @@ impl http::Host for ProviderStore {
             .unwrap_or_else(|_| "(refused)".into());
         let attempt = self.fetches;
         self.fetches = self.fetches.saturating_add(1);
-        if attempt >= self.limits.fetches {
-            self.limiter.hit = Some(LimitHit::Fetches {
-                limit: self.limits.fetches,
-            });
-            let message = format!(
-                "the limit of {} HTTP requests in one call is reached",
-                self.limits.fetches
-            );
+        let limit = self.limits.fetches_for(self.clock.is_interactive(&self.limits));
+        if attempt >= limit {
+            self.limiter.hit = Some(LimitHit::Fetches { limit });
+            let message = format!("the limit of {} HTTP requests in one call is reached", limit);
             // The first refused attempt is a use too, so the audit trail shows what was
             // tried; later ones are not kept, or a guest looping on fetch would grow it.
-            if attempt == self.limits.fetches {
+            if attempt == limit {
                 self.record_use(CapabilityUse::fetch(&method, &target, &format!("denied: {message}")));
             }
             return Err(http::FetchError::Denied(message));
