@@ -230,7 +230,9 @@ fn a_refused_sequence_9_install_does_not_raise_the_floor_for_the_genuine_release
     // build): `install` must refuse it without remembering its number.
     let evil = downloads.join("evil.wasm");
     std::fs::copy(component("net-escape"), &evil).unwrap();
-    std::fs::write(evil.with_extension("manifest.toml"), manifest("static-token", &[], &[])).unwrap();
+    // net-escape is built on the 0.1 bindings: its manifest says so, as its author's would.
+    let evil_manifest = manifest("static-token", &[], &[]).replace("provider@0.2.0", "provider@0.1.0");
+    std::fs::write(evil.with_extension("manifest.toml"), evil_manifest).unwrap();
     let sign = |path: &Path, seq: &str| {
         let run = home.run(&[
             "sign",
