@@ -36,12 +36,18 @@ struct Log {
     expire: AtomicBool,
     /// Answer `authorization_pending` forever.
     never_approve: AtomicBool,
+    /// Access tokens live this long; by default less than the host's 60 s expiry margin, so
+    /// every request runs the provider (and refreshes).
+    long_lived: AtomicBool,
 }
 
-fn tokens(n: usize) -> Reply {
+fn tokens(n: usize, long_lived: bool) -> Reply {
+    let lifetime = if long_lived { 3600 } else { 30 };
     Reply::json(
         200,
-        &format!(r#"{{"access_token":"at-{n}","token_type":"bearer","expires_in":30,"refresh_token":"rt-{n}"}}"#),
+        &format!(
+            r#"{{"access_token":"at-{n}","token_type":"bearer","expires_in":{lifetime},"refresh_token":"rt-{n}"}}"#
+        ),
     )
 }
 
@@ -79,7 +85,7 @@ fn device_server() -> (TestServer, Arc<Log>) {
                 if polls.len() > 4 {
                     // Approved after a long wait.
                     *seen.current_refresh.lock().unwrap() = "rt-1".into();
-                    return tokens(1);
+                    return tokens(1, seen.long_lived.load(Ordering::SeqCst));
                 }
                 match polls.len() {
                     1 => Reply::json(400, r#"{"error":"authorization_pending"}"#),
@@ -88,7 +94,7 @@ fn device_server() -> (TestServer, Arc<Log>) {
                     3 => Reply::json(400, r#"{"error":"slow_down"}"#),
                     _ => {
                         *seen.current_refresh.lock().unwrap() = "rt-1".into();
-                        tokens(1)
+                        tokens(1, seen.long_lived.load(Ordering::SeqCst))
                     }
                 }
             }
@@ -100,7 +106,7 @@ fn device_server() -> (TestServer, Arc<Log>) {
                 }
                 let n = seen.refreshes.fetch_add(1, Ordering::SeqCst) + 2;
                 *current = format!("rt-{n}");
-                tokens(n)
+                tokens(n, seen.long_lived.load(Ordering::SeqCst))
             }
             _ => Reply::json(404, r#"{"error":"not_found"}"#),
         }
@@ -395,23 +401,77 @@ fn authorization_code_with_pkce_through_the_hosts_loopback_listener() {
     );
 }
 
-#[test]
-fn real_git_clones_after_a_device_code_sign_in_on_its_terminal() {
-    let (tokens, log) = device_server();
+/// One of the two OAuth samples, its authorization server running, ready for a real tool.
+struct Sample {
+    crate_name: &'static str,
+    prompt: &'static str,
+    /// `[provider.settings]` lines.
+    settings: String,
+    origin: String,
+    /// The access token the sign-in ends with.
+    token: &'static str,
+    env: Vec<(String, String)>,
+    _servers: Box<dyn std::any::Any>,
+}
+
+fn device_sample() -> Sample {
+    let (server, log) = device_server();
+    // The tool asks more than once; the token it got first stays good.
+    log.long_lived.store(true, Ordering::SeqCst);
+    let origin = server.origin();
+    Sample {
+        crate_name: "oauth-device",
+        prompt: "device-code",
+        settings: format!(
+            "client-id = \"cli-1\"\ndevice-endpoint = \"{origin}/device\"\ntoken-endpoint = \"{origin}/token\"\n"
+        ),
+        origin,
+        token: "at-1",
+        env: Vec::new(),
+        _servers: Box::new((server, log)),
+    }
+}
+
+fn pkce_sample(home: &Home) -> Sample {
+    let code = code_server();
+    let origin = code.server.origin();
+    let report = home.dir.path().join("browser-report.txt");
+    Sample {
+        crate_name: "oauth-pkce",
+        prompt: "authorize",
+        settings: format!(
+            "client-id = \"app-1\"\nauthorization-endpoint = \"{origin}/authorize\"\ntoken-endpoint = \"{origin}/token\"\n"
+        ),
+        origin,
+        token: "pkce-at",
+        env: vec![
+            ("CREDENCE_BROWSER".into(), browser_exe().display().to_string()),
+            ("CREDENCE_TEST_BROWSER_REPORT".into(), report.display().to_string()),
+        ],
+        _servers: Box::new(code),
+    }
+}
+
+/// `sample` installed, signed and serving `serves`.
+fn sample_home(home: &Home, sample: &Sample, serves: &str) {
+    home.install_signed(&[(sample.crate_name, &[sample.origin.clone()], &[sample.prompt])]);
+    home.write_config(&format!(
+        "[[provider]]\nname = \"sso\"\ncomponent = \"{}.wasm\"\nserves = [\"{serves}\"]\ngrant-origins = [\"{}\"]\n[provider.settings]\n{}",
+        sample.crate_name, sample.origin, sample.settings
+    ));
+}
+
+fn real_git_clones_after_signing_in(sample: impl FnOnce(&Home) -> Sample) {
+    let home = Home::new();
+    let sample = sample(&home);
     let root = tempfile::tempdir().unwrap();
     credence_tests::seeded_bare_repo(root.path());
-    let issued = log.clone();
+    let token = sample.token;
     let git_server = credence_tests::GitServer::start(root.path().to_owned(), move |user, password| {
-        user == "oauth2" && password == "at-1" && !issued.polls.lock().unwrap().is_empty()
+        user == "oauth2" && password == token
     });
     let url = format!("http://127.0.0.1:{}/repo.git", git_server.port);
-    let home = Home::new();
-    let origin = tokens.origin();
-    home.install_signed(&[("oauth-device", &[origin.clone()], &["device-code"])]);
-    home.write_config(&format!(
-        "[[provider]]\nname = \"github\"\ncomponent = \"oauth-device.wasm\"\nserves = [\"http://127.0.0.1:{}/\"]\ngrant-origins = [\"{origin}\"]\n[provider.settings]\nclient-id = \"cli-1\"\ndevice-endpoint = \"{origin}/device\"\ntoken-endpoint = \"{origin}/token\"\n",
-        git_server.port
-    ));
+    sample_home(&home, &sample, &format!("http://127.0.0.1:{}/", git_server.port));
     let clone = home.dir.path().join("clone");
     // git runs a helper value that starts with '/' through the shell itself.
     let helper = format!("{} git", credence_exe().display());
@@ -420,17 +480,14 @@ fn real_git_clones_after_a_device_code_sign_in_on_its_terminal() {
         sh_quote(&helper),
         sh_quote(&clone.to_string_lossy())
     );
-    let screen = home.on_terminal(
-        &command,
-        // Not GIT_TERMINAL_PROMPT=0: credence honours it as "never prompt".
-        &[("GIT_CONFIG_NOSYSTEM", "1")],
-        Duration::from_secs(90),
-    );
+    let mut env: Vec<(&str, &str)> = sample.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // Not GIT_TERMINAL_PROMPT=0: credence honours it as "never prompt".
+    env.push(("GIT_CONFIG_NOSYSTEM", "1"));
+    let screen = home.on_terminal(&command, &env, Duration::from_secs(90));
     assert_eq!(screen.code, Some(0), "{}", screen.text);
-    assert!(screen.text.contains(USER_CODE), "{}", screen.text);
     assert!(screen.text.contains("(asked by git)"), "{}", screen.text);
     assert!(
-        !screen.text.contains("at-1"),
+        !screen.text.contains(sample.token),
         "no token on git's terminal:\n{}",
         screen.text
     );
@@ -440,47 +497,60 @@ fn real_git_clones_after_a_device_code_sign_in_on_its_terminal() {
     );
 }
 
-#[test]
-fn real_cargo_resolves_after_a_browser_sign_in() {
-    let code = code_server();
-    let origin = code.server.origin();
-    let (registry, seen) = credence_tests::auth_required_registry(|| Some("Bearer pkce-at".into()));
-    let index = format!("{}/index/", registry.origin());
+fn real_cargo_resolves_after_signing_in(sample: impl FnOnce(&Home) -> Sample) {
     let home = Home::new();
-    home.install_signed(&[("oauth-pkce", &[origin.clone()], &["authorize"])]);
-    home.write_config(&format!(
-        "[[provider]]\nname = \"sso\"\ncomponent = \"oauth-pkce.wasm\"\nserves = [\"{index}\"]\ngrant-origins = [\"{origin}\"]\n[provider.settings]\nclient-id = \"app-1\"\nauthorization-endpoint = \"{origin}/authorize\"\ntoken-endpoint = \"{origin}/token\"\n"
-    ));
+    let sample = sample(&home);
+    let bearer = format!("Bearer {}", sample.token);
+    let accepted = bearer.clone();
+    let (registry, seen) = credence_tests::auth_required_registry(move || Some(accepted.clone()));
+    let index = format!("{}/index/", registry.origin());
+    sample_home(&home, &sample, &index);
     let (work, cargo_home) = credence_tests::cargo_project(&home, &index);
-    let report = home.dir.path().join("browser-report.txt");
     let command = format!("cd {} && cargo generate-lockfile", sh_quote(&work.to_string_lossy()));
-    let screen = home.on_terminal(
-        &command,
-        &[
-            ("CARGO_HOME", cargo_home.to_str().unwrap()),
-            ("CARGO_HTTP_MULTIPLEXING", "false"),
-            ("CARGO_NET_RETRY", "0"),
-            ("RUSTUP_HOME", &std::env::var("RUSTUP_HOME").unwrap_or_default()),
-            ("CREDENCE_BROWSER", browser_exe().to_str().unwrap()),
-            ("CREDENCE_TEST_BROWSER_REPORT", report.to_str().unwrap()),
-        ],
-        Duration::from_secs(90),
-    );
+    let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_default();
+    let mut env: Vec<(&str, &str)> = sample.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend([
+        ("CARGO_HOME", cargo_home.to_str().unwrap()),
+        ("CARGO_HTTP_MULTIPLEXING", "false"),
+        ("CARGO_NET_RETRY", "0"),
+        ("RUSTUP_HOME", rustup_home.as_str()),
+    ]);
+    let screen = home.on_terminal(&command, &env, Duration::from_secs(90));
     assert_eq!(screen.code, Some(0), "{}", screen.text);
     assert!(work.join("Cargo.lock").is_file());
     assert!(
         seen.lock()
             .unwrap()
             .iter()
-            .any(|a| a.as_deref() == Some("Bearer pkce-at")),
+            .any(|a| a.as_deref() == Some(bearer.as_str())),
         "the registry saw the signed-in token"
     );
     assert!(
-        !screen.text.contains("pkce-at"),
+        !screen.text.contains(sample.token),
         "no token on cargo's terminal:\n{}",
         screen.text
     );
     assert!(screen.text.contains("(asked by cargo)"), "{}", screen.text);
+}
+
+#[test]
+fn real_git_clones_after_a_device_code_sign_in_on_its_terminal() {
+    real_git_clones_after_signing_in(|_| device_sample());
+}
+
+#[test]
+fn real_git_clones_after_a_browser_sign_in() {
+    real_git_clones_after_signing_in(pkce_sample);
+}
+
+#[test]
+fn real_cargo_resolves_after_a_device_code_sign_in_on_its_terminal() {
+    real_cargo_resolves_after_signing_in(|_| device_sample());
+}
+
+#[test]
+fn real_cargo_resolves_after_a_browser_sign_in() {
+    real_cargo_resolves_after_signing_in(pkce_sample);
 }
 
 /// A GitHub Actions OIDC endpoint and a registry's trusted-publishing exchange.
