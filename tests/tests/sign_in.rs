@@ -773,3 +773,40 @@ fn a_three_minute_device_login_is_not_cut_by_the_120_s_call_limit() {
     assert!(screen.text.contains("at-1"), "{}", screen.text);
     assert!(started.elapsed() >= Duration::from_secs(180), "{:?}", started.elapsed());
 }
+
+#[test]
+fn a_browser_sign_in_nobody_completes_times_out_and_closes_its_port() {
+    let code = code_server();
+    let origin = code.server.origin();
+    let home = Home::new();
+    home.install_signed(&[("oauth-pkce", &[origin.clone()], &["authorize"])]);
+    home.write_config(&format!(
+        "[[provider]]\nname = \"sso\"\ncomponent = \"oauth-pkce.wasm\"\nserves = [\"https://git.example/\"]\ngrant-origins = [\"{origin}\"]\nlimits = {{ wall-ms = 1000, interactive-wall-ms = 2500 }}\n[provider.settings]\nclient-id = \"app-1\"\nauthorization-endpoint = \"{origin}/authorize\"\ntoken-endpoint = \"{origin}/token\"\n"
+    ));
+    let opened = home.dir.path().join("opened.txt");
+    let browser = home.dir.path().join("browser.sh");
+    std::fs::write(
+        &browser,
+        format!("#!/bin/sh\necho \"$1\" > {}\n", sh_quote(&opened.to_string_lossy())),
+    )
+    .unwrap();
+    std::fs::set_permissions(&browser, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let screen = get_on_terminal(&home, &[("CREDENCE_BROWSER", browser.to_str().unwrap())]);
+    let ended = Instant::now();
+    assert_eq!(screen.code, Some(3), "{}", screen.text);
+    assert!(screen.text.contains("wall-clock limit of 2500 ms"), "{}", screen.text);
+    let launch = std::fs::read_to_string(&opened).expect("the browser was started");
+    let authority = launch
+        .trim()
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .expect("a loopback launch URL")
+        .to_owned();
+    while std::net::TcpStream::connect(&authority).is_ok() {
+        assert!(
+            ended.elapsed() < Duration::from_secs(1),
+            "the port still answers after the timeout"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
