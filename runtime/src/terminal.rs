@@ -104,15 +104,27 @@ fn tty_path() -> &'static str {
 /// the length is capped.
 pub fn neutralise(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_MESSAGE_CHARS));
+    let mut spaces = 0;
     for (i, c) in text.chars().enumerate() {
         if i == MAX_MESSAGE_CHARS {
             out.push('…');
             break;
         }
-        push_neutralised(&mut out, c);
+        // A run of spaces as wide as the terminal wraps what follows onto a line of its
+        // own, where it could pass for one of credence's: runs are cut short.
+        spaces = if c == ' ' { spaces + 1 } else { 0 };
+        match spaces {
+            0..=MAX_SPACE_RUN => push_neutralised(&mut out, c),
+            RUN_CUT => out.push('…'),
+            _ => {}
+        }
     }
     out
 }
+
+/// Spaces in a row that a message keeps; the rest of the run is shown as one `…`.
+const MAX_SPACE_RUN: usize = 8;
+const RUN_CUT: usize = MAX_SPACE_RUN + 1;
 
 /// [`neutralise`], but capped at `max_bytes` of output (escapes included), ending in `…`
 /// when cut: for records that must stay within a size, such as the audit trail's.
@@ -152,7 +164,11 @@ fn push_neutralised(out: &mut String, c: char) {
     }
 }
 
+/// Characters a terminal shows as nothing (or that reorder what follows): a provider could
+/// hide text with them, or make two messages look alike.
 fn is_invisible_or_bidi(c: char) -> bool {
     matches!(c as u32,
-        0x061C | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2069 | 0xFEFF | 0xFFF9..=0xFFFB)
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xFFF9..=0xFFFB | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
 }

@@ -306,6 +306,16 @@ mod tests {
     }
 
     #[test]
+    fn a_run_of_spaces_cannot_wrap_text_onto_a_fake_credence_line_nor_can_invisible_characters_hide_it() {
+        let wrapped = neutralise(&format!("ok{}[credence]   code  EVIL-CODE", " ".repeat(200)));
+        assert_eq!(wrapped, "ok        …[credence]   code  EVIL-CODE");
+        for hidden in ['\u{00ad}', '\u{3164}', '\u{fe0f}', '\u{e0041}', '\u{115f}'] {
+            let shown = neutralise(&format!("a{hidden}b"));
+            assert!(!shown.contains(hidden) && shown.contains("\\u{"), "{hidden:?}: {shown}");
+        }
+    }
+
+    #[test]
     fn neutralised_text_within_a_byte_budget_is_cut_with_a_marker() {
         assert_eq!(neutralise_within("GET", 16), "GET");
         assert_eq!(
