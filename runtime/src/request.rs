@@ -66,6 +66,10 @@ pub struct Credential {
     /// Unix seconds.
     pub expires_at: Option<u64>,
     pub cache: CachePolicy,
+    /// Unix seconds after which the host asks the provider again rather than hand this
+    /// out, though it stays valid until `expires_at` (the provider's `refresh-at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -95,6 +95,7 @@ fn token(secret: &str, user: Option<&str>, expires_at: Option<u64>, cache: Cache
         headers: Vec::new(),
         expires_at,
         cache,
+        refresh_at: None,
     }
 }
 

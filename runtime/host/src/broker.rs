@@ -842,6 +842,10 @@ impl Broker {
                 .map(|(k, v)| (k, Secret::new(v)))
                 .collect(),
             expires_at: crate::request::representable_expiry(credential.expires_at),
+            // Asking again after the credential expired means nothing.
+            refresh_at: credential
+                .refresh_at
+                .filter(|r| credential.expires_at.is_none_or(|e| *r < e)),
             cache: match credential.cache {
                 wit::CachePolicy::Never => CachePolicy::Never,
                 wit::CachePolicy::Session => CachePolicy::Session,

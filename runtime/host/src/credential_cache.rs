@@ -97,9 +97,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Whether a credential may still be handed out at `now` (Unix seconds): the same margin
-/// before its expiry as stored ones get.
+/// Whether a kept credential may still be handed out at `now` (Unix seconds), in memory or
+/// from the store: not within the margin before its expiry, and not once the time its
+/// provider asked to be called again (`refresh-at`) has come.
 pub fn fresh(credential: &Credential, now: u64) -> bool {
+    if credential.refresh_at.is_some_and(|r| r <= now) {
+        return false;
+    }
     match (credential.cache, credential.expires_at) {
         (CachePolicy::Never, _) => false,
         (_, Some(t)) => t > now + EXPIRY_MARGIN_SECS,
@@ -246,6 +250,7 @@ mod tests {
             headers: Vec::new(),
             expires_at,
             cache,
+            refresh_at: None,
         }
     }
 
@@ -284,6 +289,18 @@ mod tests {
         assert!(c.get("exp", now).is_none(), "a stale entry is dropped, not kept");
         c.put("noexp", "p", &cred(CachePolicy::UntilExpiry, None), &producer(), now);
         assert!(c.get("noexp", now).is_none());
+    }
+
+    #[test]
+    fn a_credential_is_not_handed_out_once_its_provider_asked_to_be_called_again() {
+        let c = CredentialCache::default();
+        let now = 1_000_000;
+        let mut credential = cred(CachePolicy::UntilExpiry, Some(now + 3600));
+        credential.refresh_at = Some(now + 600);
+        c.put("r", "p", &credential, &producer(), now);
+        assert!(c.get("r", now + 599).is_some(), "before refresh-at it is served");
+        assert!(c.get("r", now + 600).is_none(), "at refresh-at the provider runs again");
+        assert!(!fresh(&credential, now + 600));
     }
 
     #[test]

@@ -272,10 +272,7 @@ impl StateStore {
         let valid = stored.as_ref().is_some_and(|stored| {
             stored.version == STORED_VERSION
                 && stored.credential.cache == CachePolicy::UntilExpiry
-                && stored
-                    .credential
-                    .expires_at
-                    .is_some_and(|t| t > now_unix() + EXPIRY_MARGIN_SECS)
+                && crate::credential_cache::fresh(&stored.credential, now_unix())
         });
         if !valid {
             self.evict(provider, key);
@@ -467,6 +464,7 @@ mod tests {
             headers: vec![],
             expires_at,
             cache,
+            refresh_at: None,
         }
     }
 
