@@ -25,20 +25,14 @@ pub fn post_form(
     pairs: &[(&str, &str)],
     headers: &[(&str, &str)],
 ) -> Result<HttpResponse> {
-    let mut all = vec![
-        (
-            "Content-Type".to_owned(),
-            "application/x-www-form-urlencoded".to_owned(),
-        ),
-        ("Accept".to_owned(), "application/json".to_owned()),
-    ];
-    all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Ok(host.fetch(HttpRequest {
-        method: "POST".into(),
-        url: url.into(),
-        headers: all,
-        body: form(pairs),
-    })?)
+    send(
+        host,
+        "POST",
+        url,
+        Some("application/x-www-form-urlencoded"),
+        headers,
+        form(pairs),
+    )
 }
 
 /// POSTs `body` as JSON and asks for JSON back.
@@ -48,28 +42,41 @@ pub fn post_json(
     body: &serde_json::Value,
     headers: &[(&str, &str)],
 ) -> Result<HttpResponse> {
-    let mut all = vec![
-        ("Content-Type".to_owned(), "application/json".to_owned()),
-        ("Accept".to_owned(), "application/json".to_owned()),
-    ];
-    all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    Ok(host.fetch(HttpRequest {
-        method: "POST".into(),
-        url: url.into(),
-        headers: all,
-        body: body.to_string().into_bytes(),
-    })?)
+    send(
+        host,
+        "POST",
+        url,
+        Some("application/json"),
+        headers,
+        body.to_string().into_bytes(),
+    )
 }
 
 /// GETs `url` asking for JSON.
 pub fn get_json(host: &mut dyn Host, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
-    let mut all = vec![("Accept".to_owned(), "application/json".to_owned())];
+    send(host, "GET", url, None, headers, Vec::new())
+}
+
+/// One request that asks for JSON back, its body of `content_type`.
+fn send(
+    host: &mut dyn Host,
+    method: &str,
+    url: &str,
+    content_type: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<HttpResponse> {
+    let mut all: Vec<(String, String)> = content_type
+        .map(|t| ("Content-Type".to_owned(), t.to_owned()))
+        .into_iter()
+        .collect();
+    all.push(("Accept".to_owned(), "application/json".to_owned()));
     all.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Ok(host.fetch(HttpRequest {
-        method: "GET".into(),
+        method: method.into(),
         url: url.into(),
         headers: all,
-        body: Vec::new(),
+        body,
     })?)
 }
 

@@ -7,8 +7,6 @@
 use credence_tests::{
     RawServer, Reply, TestServer, assert_refused_then_healthy, hostile_home, read_request_head, write_counted,
 };
-use std::io::Read;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// The audit record of the (first) request for the hostile provider's URL.
@@ -239,40 +237,13 @@ fn hoarding_handles_is_stopped_by_the_handle_limit() {
 fn a_prompt_nobody_answers_is_cut_off_by_the_wall_clock() {
     // A real terminal (script(1) allocates a pty) on which nobody ever types.
     let home = hostile_home(&[], r#"attack = "prompt-anyway""#, "wall-ms = 1500");
-    let exe = credence_tests::credence_exe();
-    let mut cmd = home.command_for(std::path::Path::new("script"));
-    cmd.args([
-        "--quiet",
-        "--return",
-        "--command",
-        &format!("'{}' get https://evil.example/", exe.display()),
-        "/dev/null",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd.spawn().expect("script(1) from util-linux");
-    // Held open and never written: EOF would be an answer.
-    let _keyboard = child.stdin.take();
-    let mut screen = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = Vec::new();
-        let _ = screen.read_to_end(&mut text);
-        String::from_utf8_lossy(&text).into_owned()
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("an unanswered prompt held credence for 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let screen = reader.join().unwrap();
-    assert_eq!(status.code(), Some(3), "{screen}");
+    let command = format!(
+        "'{}' get https://evil.example/",
+        credence_tests::credence_exe().display()
+    );
+    let terminal = home.on_terminal(&command, &[], Duration::from_secs(30));
+    let screen = terminal.text;
+    assert_eq!(terminal.code, Some(3), "{screen}");
     assert!(
         screen.contains("[credence] provider \"hostile\" says: password please"),
         "the prompt is labelled with the verified provider name: {screen}"

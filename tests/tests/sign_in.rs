@@ -691,16 +691,15 @@ fn the_ci_identity_is_refused_for_an_ungranted_audience_an_undeclared_ceiling_an
     assert!(exchanged.lock().unwrap().is_empty(), "nothing reached the exchange");
 }
 
-#[test]
-fn a_sign_in_whose_tool_went_away_closes_its_port_within_a_second() {
-    let code = code_server();
+/// `oauth-pkce` with `limits`, and a browser that notes where it was sent and never goes
+/// there (the user walked away): the home, the file the browser writes, the browser.
+fn pkce_with_an_idle_browser(code: &CodeServer, limits: &str) -> (Home, std::path::PathBuf, std::path::PathBuf) {
     let origin = code.server.origin();
     let home = Home::new();
     home.install_signed(&[("oauth-pkce", &[origin.clone()], &["authorize"])]);
     home.write_config(&format!(
-        "[[provider]]\nname = \"sso\"\ncomponent = \"oauth-pkce.wasm\"\nserves = [\"https://git.example/\"]\ngrant-origins = [\"{origin}\"]\n[provider.settings]\nclient-id = \"app-1\"\nauthorization-endpoint = \"{origin}/authorize\"\ntoken-endpoint = \"{origin}/token\"\n"
+        "[[provider]]\nname = \"sso\"\ncomponent = \"oauth-pkce.wasm\"\nserves = [\"https://git.example/\"]\ngrant-origins = [\"{origin}\"]\nlimits = {{ {limits} }}\n[provider.settings]\nclient-id = \"app-1\"\nauthorization-endpoint = \"{origin}/authorize\"\ntoken-endpoint = \"{origin}/token\"\n"
     ));
-    // A browser that notes where it was sent and never goes there: the user walked away.
     let opened = home.dir.path().join("opened.txt");
     let browser = home.dir.path().join("browser.sh");
     std::fs::write(
@@ -709,6 +708,23 @@ fn a_sign_in_whose_tool_went_away_closes_its_port_within_a_second() {
     )
     .unwrap();
     std::fs::set_permissions(&browser, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (home, opened, browser)
+}
+
+/// `host:port` of the launch address the browser was started with.
+fn launched_authority(launch: &str) -> String {
+    launch
+        .trim()
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .expect("a loopback launch URL")
+        .to_owned()
+}
+
+#[test]
+fn a_sign_in_whose_tool_went_away_closes_its_port_within_a_second() {
+    let code = code_server();
+    let (home, opened, browser) = pkce_with_an_idle_browser(&code, "");
     let mut cmd = home.command_for(std::path::Path::new("script"));
     cmd.args([
         "--quiet",
@@ -732,11 +748,7 @@ fn a_sign_in_whose_tool_went_away_closes_its_port_within_a_second() {
         assert!(Instant::now() < deadline, "the browser was never started");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let authority = launch
-        .strip_prefix("http://")
-        .and_then(|r| r.split('/').next())
-        .expect("a loopback launch URL")
-        .to_owned();
+    let authority = launched_authority(&launch);
     assert!(
         std::net::TcpStream::connect(&authority).is_ok(),
         "the listener waits for the callback"
@@ -777,31 +789,12 @@ fn a_three_minute_device_login_is_not_cut_by_the_120_s_call_limit() {
 #[test]
 fn a_browser_sign_in_nobody_completes_times_out_and_closes_its_port() {
     let code = code_server();
-    let origin = code.server.origin();
-    let home = Home::new();
-    home.install_signed(&[("oauth-pkce", &[origin.clone()], &["authorize"])]);
-    home.write_config(&format!(
-        "[[provider]]\nname = \"sso\"\ncomponent = \"oauth-pkce.wasm\"\nserves = [\"https://git.example/\"]\ngrant-origins = [\"{origin}\"]\nlimits = {{ wall-ms = 1000, interactive-wall-ms = 2500 }}\n[provider.settings]\nclient-id = \"app-1\"\nauthorization-endpoint = \"{origin}/authorize\"\ntoken-endpoint = \"{origin}/token\"\n"
-    ));
-    let opened = home.dir.path().join("opened.txt");
-    let browser = home.dir.path().join("browser.sh");
-    std::fs::write(
-        &browser,
-        format!("#!/bin/sh\necho \"$1\" > {}\n", sh_quote(&opened.to_string_lossy())),
-    )
-    .unwrap();
-    std::fs::set_permissions(&browser, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (home, opened, browser) = pkce_with_an_idle_browser(&code, "wall-ms = 1000, interactive-wall-ms = 2500");
     let screen = get_on_terminal(&home, &[("CREDENCE_BROWSER", browser.to_str().unwrap())]);
     let ended = Instant::now();
     assert_eq!(screen.code, Some(3), "{}", screen.text);
     assert!(screen.text.contains("wall-clock limit of 2500 ms"), "{}", screen.text);
-    let launch = std::fs::read_to_string(&opened).expect("the browser was started");
-    let authority = launch
-        .trim()
-        .strip_prefix("http://")
-        .and_then(|r| r.split('/').next())
-        .expect("a loopback launch URL")
-        .to_owned();
+    let authority = launched_authority(&std::fs::read_to_string(&opened).expect("the browser was started"));
     while std::net::TcpStream::connect(&authority).is_ok() {
         assert!(
             ended.elapsed() < Duration::from_secs(1),
