@@ -266,10 +266,6 @@ impl Pending {
         .expect("a loopback URL parses")
     }
 
-    pub fn redirect_uri(&self) -> &str {
-        &self.expected.redirect_uri
-    }
-
     /// Serves the listener until the valid callback, `deadline`, or `cancelled()`; then the
     /// listener closes (with `self`).
     pub fn wait(self, deadline: Instant, cancelled: impl Fn() -> bool) -> Outcome {
