@@ -765,3 +765,42 @@ fn a_statement_naming_one_setting_twice_is_refused_although_its_signature_would_
         "{run:#?}"
     );
 }
+
+// ---- world of the manifest ---------------------------------------------------------------
+
+#[test]
+fn a_component_built_for_another_world_than_its_manifest_declares_is_refused_by_sign_and_at_load() {
+    // A 0.1 component (the hostile one) under a manifest that claims world 0.2.0, whose
+    // ceiling could name 0.2's sign-in prompts: `sign` refuses to vouch for it, and the
+    // loading gate refuses to run it even unsigned.
+    let home = Home::new();
+    let key = home.keygen("publisher");
+    home.trust(&key, "Publisher", "publisher", "*");
+    let claims_0_2 = manifest("hostile", &[], &["authorize"]).replace("provider@0.1.0", "provider@0.2.0");
+    home.install("hostile", "hostile", &claims_0_2);
+    let component = home.provider_file("hostile.wasm");
+    let sign = home.run(&[
+        "sign",
+        component.to_str().unwrap(),
+        "--key",
+        key.secret.to_str().unwrap(),
+    ]);
+    assert_eq!(sign.code, Some(2), "{sign:#?}");
+    assert!(
+        sign.stderr
+            .contains("but its signed manifest declares world credence:provider/provider@0.2.0"),
+        "{}",
+        sign.stderr
+    );
+    assert!(
+        !home.provider_file("hostile.statement.json").exists(),
+        "no statement was written"
+    );
+    home.write_config("[[provider]]\nname = \"hostile\"\nserves = [\"https://evil.example/\"]\nsettings = { attack = \"not-mine\" }\n");
+    let run = home.run(&["--allow-unsigned", "get", "https://evil.example/"]);
+    assert_refused(
+        &run,
+        3,
+        "build it against that world's WIT, or declare the world it was built for",
+    );
+}
