@@ -90,8 +90,9 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
     }
     not_dumpable();
 
-    let engine = crate::sandbox::new_engine().map_err(|e| format!("cannot start the WebAssembly engine: {e}"))?;
     let runs = Arc::new(RunSlots::for_this_machine(crate::broker::RUNS_PER_INSTANCE));
+    let engine = crate::sandbox::new_pooled_engine(runs.max_running())
+        .map_err(|e| format!("cannot start the WebAssembly engine: {e}"))?;
     let config_file = paths.config_file();
     let stamp = FileStamp::of(&config_file);
     let config = Config::load(&config_file).map_err(|e| e.to_string());

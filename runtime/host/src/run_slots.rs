@@ -33,6 +33,11 @@ impl RunSlots {
         RunSlots::new((2 * cores).max(2 * per_instance), 256)
     }
 
+    /// Runs that may happen at once: what a pooled engine must have slots for.
+    pub fn max_running(&self) -> usize {
+        self.max_running
+    }
+
     pub fn acquire(&self) -> Result<RunSlot<'_>, Refusal> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if s.0 >= self.max_running {

@@ -55,7 +55,7 @@ use credence::paths::Paths;
 use credence::request::{CredentialRequest, Protocol, parse_request_url};
 use credence::resolver::{Forget, Resolver};
 use credence::terminal::Terminal;
-use credence_tests::{Home, component, credence_exe, manifest, time_spawn};
+use credence_tests::{Home, component, credence_exe, manifest, time_spawn, world_of};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -551,7 +551,11 @@ fn signed_home(exe: &Path, components: &[(&str, Vec<u8>)], filler_keys: usize, c
         std::fs::write(home.provider_file(&format!("{stem}.wasm")), bytes).unwrap();
         std::fs::write(
             home.provider_file(&format!("{stem}.manifest.toml")),
-            manifest(stem, &[], &[]),
+            // The variants (padded, renamed) are static-token's component: its world.
+            manifest(stem, &[], &[]).replace(
+                world_of(stem),
+                world_of(if stem.starts_with("static-token") { "static-token" } else { stem }),
+            ),
         )
         .unwrap();
         home.sign(stem, &key, &[]);

@@ -10,6 +10,8 @@ pub const DEFAULT_WALL_MS: u64 = 120_000;
 pub const DEFAULT_INTERACTIVE_WALL_MS: u64 = 15 * 60_000;
 /// Hard ceilings no manifest or config can raise.
 const MAX_MEMORY_MIB: u32 = 1024;
+/// [`MAX_MEMORY_MIB`] in bytes: the largest memory a pooled slot must hold.
+pub const MAX_MEMORY_BYTES: usize = (MAX_MEMORY_MIB as usize) << 20;
 const MAX_CPU_MS: u64 = 120_000;
 const MAX_WALL_MS: u64 = 30 * 60_000;
 
@@ -153,7 +155,7 @@ pub struct Limiter {
 }
 
 /// Table elements of all tables together: a provider needs a few hundred.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// What one table element costs the host (a pointer), charged to the memory limit.
 pub const TABLE_ELEMENT_BYTES: usize = 8;
 /// Core instances, tables and memories of one provider: a Rust component has a handful.

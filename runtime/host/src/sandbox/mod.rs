@@ -9,7 +9,7 @@ pub mod run;
 mod store;
 mod wasi;
 
-pub use engine::new_engine;
+pub use engine::{new_engine, new_pooled_engine};
 pub use imports::{ImportError, check_component_type};
 pub use limits::{LimitHit, ProviderLimits};
 pub use run::{ProviderCall, ProviderRunError, run_provider};
