@@ -7,6 +7,7 @@
 //! a limit; 4 a credential needs interaction the caller forbade; 5 the agent is busy.
 
 use crate::agent::client::{AgentClient, Unavailable};
+use crate::agent::remote_client::RemoteClient;
 use crate::front::{Tool, front_end};
 use crate::paths::Paths;
 use crate::request::{CredentialRequest, Protocol, Refusal, Source, parse_request_url};
@@ -55,6 +56,13 @@ pub enum ToolCommand {
         #[arg(long, hide = true)]
         detach: bool,
     },
+    /// Inside a remote: carry this remote's requests to your machine over stdin and stdout
+    /// (the command `credence remote exec -- ...` runs there).
+    Relay {
+        /// The socket the remote's tools reach it on (set CREDENCE_AGENT_SOCK to it).
+        #[arg(long, value_name = "PATH")]
+        listen: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -89,6 +97,12 @@ pub fn agent_enabled() -> bool {
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
+    if let Some(remote) = RemoteClient::from_env() {
+        return remote_main(&args, remote);
+    }
+    if args.get(1).and_then(|a| a.to_str()) == Some("relay") {
+        return relay_command(&args);
+    }
     if !agent_enabled() {
         return crate::exe::exec_host(&args);
     }
@@ -137,6 +151,61 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             action: Some(action), ..
         } => agent_command(action),
         ToolCommand::Agent { action: None, .. } => crate::exe::exec_host(&args),
+        ToolCommand::Relay { listen } => crate::relay::main(listen),
+    }
+}
+
+fn relay_command(args: &[OsString]) -> ExitCode {
+    match ThinCli::try_parse_from(args) {
+        Ok(ThinCli {
+            command: ToolCommand::Relay { listen },
+        }) => crate::relay::main(listen),
+        Ok(_) => ExitCode::from(2),
+        Err(e) => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Inside a remote session (`CREDENCE_AGENT_SOCK` set): every request goes to the user's
+/// machine. Nothing is answered here, and nothing falls back to providers of this side.
+fn remote_main(args: &[OsString], client: RemoteClient) -> ExitCode {
+    let client = Arc::new(client);
+    if let Some((front, rest)) = front_end(args) {
+        crate::logging::init();
+        let resolver: Arc<dyn Resolver> = client;
+        return front.run(&rest, Tool::process(Arc::new(move || Ok(resolver.clone()))));
+    }
+    let word = args.get(1).and_then(|a| a.to_str());
+    if !matches!(word, Some("get" | "forget" | "logout" | "agent" | "relay")) {
+        return crate::exe::exec_host(args);
+    }
+    let cli = match ThinCli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init();
+    match cli.command {
+        command @ ToolCommand::Get { .. } => run(command, &*client),
+        ToolCommand::Forget { .. } => {
+            eprintln!(
+                "credence: error: this shell's credentials come from your machine (CREDENCE_AGENT_SOCK={}); forget them there with `credence forget`",
+                client.socket().display()
+            );
+            ExitCode::from(2)
+        }
+        ToolCommand::Agent { .. } => {
+            eprintln!(
+                "credence: this shell asks your machine's agent through CREDENCE_AGENT_SOCK={}; `credence remote list` there shows this session",
+                client.socket().display()
+            );
+            ExitCode::SUCCESS
+        }
+        ToolCommand::Relay { listen } => crate::relay::main(listen),
     }
 }
 
@@ -274,6 +343,7 @@ pub fn run(command: ToolCommand, resolver: &dyn Resolver) -> ExitCode {
             eprintln!("credence: error: the agent runs in credence-host");
             ExitCode::from(2)
         }
+        ToolCommand::Relay { listen } => crate::relay::main(listen),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod front;
 pub mod logging;
 pub mod paths;
 pub mod private_dir;
+pub mod relay;
 pub mod request;
 pub mod resolver;
 pub mod secret;

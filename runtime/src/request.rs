@@ -159,7 +159,30 @@ pub fn parse_request_url(text: &str) -> Result<Url, String> {
         ));
     }
     url.set_fragment(None);
+    if let Some(what) = smuggled(&url) {
+        return Err(format!(
+            "the URL contains {what}, raw or percent-encoded; credence refuses it before any provider, prompt or policy sees it"
+        ));
+    }
     Ok(url)
+}
+
+/// What a URL must not carry even percent-encoded: the URL reaches providers, prompts,
+/// audit lines and other tools' protocols, and a decoder further on turns `%0a` back into a
+/// line break (a second header, a second git attribute), `%1b[` into a terminal sequence,
+/// and `%E2%80%AE` into a right-to-left override that makes one host look like another.
+/// A request from a remote session comes through here too, before any policy.
+fn smuggled(url: &Url) -> Option<&'static str> {
+    let decoded = percent_encoding::percent_decode_str(url.as_str()).decode_utf8_lossy();
+    for c in decoded.chars() {
+        if c.is_control() {
+            return Some("a control character (CR, LF, ESC or similar)");
+        }
+        if crate::terminal::is_invisible_or_bidi(c) {
+            return Some("an invisible or bidirectional-override character");
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -183,6 +206,24 @@ mod tests {
         assert_eq!(representable_expiry(Some(1_767_225_600)), Some(1_767_225_600));
         assert_eq!(representable_expiry(None), None);
         assert!(i64::try_from(LATEST_EXPIRY).is_ok(), "cargo reads an i64");
+    }
+
+    #[test]
+    fn line_breaks_escapes_and_bidi_overrides_are_refused_even_percent_encoded() {
+        for bad in [
+            "https://r.example/a%0ab",
+            "https://r.example/a%0D%0AHost:%20evil",
+            "https://r.example/?q=%1b[2J",
+            "https://r.example/%E2%80%AEmoc.elgoog",
+            "https://r.example/a\u{202e}b",
+            "https://r.example/%00",
+            "https://r.example/a%E2%81%A6b",
+        ] {
+            let err = parse_request_url(bad).unwrap_err();
+            assert!(err.contains("character"), "{bad}: {err}");
+        }
+        // Ordinary percent-encoding is still fine.
+        assert!(parse_request_url("https://r.example/a%20b/%C3%A9t%C3%A9?x=%2F").is_ok());
     }
 
     #[test]

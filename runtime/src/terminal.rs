@@ -166,7 +166,7 @@ fn push_neutralised(out: &mut String, c: char) {
 
 /// Characters a terminal shows as nothing (or that reorder what follows): a provider could
 /// hide text with them, or make two messages look alike.
-fn is_invisible_or_bidi(c: char) -> bool {
+pub fn is_invisible_or_bidi(c: char) -> bool {
     matches!(c as u32,
         0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
         | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F

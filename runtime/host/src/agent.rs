@@ -74,6 +74,17 @@ struct Agent {
     wake: (Mutex<()>, std::sync::Condvar),
     /// The socket this agent bound (device, inode): only that file is ever removed.
     socket_id: Option<(u64, u64)>,
+    /// Remote sessions opened by `credence remote ...` (each with a socket of its own).
+    sessions: Arc<crate::remote::serve::Sessions>,
+}
+
+impl crate::remote::serve::SessionHost for Agent {
+    fn broker(&self) -> Result<Arc<Broker>, String> {
+        Agent::broker(self)
+    }
+    fn touch(&self) {
+        *self.last_request.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
 }
 
 pub fn serve(detach: bool) -> Result<ExitCode, String> {
@@ -149,6 +160,7 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
         socket_id,
         wake: (Mutex::new(()), std::sync::Condvar::new()),
         checked: AtomicU64::new(u64::MAX),
+        sessions: Arc::default(),
         workers: Workers {
             waiting: AtomicUsize::new(0),
             alive: AtomicUsize::new(0),
@@ -156,6 +168,8 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
     });
     tracing::info!(socket = %agent.endpoint.socket.display(), "agent listening");
     let code = agent.accept_loop(&listener, socket_id);
+    // Sessions end with the agent: their sockets go, their launchers see it.
+    agent.sessions.end(None);
     // The socket goes before the lock: a client that then takes the lock finds no socket
     // to mistake for a live agent. Requests in hand are finished (for up to 10 s).
     if std::fs::symlink_metadata(&agent.endpoint.socket).ok().map(|m| ino(&m)) == socket_id {
@@ -380,7 +394,7 @@ impl Agent {
             return Some(format!("its home {} is gone", self.paths.home.display()));
         }
         let quiet = self.last_request.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
-        if quiet >= self.idle && self.connections.load(Ordering::SeqCst) == 0 {
+        if quiet >= self.idle && self.connections.load(Ordering::SeqCst) == 0 && self.sessions.list().is_empty() {
             return Some(format!("idle for {} s", quiet.as_secs()));
         }
         None
@@ -502,7 +516,7 @@ impl Agent {
         next
     }
 
-    fn converse(&self, mut stream: UnixStream, who: Peer) {
+    fn converse(self: &Arc<Self>, mut stream: UnixStream, who: Peer) {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         // Frames are read through a buffer: one receive per request (a client writes each
         // frame whole; a pipelined hello and request arrive together), not two.
@@ -574,6 +588,16 @@ impl Agent {
                 Err(_) => return,
             };
             *self.last_request.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            if let ToAgent::OpenSession {
+                label,
+                carrier,
+                can_prompt,
+            } = message
+            {
+                // The connection becomes the session's: it lives as long as this stays open.
+                self.open_session(stream, &label, &carrier, can_prompt);
+                return;
+            }
             self.in_flight.fetch_add(1, Ordering::SeqCst);
             let reply = crate::fs_watch::one_view(|| self.answer(message, &mut stream, &client));
             // In flight until the answer is sent: a stop waits for it.
@@ -637,8 +661,44 @@ impl Agent {
                 self.step_down();
                 FromAgent::Stopping
             }
-            ToAgent::Hello { .. } | ToAgent::Asked { .. } | ToAgent::Shown { .. } => return None,
+            ToAgent::Sessions => FromAgent::Sessions {
+                sessions: self.sessions.list(),
+            },
+            ToAgent::EndSessions { label } => FromAgent::Ended {
+                count: self.sessions.end(label.as_deref()),
+            },
+            ToAgent::Decide { label, host, allow } => match self.sessions.decide(&label, host.as_deref(), allow) {
+                Ok(count) => FromAgent::Decided { count },
+                Err(message) => FromAgent::Refused {
+                    message,
+                    restart: false,
+                },
+            },
+            ToAgent::Hello { .. } | ToAgent::Asked { .. } | ToAgent::Shown { .. } | ToAgent::OpenSession { .. } => {
+                return None;
+            }
         })
+    }
+}
+
+impl Agent {
+    fn open_session(self: &Arc<Self>, mut stream: UnixStream, label: &str, carrier: &str, can_prompt: bool) {
+        let dir = crate::remote::serve::sessions_dir(&self.endpoint.dir);
+        let control = match stream.try_clone() {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        let host: Arc<dyn crate::remote::serve::SessionHost> = self.clone();
+        let reply = match self.sessions.open(host, &dir, label, carrier, can_prompt, control) {
+            Ok(session) => FromAgent::SessionOpened {
+                socket: session.socket.display().to_string(),
+            },
+            Err(message) => FromAgent::Refused {
+                message,
+                restart: false,
+            },
+        };
+        let _ = write_frame(&mut stream, &reply);
     }
 }
 

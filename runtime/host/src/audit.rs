@@ -58,6 +58,24 @@ pub struct Record {
     /// ran), `negative` (a recent refusal answered again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
+    /// A request from a remote session: which, and what its policy decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<Remote>,
+}
+
+/// The remote session a request came from, as the user's machine named it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Remote {
+    /// The label given with `credence remote ... --label`.
+    pub label: String,
+    /// How it is reached (`ssh DEST`, `exec docker exec -i ...`, `socket`).
+    pub carrier: String,
+    pub session: String,
+    /// `allowed`, `not-allowed` (outside `allow`), `operation-refused`, `ended`, `malformed`.
+    pub decision: String,
+    /// `not-needed`, `session`, `host`, `request`, `denied`, `timed-out`, `too-many`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 /// The process on the other end of the agent's socket. The pid and executable are for

@@ -53,6 +53,28 @@ pub struct Broker {
     /// holds, a key not listed has none, and no file is looked up for it.
     rejections: Mutex<(u64, HashMap<String, std::collections::HashSet<String>>)>,
     rejections_watched: bool,
+    /// Keys of credentials a remote session's tool said were refused: its next request for
+    /// them is a retry. Kept in memory only, like everything minted for a session.
+    remote_rejected: Mutex<std::collections::HashSet<String>>,
+}
+
+/// A request from a remote session, as the broker needs to know it: the provider is told
+/// the requester is remote (by the label the user gave the session), the user's stored
+/// credentials may answer it ("existing"), and what a provider mints for it ("fresh") is
+/// kept in memory under the session only, never in the store, and dropped when the session
+/// ends.
+#[derive(Clone, Debug)]
+pub struct RemoteScope {
+    pub session: String,
+    pub label: String,
+    /// What the audit record says of the session and its policy.
+    pub audit: audit::Remote,
+}
+
+impl RemoteScope {
+    fn key(&self, key: &str) -> String {
+        format!("{key}\0remote:{}", self.session)
+    }
 }
 
 /// Runs of one provider instance at once in the agent.
@@ -96,6 +118,7 @@ impl Broker {
             admitted: Mutex::new((u64::MAX, std::collections::HashSet::new())),
             rejections: Mutex::new((u64::MAX, HashMap::new())),
             rejections_watched: false,
+            remote_rejected: Mutex::default(),
         }
     }
 
@@ -407,12 +430,37 @@ impl Broker {
         prompts: Box<dyn Terminal>,
         client: Option<audit::Client>,
     ) -> Result<Answer, Refusal> {
+        self.get_scoped(request, prompts, client, None)
+    }
+
+    /// [`get_for`](Self::get_for) for a remote session (see [`RemoteScope`]).
+    pub fn get_remote(
+        &self,
+        request: &CredentialRequest,
+        prompts: Box<dyn Terminal>,
+        client: Option<audit::Client>,
+        scope: &RemoteScope,
+    ) -> Result<Answer, Refusal> {
+        self.get_scoped(request, prompts, client, Some(scope))
+    }
+
+    fn get_scoped(
+        &self,
+        request: &CredentialRequest,
+        prompts: Box<dyn Terminal>,
+        client: Option<audit::Client>,
+        scope: Option<&RemoteScope>,
+    ) -> Result<Answer, Refusal> {
         let request = &crate::capability::prompt::interactive_only_with_a_terminal(request, &*prompts);
         let mut prompts = Some(prompts);
         let started = std::time::Instant::now();
         let mut record = self.record(request);
         record.client = client;
-        let negative_key = negative_key(request);
+        record.remote = scope.map(|s| s.audit.clone());
+        let negative_key = match scope {
+            Some(s) => s.key(&negative_key(request)),
+            None => negative_key(request),
+        };
         let negative = match request.is_retry {
             true => None,
             false => self.memory.negative(&negative_key).filter(|(_, producers)| {
@@ -437,7 +485,7 @@ impl Broker {
             }
             None => {
                 let mut ran = Vec::new();
-                let result = self.answer(request, &mut record, &mut prompts, &mut ran);
+                let result = self.answer(request, &mut record, &mut prompts, &mut ran, scope);
                 match &result {
                     Ok(_) => self.memory.clear_negative(&negative_key),
                     Err(refusal) => self
@@ -461,20 +509,29 @@ impl Broker {
                 record.credential_fingerprint = Some(self.audit.fingerprint(answer.credential.secret.expose()));
             }
             Err(refusal) => {
-                record.outcome = match refusal {
-                    Refusal::NotServed(_) => "not-served",
-                    Refusal::NotFound { .. } => "not-found",
-                    Refusal::NeedsInteraction { .. } => "needs-interaction",
-                    Refusal::Denied { .. } => "denied",
-                    Refusal::Failed(_) => "failed",
-                    Refusal::Busy(_) => "busy",
-                }
-                .into();
+                record.outcome = outcome_of(refusal).into();
                 record.error = Some(refusal.to_string());
             }
         }
         self.audit.append(&record);
         result
+    }
+
+    /// The audit record of a remote request refused before any provider was asked (outside
+    /// the session's allow list, not approved, the session ended).
+    pub fn audit_remote_refusal(
+        &self,
+        request: &CredentialRequest,
+        remote: audit::Remote,
+        refusal: &Refusal,
+        took: std::time::Duration,
+    ) {
+        let mut record = self.record(request);
+        record.remote = Some(remote);
+        record.outcome = outcome_of(refusal).into();
+        record.error = Some(refusal.to_string());
+        record.duration_ms = (took.as_secs_f64() * 1e6).round() / 1e3;
+        self.audit.append(&record);
     }
 
     fn record(&self, request: &CredentialRequest) -> audit::Record {
@@ -498,6 +555,7 @@ impl Broker {
         record: &mut audit::Record,
         prompts: &mut Option<Box<dyn Terminal>>,
         ran: &mut Vec<(String, Producer)>,
+        scope: Option<&RemoteScope>,
     ) -> Result<Answer, Refusal> {
         let mut not_found = Vec::new();
         for provider in self.config.providers_for(&request.url) {
@@ -506,10 +564,11 @@ impl Broker {
                 ..Default::default()
             });
             let key = credential_key(provider, request);
+            let own_key = scope.map(|s| s.key(&key));
             // Concurrent identical requests wait for this one and find its answer cached.
-            let step = self
-                .memory
-                .single_flight(&key, || self.attempt(provider, &key, request, record, prompts, ran));
+            let step = self.memory.single_flight(own_key.as_deref().unwrap_or(&key), || {
+                self.attempt(provider, &key, request, record, prompts, ran, scope)
+            });
             match step? {
                 Step::Answered(answer) => return Ok(answer),
                 Step::NotMine => {}
@@ -529,6 +588,7 @@ impl Broker {
 
     /// One provider instance's turn: its cached or stored credential if the gate would
     /// still admit what made it, else a run.
+    #[allow(clippy::too_many_arguments)]
     fn attempt(
         &self,
         provider: &ProviderConfig,
@@ -537,9 +597,18 @@ impl Broker {
         record: &mut audit::Record,
         prompts: &mut Option<Box<dyn Terminal>>,
         ran: &mut Vec<(String, Producer)>,
+        scope: Option<&RemoteScope>,
     ) -> Result<Step, Refusal> {
+        // A session's own entries are under its key; the user's (`key`) are read, never
+        // written or evicted, for it.
+        let scoped = scope.map(|s| s.key(key));
+        let own_key = scoped.as_deref().unwrap_or(key);
         let mut request = request.clone();
-        if self.take_rejected(&provider.name, key) {
+        let rejected = match scope {
+            Some(_) => lock(&self.remote_rejected).remove(own_key),
+            None => self.take_rejected(&provider.name, key),
+        };
+        if rejected {
             request.is_retry = true;
             record.is_retry = true;
         }
@@ -547,12 +616,18 @@ impl Broker {
         let attempt = record.providers.last_mut().expect("pushed by the caller");
         let now = crate::state_store::now_unix();
         if request.is_retry {
-            self.memory.evict(key);
-            self.state.evict(&provider.name, key);
+            self.memory.evict(own_key);
+            if scope.is_none() {
+                self.state.evict(&provider.name, key);
+            }
         } else {
-            let cached = match self.memory.get(key, now) {
+            let cached = match self.memory.get(own_key, now) {
                 Some(hit) => Some((hit, "hit")),
-                None => self.state.cached_credential(&provider.name, key).map(|c| (c, "stored")),
+                None => scoped
+                    .as_ref()
+                    .and_then(|_| self.memory.get(key, now))
+                    .map(|hit| (hit, "hit"))
+                    .or_else(|| self.state.cached_credential(&provider.name, key).map(|c| (c, "stored"))),
             };
             if let Some(((credential, producer), cache)) = cached {
                 match self.still_admitted(provider, &producer) {
@@ -575,6 +650,7 @@ impl Broker {
                     Err(why) => {
                         // Whatever changed, the provider goes through the whole gate again.
                         tracing::debug!(provider = %provider.name, "not serving the kept credential: {why}");
+                        self.memory.evict(own_key);
                         self.memory.evict(key);
                         self.state.evict(&provider.name, key);
                     }
@@ -629,7 +705,7 @@ impl Broker {
             Some(runs) => Some(runs.acquire()?),
             None => None,
         };
-        let outcome = self.run(provider, &warm, request, attempt, prompts)?;
+        let outcome = self.run(provider, &warm, request, attempt, prompts, scope)?;
         ran.push((provider.name.clone(), warm.producer.clone()));
         tracing::debug!(provider = %provider.name, run_us = started.elapsed().as_micros() as u64, "provider call finished");
         attempt.answer = Some(
@@ -646,9 +722,11 @@ impl Broker {
         match outcome {
             Ok(credential) => {
                 let producer = &warm.producer;
-                self.memory.put(key, &provider.name, &credential, producer, now);
-                if let Err(e) = self.state.cache_credential(&provider.name, key, &credential, producer) {
-                    tracing::warn!(provider = %provider.name, "cannot store the credential for later runs: {e}");
+                self.memory.put(own_key, &provider.name, &credential, producer, now);
+                if scope.is_none() {
+                    if let Err(e) = self.state.cache_credential(&provider.name, key, &credential, producer) {
+                        tracing::warn!(provider = %provider.name, "cannot store the credential for later runs: {e}");
+                    }
                 }
                 Ok(Step::Answered(Answer {
                     credential,
@@ -723,6 +801,28 @@ impl Broker {
     }
 
     /// How many providers are loaded and warm.
+    /// A remote session's tool said the credential it was given was refused: the session's
+    /// own entry goes and its next request is a retry. The user's stored credentials stay:
+    /// a remote cannot make this machine forget them.
+    pub fn remote_rejected(&self, request: &CredentialRequest, scope: &RemoteScope) {
+        let mut record = self.tool_decision(request, "rejected");
+        record.remote = Some(scope.audit.clone());
+        self.audit.append(&record);
+        self.memory.clear_negative(&scope.key(&negative_key(request)));
+        for provider in self.config.providers_for(&request.url) {
+            let key = scope.key(&credential_key(provider, request));
+            self.memory.evict(&key);
+            lock(&self.remote_rejected).insert(key);
+        }
+    }
+
+    /// A session ended: everything minted for it goes (zeroised on eviction).
+    pub fn end_session(&self, session: &str) -> usize {
+        let suffix = format!("\0remote:{session}");
+        lock(&self.remote_rejected).retain(|k| !k.ends_with(&suffix));
+        self.memory.retain_keys(|key| !key.ends_with(&suffix))
+    }
+
     pub fn providers_loaded(&self) -> usize {
         lock(&self.warm).len()
     }
@@ -741,8 +841,14 @@ impl Broker {
         request: &CredentialRequest,
         attempt: &mut Attempt,
         prompts: &mut Option<Box<dyn Terminal>>,
+        scope: Option<&RemoteScope>,
     ) -> Result<Result<Credential, wit::CredentialError>, Refusal> {
         let name = &provider.name;
+        // Who asked, as a device code or browser sign-in shows it.
+        let asked_by = match scope {
+            Some(s) => format!("{} in remote session \"{}\"", request.protocol.name(), s.label),
+            None => request.protocol.name().to_owned(),
+        };
         let loaded = &warm.loaded;
         // Read under the caller's state lock (see `attempt`).
         let state = self.state.provider_state(name);
@@ -761,7 +867,7 @@ impl Broker {
                 // (the first said not-mine) cannot prompt.
                 prompts.take().unwrap_or_else(|| Box::new(NoTerminal)),
             )
-            .for_request(&request.url, request.protocol.name()),
+            .for_request(&request.url, &asked_by),
             // Remote sessions (a later issue) never get the CI identity.
             id_token: crate::capability::workload_identity::IdTokenCapability::new(
                 loaded.ceiling.id_token,
@@ -778,7 +884,10 @@ impl Broker {
                 challenge_headers: request.challenge_headers.clone(),
                 settings: provider.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 state,
-                requester: wit::Requester::Local(request.protocol.name().to_owned()),
+                requester: match scope {
+                    Some(s) => wit::Requester::Remote(s.label.clone()),
+                    None => wit::Requester::Local(request.protocol.name().to_owned()),
+                },
                 reason: if request.is_retry {
                     wit::RequestReason::Retry
                 } else {
@@ -986,6 +1095,18 @@ impl Resolver for Broker {
 /// and the operation. A credential made for one tool is shaped for it (cargo's token, git's
 /// user and password, a registry's Basic pair for docker) and a scope granted for one
 /// operation (read) is not one for another (publish): neither crosses over.
+/// A refusal as the audit trail's `outcome` names it.
+fn outcome_of(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::NotServed(_) => "not-served",
+        Refusal::NotFound { .. } => "not-found",
+        Refusal::NeedsInteraction { .. } => "needs-interaction",
+        Refusal::Denied { .. } => "denied",
+        Refusal::Failed(_) => "failed",
+        Refusal::Busy(_) => "busy",
+    }
+}
+
 fn credential_key(provider: &ProviderConfig, request: &CredentialRequest) -> String {
     let mut h = Sha256::new();
     let protocol = serde_json::to_value(request.protocol)

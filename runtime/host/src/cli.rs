@@ -92,6 +92,12 @@ enum Command {
         #[arg(long)]
         non_interactive: bool,
     },
+    /// Let a dev container, codespace, WSL or SSH host ask this machine for credentials:
+    /// open, list and end remote sessions (policy: `[remote]` in config.toml).
+    Remote {
+        #[command(subcommand)]
+        action: crate::remote::launcher::RemoteCommand,
+    },
     /// Print a completion script for your shell, e.g.
     /// `credence completions bash > ~/.local/share/bash-completion/completions/credence`.
     Completions { shell: clap_complete::Shell },
@@ -145,7 +151,9 @@ fn run(command: Command, trust: TrustMode) -> Result<ExitCode, String> {
             // `status` and `stop` talk to the agent: the tool-facing program does that.
             Err("run `credence agent status` or `credence agent stop`".into())
         }
+        Command::Tool(ToolCommand::Relay { listen }) => Ok(credence::relay::main(listen)),
         Command::Tool(command) => Ok(credence::cli::run(command, &open(trust)?)),
+        Command::Remote { action } => crate::remote::launcher::run(action),
         Command::New { name, dir, sdk } => crate::authoring::new_provider(&name, dir.as_deref(), sdk.as_deref()),
         Command::Dev {
             url,

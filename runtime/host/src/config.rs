@@ -37,6 +37,8 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// `[agent] idle`: how long the agent waits for a request before it exits.
     pub agent_idle: std::time::Duration,
+    /// `[remote]`: what remote sessions may ask for (nothing by default).
+    pub remote: crate::remote::policy::RemotePolicy,
 }
 
 /// The agent's idle exit when `[agent] idle` is not set.
@@ -48,6 +50,7 @@ impl Default for Config {
             store: StoreMode::default(),
             providers: Vec::new(),
             agent_idle: DEFAULT_AGENT_IDLE,
+            remote: Default::default(),
         }
     }
 }
@@ -157,6 +160,8 @@ struct RawConfig {
     provider: Vec<toml::Spanned<RawProvider>>,
     #[serde(default)]
     agent: RawAgent,
+    #[serde(default)]
+    remote: crate::remote::policy::RawRemote,
 }
 
 /// The 1-based line and column of byte `at` in `text`.
@@ -174,19 +179,25 @@ struct RawAgent {
     idle: Option<String>,
 }
 
+/// A duration as the config writes it: jiff's friendly form (`30m`, `1h30m`, `90s`). The
+/// error starts with the value, for the caller to put the key in front.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let span: jiff::Span = text
+        .parse()
+        .map_err(|e| format!("= {text:?} is not a duration such as \"30m\" or \"2h\": {e}"))?;
+    let d = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|e| format!("= {text:?}: {e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("= {text:?} is negative"))
+}
+
 /// `[agent] idle`: jiff's friendly durations (`30m`, `1h30m`, `90s`), at least a second and
 /// at most a week.
 fn agent_idle(raw: &RawAgent) -> Result<std::time::Duration, String> {
     let Some(text) = &raw.idle else {
         return Ok(DEFAULT_AGENT_IDLE);
     };
-    let span: jiff::Span = text
-        .parse()
-        .map_err(|e| format!("[agent] idle = {text:?} is not a duration such as \"30m\" or \"2h\": {e}"))?;
-    let d = span
-        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .map_err(|e| format!("[agent] idle = {text:?}: {e}"))?;
-    let d = std::time::Duration::try_from(d).map_err(|_| format!("[agent] idle = {text:?} is negative"))?;
+    let d = parse_duration(text).map_err(|e| format!("[agent] idle {e}"))?;
     if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(7 * 86_400) {
         return Err(format!("[agent] idle = {text:?} must be between 1 s and 7 days"));
     }
@@ -250,6 +261,7 @@ impl Config {
             store: raw.store,
             providers,
             agent_idle: agent_idle(&raw.agent)?,
+            remote: crate::remote::policy::RemotePolicy::from_raw(raw.remote)?,
         })
     }
 

@@ -62,9 +62,9 @@ impl Entries {
         Some(entry)
     }
 
-    fn retain(&mut self, keep: impl Fn(&Entry) -> bool) -> usize {
+    fn retain(&mut self, keep: impl Fn(&str, &Entry) -> bool) -> usize {
         let before = self.map.len();
-        self.map.retain(|_, e| keep(e));
+        self.map.retain(|k, e| keep(k, e));
         let map = &self.map;
         self.oldest_first.retain(|_, k| map.contains_key(k));
         before - self.map.len()
@@ -163,7 +163,7 @@ impl CredentialCache {
 
     /// Drops every entry of `instance` (all with `None`), and every negative answer.
     pub fn evict_instance(&self, instance: Option<&str>) -> usize {
-        let dropped = lock(&self.entries).retain(|e| instance.is_some_and(|i| e.instance != i));
+        let dropped = lock(&self.entries).retain(|_, e| instance.is_some_and(|i| e.instance != i));
         lock(&self.negative).clear();
         give_back_memory(dropped);
         dropped
@@ -171,7 +171,16 @@ impl CredentialCache {
 
     /// Drops the entries whose producer `keep` refuses (after a revocation).
     pub fn retain(&self, keep: impl Fn(&str, &Producer) -> bool) -> usize {
-        let dropped = lock(&self.entries).retain(|e| keep(&e.instance, &e.producer));
+        let dropped = lock(&self.entries).retain(|_, e| keep(&e.instance, &e.producer));
+        give_back_memory(dropped);
+        dropped
+    }
+
+    /// Drops the entries whose key `keep` refuses, and the negative answers likewise (a
+    /// remote session's, when it ends).
+    pub fn retain_keys(&self, keep: impl Fn(&str) -> bool) -> usize {
+        let dropped = lock(&self.entries).retain(|k, _| keep(k));
+        lock(&self.negative).retain(|k, _| keep(k));
         give_back_memory(dropped);
         dropped
     }

@@ -22,6 +22,7 @@ pub mod loader;
 pub mod log_init;
 pub mod os_store;
 pub mod producer;
+pub mod remote;
 pub mod run_slots;
 pub mod sandbox;
 pub mod sequence_store;

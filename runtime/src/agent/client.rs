@@ -375,6 +375,62 @@ impl AgentClient {
         }
     }
 
+    /// Opens a remote session: its socket, and the connection the session lives on (it
+    /// ends when that closes). The agent sends the session's questions on it.
+    pub fn open_session(
+        &self,
+        label: &str,
+        carrier: &str,
+        can_prompt: bool,
+    ) -> Result<(std::io::BufReader<UnixStream>, PathBuf), String> {
+        let message = ToAgent::OpenSession {
+            label: label.to_owned(),
+            carrier: carrier.to_owned(),
+            can_prompt,
+        };
+        let mut conn = self.send(&message).map_err(|e| e.to_string())?;
+        match read_frame(&mut conn).map_err(|e| e.to_string())? {
+            FromAgent::SessionOpened { socket } => {
+                conn.get_ref().set_read_timeout(None).map_err(|e| e.to_string())?;
+                Ok((conn, PathBuf::from(socket)))
+            }
+            FromAgent::Refused { message, .. } => Err(message),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    pub fn sessions(&self) -> Result<Vec<super::wire::SessionInfo>, String> {
+        match self.call(&ToAgent::Sessions, &mut None).map_err(|e| e.to_string())? {
+            FromAgent::Sessions { sessions } => Ok(sessions),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// Ends the sessions labelled `label`, or every session; how many ended.
+    pub fn end_sessions(&self, label: Option<&str>) -> Result<usize, String> {
+        let message = ToAgent::EndSessions {
+            label: label.map(str::to_owned),
+        };
+        match self.call(&message, &mut None).map_err(|e| e.to_string())? {
+            FromAgent::Ended { count } => Ok(count),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// Approves or denies what the sessions labelled `label` wait for; how many decided.
+    pub fn decide(&self, label: &str, host: Option<&str>, allow: bool) -> Result<usize, String> {
+        let message = ToAgent::Decide {
+            label: label.to_owned(),
+            host: host.map(str::to_owned),
+            allow,
+        };
+        match self.call(&message, &mut None).map_err(|e| e.to_string())? {
+            FromAgent::Decided { count } => Ok(count),
+            FromAgent::Refused { message, .. } => Err(message),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
     pub fn stop(&self) -> Result<(), String> {
         match self.call(&ToAgent::Stop, &mut None).map_err(|e| e.to_string())? {
             FromAgent::Stopping => Ok(()),

@@ -8,4 +8,6 @@
 
 pub mod client;
 pub mod endpoint;
+pub mod mux;
+pub mod remote_client;
 pub mod wire;

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 /// Bumped whenever a message changes shape. Messages are externally tagged
 /// (`{"resolve":{...}}`): serde reads those in one pass, where an internally tagged enum
 /// is buffered and read twice.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 pub const MAX_FRAME: usize = 1 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,6 +44,27 @@ pub enum ToAgent {
     },
     Shown {
         result: Result<(), String>,
+    },
+    /// `credence remote ...` on the user's machine opens a session: the agent makes it a
+    /// socket of its own, and the session lasts while this connection stays open. Questions
+    /// about the session's requests come back on it (`ask`/`show`) when `can_prompt`.
+    OpenSession {
+        label: String,
+        carrier: String,
+        can_prompt: bool,
+    },
+    /// `credence remote list`.
+    Sessions,
+    /// `credence remote revoke LABEL` (`label`), or `deny-all` (`None`).
+    EndSessions {
+        label: Option<String>,
+    },
+    /// `credence remote approve|deny LABEL [--host HOST]`: decides what the session waits
+    /// for (and, with a host, approves it ahead).
+    Decide {
+        label: String,
+        host: Option<String>,
+        allow: bool,
     },
 }
 
@@ -82,6 +103,33 @@ pub enum FromAgent {
         status: AgentStatus,
     },
     Stopping,
+    SessionOpened {
+        socket: String,
+    },
+    Sessions {
+        sessions: Vec<SessionInfo>,
+    },
+    Ended {
+        count: usize,
+    },
+    Decided {
+        count: usize,
+    },
+}
+
+/// A remote session as `credence remote list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub label: String,
+    pub carrier: String,
+    /// Unix seconds.
+    pub started: u64,
+    pub requests: u64,
+    /// Hosts approved (or `*` for the whole session).
+    pub approved: Vec<String>,
+    /// Requests waiting for the user's yes.
+    pub waiting: Vec<String>,
+    pub socket: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
