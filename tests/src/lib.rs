@@ -161,7 +161,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from((output, elapsed): (Output, Duration)) -> Run {
+    pub fn from((output, elapsed): (Output, Duration)) -> Run {
         Run {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -872,13 +872,19 @@ pub struct NuGet {
 impl NuGet {
     pub fn start(home: &Home, env: &[(&str, &str)]) -> NuGet {
         let mut cmd = home.command();
-        cmd.args(["nuget", "-Plugin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args(["nuget", "-Plugin"]);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        NuGet::spawn(cmd)
+    }
+
+    /// The plugin as `cmd` starts it (`credence nuget -Plugin`, perhaps inside another
+    /// namespace).
+    pub fn spawn(mut cmd: Command) -> NuGet {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().unwrap();
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -916,7 +922,11 @@ impl NuGet {
 impl NuGet {
     /// A plugin session through both handshakes, Initialize and the claims, as NuGet opens it.
     pub fn session(home: &Home, env: &[(&str, &str)]) -> NuGet {
-        let mut n = NuGet::start(home, env);
+        NuGet::open(NuGet::start(home, env))
+    }
+
+    /// Both handshakes, Initialize and the claims on a started plugin.
+    pub fn open(mut n: NuGet) -> NuGet {
         // Both sides initiate the handshake.
         let theirs = n.next(Duration::from_secs(10));
         assert_eq!(
@@ -1102,4 +1112,103 @@ pub fn plain_git(dir: &std::path::Path, args: &[&str]) {
         "git {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// An OpenSSH server on 127.0.0.1 of the test's own: its host key, one client key in its
+/// `authorized_keys`, no PAM. `None` when this machine has no sshd (then the test says it
+/// is skipped), unless `CREDENCE_REQUIRE_SSHD=1` (CI, which installs openssh-server).
+pub struct Sshd {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    pub fn start() -> Option<Sshd> {
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd", "/sbin/sshd"]
+            .into_iter()
+            .map(std::path::Path::new)
+            .find(|p| p.is_file());
+        let Some(sshd) = sshd else {
+            assert!(
+                std::env::var_os("CREDENCE_REQUIRE_SSHD").is_none(),
+                "CREDENCE_REQUIRE_SSHD is set but no sshd is installed (apt-get install openssh-server)"
+            );
+            eprintln!("skipped: no sshd on this machine (apt-get install openssh-server)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (key, comment) in [("host_key", "host"), ("client_key", "client")] {
+            let out = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+                .arg(d.join(key))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ssh-keygen: {out:?}");
+        }
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+        // sshd's privilege separation wants this directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nAllowStreamLocalForwarding yes\nStreamLocalBindUnlink yes\nAllowUsers {user}\nLogLevel ERROR\n",
+                d.join("host_key").display(),
+                d.join("authorized_keys").display(),
+                d.join("sshd.pid").display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not listen on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Sshd { child, port, dir })
+    }
+
+    /// The ssh arguments (after the destination) that reach this server non-interactively.
+    pub fn ssh_args(&self) -> Vec<String> {
+        vec![
+            "-p".into(),
+            self.port.to_string(),
+            "-i".into(),
+            self.dir.path().join("client_key").display().to_string(),
+            "-o".into(),
+            "StrictHostKeyChecking=no".into(),
+            "-o".into(),
+            "UserKnownHostsFile=/dev/null".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+        ]
+    }
+
+    pub fn destination(&self) -> String {
+        format!("{}@127.0.0.1", std::env::var("USER").unwrap_or_else(|_| "root".into()))
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

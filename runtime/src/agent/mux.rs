@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 /// not a shell's banner, or an old relay).
 pub const GREETING: &[u8] = b"credence-relay 1\n";
 pub const MAX_CHUNK: usize = 64 << 10;
-/// Streams open at once; the relay refuses more connections.
+/// Streams open at once; more connections wait to be accepted.
 pub const MAX_STREAMS: usize = 64;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -182,13 +182,13 @@ pub fn relay(
         let (out, streams) = (out.clone(), streams.clone());
         std::thread::spawn(move || {
             let mut next: u32 = 0;
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                if !admit(&stream) {
-                    continue;
+            loop {
+                // At the bound, connections wait in the listen queue until a stream closes.
+                while streams.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_STREAMS {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
                 }
-                let full = streams.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_STREAMS;
-                if full {
+                let Ok((stream, _)) = listener.accept() else { continue };
+                if !admit(&stream) {
                     continue;
                 }
                 next = next.wrapping_add(1);

@@ -554,7 +554,11 @@ fn signed_home(exe: &Path, components: &[(&str, Vec<u8>)], filler_keys: usize, c
             // The variants (padded, renamed) are static-token's component: its world.
             manifest(stem, &[], &[]).replace(
                 world_of(stem),
-                world_of(if stem.starts_with("static-token") { "static-token" } else { stem }),
+                world_of(if stem.starts_with("static-token") {
+                    "static-token"
+                } else {
+                    stem
+                }),
             ),
         )
         .unwrap();

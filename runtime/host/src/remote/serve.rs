@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Connections one session may hold open at once.
+/// Connections one session may hold open at once; more wait to be accepted.
 const MAX_SESSION_CONNECTIONS: usize = 128;
 
 /// What a session needs of the agent that serves it.
@@ -158,10 +158,12 @@ fn serve(host: &Arc<dyn SessionHost>, session: &Arc<Session>, listener: &UnixLis
         if session.is_ended() {
             return;
         }
+        // At the bound, connections wait in the listen queue until one closes.
+        let full = live.load(Ordering::SeqCst) >= MAX_SESSION_CONNECTIONS;
         let mut fds = [
             libc::pollfd {
                 fd: listener.as_raw_fd(),
-                events: libc::POLLIN,
+                events: if full { 0 } else { libc::POLLIN },
                 revents: 0,
             },
             libc::pollfd {
@@ -171,7 +173,7 @@ fn serve(host: &Arc<dyn SessionHost>, session: &Arc<Session>, listener: &UnixLis
             },
         ];
         // SAFETY: two valid pollfd entries.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, 250) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, if full { 5 } else { 250 }) };
         if n < 0 {
             continue;
         }
@@ -193,10 +195,7 @@ fn serve(host: &Arc<dyn SessionHost>, session: &Arc<Session>, listener: &UnixLis
             tracing::warn!(uid = who.uid, label = %session.label, "refused a connection to a session socket from another user");
             continue;
         }
-        if live.fetch_add(1, Ordering::SeqCst) >= MAX_SESSION_CONNECTIONS {
-            live.fetch_sub(1, Ordering::SeqCst);
-            continue;
-        }
+        live.fetch_add(1, Ordering::SeqCst);
         let (host, session, live) = (host.clone(), session.clone(), live.clone());
         let spawned = std::thread::Builder::new()
             .name("credence-remote".into())
