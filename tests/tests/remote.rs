@@ -263,6 +263,34 @@ fn a_per_host_session_waits_for_approval_here_then_succeeds_and_a_new_session_as
     );
 }
 
+#[test]
+fn a_session_that_asks_past_its_prompt_budget_is_told_to_ask_here_without_a_question() {
+    let config = static_token("git", "https://git.example/", "tok-git")
+        + "[remote]\nallow = [\"https://git.example/\"]\napprove = \"every-request\"\nmax-prompts = 1\n";
+    let local = Local::new(&[("static-token", &[], &[])], &config);
+    let carrier = Carrier::relay(&local, "chatty");
+    let first = {
+        let mut cmd = carrier.remote();
+        cmd.args(["get", "https://git.example/one"]);
+        std::thread::spawn(move || Run::from(run_bounded(cmd, Duration::from_secs(60))))
+    };
+    local.wait_for_waiting("chatty");
+    assert_eq!(local.run(&["remote", "deny", "chatty"]).code, Some(0));
+    assert_eq!(first.join().unwrap().code, Some(1));
+    let started = Instant::now();
+    let second = carrier.get("https://git.example/two");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "it did not wait for a question"
+    );
+    assert_eq!(second.code, Some(4), "{second:#?}");
+    assert!(
+        second.stderr.contains("too often") && second.stderr.contains("credence remote approve chatty"),
+        "{second:#?}"
+    );
+    assert!(local.sessions()[0]["waiting"].as_array().unwrap().is_empty());
+}
+
 // ---- binding, kill switch, concurrency -----------------------------------------------------
 
 #[test]
@@ -512,6 +540,10 @@ fn a_container_gets_cargo_credentials_existing_and_nuget_credentials_fresh_and_t
     let r = remote_dir.path();
     let (to_remote, from_remote, pid_file) = (r.join("to-remote.bin"), r.join("from-remote.bin"), r.join("pid"));
     let socket = r.join("run/relay.sock");
+    // The remote has the tool-facing `credence` alone: no credence-host beside it.
+    let thin = r.join("bin/credence");
+    std::fs::create_dir_all(r.join("bin")).unwrap();
+    std::fs::copy(credence_exe(), &thin).unwrap();
     let script = r#"tee "$1" | unshare -Urm sh -c 'mount -t tmpfs tmpfs "$1" && echo $$ > "$2" && exec "$3" relay --listen "$4"' sh "$3" "$4" "$5" "$6" | tee "$2""#;
     let mut launcher = local.command();
     launcher
@@ -520,7 +552,7 @@ fn a_container_gets_cargo_credentials_existing_and_nuget_credentials_fresh_and_t
         .arg(&from_remote)
         .arg(local.home.dir.path())
         .arg(&pid_file)
-        .arg(credence_exe())
+        .arg(&thin)
         .arg(&socket)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
@@ -556,7 +588,10 @@ fn a_container_gets_cargo_credentials_existing_and_nuget_credentials_fresh_and_t
     let _ = std::fs::remove_dir_all(rwork.join("target"));
     let _ = std::fs::remove_file(rwork.join("Cargo.lock"));
     std::fs::create_dir_all(&rcargo_home).unwrap();
-    std::fs::copy(cargo_home.join("config.toml"), rcargo_home.join("config.toml")).unwrap();
+    let cargo_config = std::fs::read_to_string(cargo_home.join("config.toml")).unwrap();
+    let cargo_config = cargo_config.replace(&credence_exe().display().to_string(), &thin.display().to_string());
+    assert!(cargo_config.contains(&thin.display().to_string()));
+    std::fs::write(rcargo_home.join("config.toml"), cargo_config).unwrap();
     let cargo_bin = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     let mut fetch = inside(&cargo_bin);
     // nsenter starts the command in / of the namespace: the project is named.
@@ -585,7 +620,7 @@ fn a_container_gets_cargo_credentials_existing_and_nuget_credentials_fresh_and_t
     );
 
     // "fresh": the NuGet plugin in the container asks for a feed never used here.
-    let mut plugin = inside(&credence_exe());
+    let mut plugin = inside(&thin);
     plugin.args(["nuget", "-Plugin"]);
     let mut nuget = NuGet::open(NuGet::spawn(plugin));
     let answer = nuget.request(
@@ -598,7 +633,24 @@ fn a_container_gets_cargo_credentials_existing_and_nuget_credentials_fresh_and_t
     assert_eq!(*issued.lock().unwrap(), 2, "the provider ran on this machine");
     drop(nuget);
 
+    // Closing the carrier ends the session and drops what was minted for it; the user's
+    // own stored credential stays.
+    let entries = || local.run(&["agent", "status", "--json"]).stdout;
+    let before: Value = serde_json::from_str(&entries()).unwrap();
     drop(launcher);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now: Value = serde_json::from_str(&entries()).unwrap();
+        if now["cache_entries"].as_u64() < before["cache_entries"].as_u64() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session's entries stayed: {before} then {now}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(local.sessions().is_empty());
 
     // What crossed: no refresh token, no client secret, no instance name, no expiry past
     // the session's ten minutes.
