@@ -1175,8 +1175,17 @@ impl Sshd {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        // Listening: its banner read and an identification sent back, so the probe's
+        // hang-up is not an error sshd prints.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            if let Ok(mut probe) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let mut banner = [0u8; 4];
+                if probe.read_exact(&mut banner).is_ok() && &banner == b"SSH-" {
+                    let _ = probe.write_all(b"SSH-2.0-credence-test-probe\r\n");
+                    break;
+                }
+            }
             assert!(Instant::now() < deadline, "sshd did not listen on port {port}");
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -263,6 +263,75 @@ fn a_per_host_session_waits_for_approval_here_then_succeeds_and_a_new_session_as
     );
 }
 
+/// The launcher's own terminal answers the question: `credence remote exec` on a pty
+/// (script(1)), the user types `y`.
+#[test]
+fn the_question_is_asked_on_the_launchers_terminal_with_the_label_carrier_and_url_and_a_yes_there_approves() {
+    let config = static_token("git", "https://git.example/", "tok-git")
+        + "[remote]\nallow = [\"https://git.example/\"]\napprove = \"per-host\"\n";
+    let local = Local::new(&[("static-token", &[], &[])], &config);
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/relay.sock");
+    let launcher = format!(
+        "{} remote exec --label tty-box -- {} relay --listen {}",
+        credence_tests::sh_quote(&credence_exe().display().to_string()),
+        credence_tests::sh_quote(&credence_exe().display().to_string()),
+        credence_tests::sh_quote(&socket.display().to_string())
+    );
+    let mut script = local.home.command_for(Path::new("script"));
+    script
+        .args(["--quiet", "--command", &launcher, "/dev/null"])
+        .env("XDG_RUNTIME_DIR", &local.run_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = Killed(script.spawn().expect("script(1) from util-linux"));
+    let mut keyboard = child.0.stdin.take().unwrap();
+    let screen_text = Arc::new(Mutex::new(String::new()));
+    {
+        let (mut out, text) = (child.0.stdout.take().unwrap(), screen_text.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                text.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the relay did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let asked = {
+        let mut cmd = remote_command(&socket, dir.path());
+        cmd.args(["get", "https://git.example/acme/app.git"]);
+        std::thread::spawn(move || Run::from(run_bounded(cmd, Duration::from_secs(60))))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !screen_text.lock().unwrap().contains("[y/N]") {
+        assert!(
+            Instant::now() < deadline,
+            "no question: {}",
+            screen_text.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let question = screen_text.lock().unwrap().clone();
+    assert!(
+        question.contains("remote session \"tty-box\"")
+            && question.contains("exec ")
+            && question.contains("https://git.example/acme/app.git")
+            && question.contains("git.example for the rest of this session"),
+        "{question}"
+    );
+    keyboard.write_all(b"y\n").unwrap();
+    let run = asked.join().unwrap();
+    assert_eq!((run.code, run.stdout.as_str()), (Some(0), "tok-git\n"), "{run:#?}");
+}
+
 #[test]
 fn a_session_that_asks_past_its_prompt_budget_is_told_to_ask_here_without_a_question() {
     let config = static_token("git", "https://git.example/", "tok-git")

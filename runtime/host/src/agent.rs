@@ -692,6 +692,7 @@ impl Agent {
         let reply = match self.sessions.open(host, &dir, label, carrier, can_prompt, control) {
             Ok(session) => FromAgent::SessionOpened {
                 socket: session.socket.display().to_string(),
+                label: session.label.clone(),
             },
             Err(message) => FromAgent::Refused {
                 message,

@@ -77,6 +77,9 @@ impl RemoteScope {
     }
 }
 
+/// Rejections recorded for remote sessions, all sessions together.
+const MAX_REMOTE_REJECTIONS: usize = 4096;
+
 /// Runs of one provider instance at once in the agent.
 pub const RUNS_PER_INSTANCE: usize = 4;
 
@@ -812,7 +815,11 @@ impl Broker {
         for provider in self.config.providers_for(&request.url) {
             let key = scope.key(&credential_key(provider, request));
             self.memory.evict(&key);
-            lock(&self.remote_rejected).insert(key);
+            let mut rejected = lock(&self.remote_rejected);
+            // Bounded: a remote repeating verdicts cannot grow it without end.
+            if rejected.len() < MAX_REMOTE_REJECTIONS {
+                rejected.insert(key);
+            }
         }
     }
 

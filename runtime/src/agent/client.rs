@@ -375,14 +375,15 @@ impl AgentClient {
         }
     }
 
-    /// Opens a remote session: its socket, and the connection the session lives on (it
-    /// ends when that closes). The agent sends the session's questions on it.
+    /// Opens a remote session: the connection the session lives on (it ends when that
+    /// closes; the agent sends the session's questions on it), its socket, and its label
+    /// as the agent made it unique.
     pub fn open_session(
         &self,
         label: &str,
         carrier: &str,
         can_prompt: bool,
-    ) -> Result<(std::io::BufReader<UnixStream>, PathBuf), String> {
+    ) -> Result<(std::io::BufReader<UnixStream>, PathBuf, String), String> {
         let message = ToAgent::OpenSession {
             label: label.to_owned(),
             carrier: carrier.to_owned(),
@@ -390,9 +391,9 @@ impl AgentClient {
         };
         let mut conn = self.send(&message).map_err(|e| e.to_string())?;
         match read_frame(&mut conn).map_err(|e| e.to_string())? {
-            FromAgent::SessionOpened { socket } => {
+            FromAgent::SessionOpened { socket, label } => {
                 conn.get_ref().set_read_timeout(None).map_err(|e| e.to_string())?;
-                Ok((conn, PathBuf::from(socket)))
+                Ok((conn, PathBuf::from(socket), label))
             }
             FromAgent::Refused { message, .. } => Err(message),
             other => Err(format!("unexpected answer {other:?}")),

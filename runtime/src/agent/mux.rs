@@ -109,7 +109,14 @@ fn deliver(
     while let Some(frame) = read_frame(input)? {
         match frame {
             Frame::Open(id) => {
-                let Some(stream) = on_open(id) else {
+                // The other side may be hostile: a stream id in use, or more streams than
+                // the bound, is closed at once.
+                let refused = {
+                    let open = streams.lock().unwrap_or_else(|e| e.into_inner());
+                    open.contains_key(&id) || open.len() >= MAX_STREAMS
+                };
+                let stream = if refused { None } else { on_open(id) };
+                let Some(stream) = stream else {
                     let _ = write_frame(&mut *out.lock().unwrap_or_else(|e| e.into_inner()), &Frame::Close(id));
                     continue;
                 };

@@ -103,8 +103,10 @@ pub enum FromAgent {
         status: AgentStatus,
     },
     Stopping,
+    /// The session's socket and its label (made unique among open sessions).
     SessionOpened {
         socket: String,
+        label: String,
     },
     Sessions {
         sessions: Vec<SessionInfo>,
@@ -160,13 +162,19 @@ pub fn write_frame(w: &mut impl Write, message: &impl Serialize) -> std::io::Res
 }
 
 pub fn read_frame<T: DeserializeOwned>(r: &mut impl Read) -> std::io::Result<T> {
+    read_frame_within(r, MAX_FRAME)
+}
+
+/// [`read_frame`] with a lower bound of the caller's (a remote session's requests).
+pub fn read_frame_within<T: DeserializeOwned>(r: &mut impl Read, max: usize) -> std::io::Result<T> {
+    let max = max.min(MAX_FRAME);
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("a frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
+            format!("a frame of {len} bytes is over the {max}-byte limit"),
         ));
     }
     let mut body = vec![0u8; len];

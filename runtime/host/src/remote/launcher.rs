@@ -186,11 +186,11 @@ struct Opened {
 
 fn open_session(label: &str, carrier: &str, can_prompt: bool) -> Result<Opened, String> {
     let client = agent()?;
-    let (conn, socket) = client.open_session(label, carrier, can_prompt)?;
-    let label_shown = label.to_owned();
+    let (conn, socket, label) = client.open_session(label, carrier, can_prompt)?;
+    let label_shown = label.clone();
     let control = std::thread::spawn(move || answer_questions(conn, &label_shown));
     Ok(Opened {
-        label: label.to_owned(),
+        label,
         socket,
         _control: control,
     })
@@ -321,13 +321,37 @@ fn exec(label: Option<String>, command: &[OsString]) -> Result<ExitCode, String>
     let label = label_of(label, &program)?;
     let shown: Vec<String> = command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let opened = open_session(&label, &format!("exec {}", shown.join(" ")), has_terminal())?;
+    eprintln!(
+        "credence: remote session {:?} over `{}`; approve its requests with `credence remote approve {}`",
+        opened.label,
+        neutralise(&shown.join(" ")),
+        opened.label
+    );
     let mut child = Command::new(&command[0])
         .args(&command[1..])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", command[0].to_string_lossy()))?;
+    // What the remote writes reaches this terminal, where the session's questions are
+    // asked: line by line, neutralised and marked as the remote's, so it cannot paint a
+    // question of its own.
+    let remote_stderr = child.stderr.take().expect("piped");
+    let prefix = format!("[remote {}] ", opened.label);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = BufReader::new(remote_stderr);
+        let mut line = Vec::new();
+        while lines.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            let text = String::from_utf8_lossy(&line);
+            eprintln!(
+                "{prefix}{}",
+                credence::terminal::neutralise_within(text.trim_end_matches(['\n', '\r']), 1000)
+            );
+            line.clear();
+        }
+    });
     let to_remote = child.stdin.take().expect("piped");
     let from_remote = child.stdout.take().expect("piped");
     let session_socket = opened.socket.clone();

@@ -9,10 +9,11 @@ use super::session::{Session, checked_request, ended, for_the_remote};
 use crate::audit;
 use crate::broker::{Broker, RemoteScope};
 use credence::agent::endpoint::{Peer, check_dir, peer};
-use credence::agent::wire::{FromAgent, PROTOCOL, SessionInfo, ToAgent, read_frame, write_frame};
+use credence::agent::wire::{FromAgent, PROTOCOL, SessionInfo, ToAgent, read_frame_within, write_frame};
 use credence::request::{CredentialRequest, Refusal, shown_url};
 use credence::resolver::Verdict;
 use std::collections::HashMap;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -66,6 +67,19 @@ impl Sessions {
             }
         }
         check_dir(dir)?;
+        // A label names one open session: `approve` and `revoke` must not reach another.
+        let label = {
+            let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let taken = |l: &str| open.values().any(|s| !s.is_ended() && s.label == l);
+            let mut candidate = label.to_owned();
+            let mut n = 2;
+            while taken(&candidate) {
+                candidate = format!("{}-{n}", &label[..label.len().min(60)]);
+                n += 1;
+            }
+            candidate
+        };
+        let label = label.as_str();
         let socket = dir.join(format!("{}.sock", &id[..16]));
         let listener =
             UnixListener::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
@@ -195,14 +209,14 @@ fn serve(host: &Arc<dyn SessionHost>, session: &Arc<Session>, listener: &UnixLis
             tracing::warn!(uid = who.uid, label = %session.label, "refused a connection to a session socket from another user");
             continue;
         }
-        live.fetch_add(1, Ordering::SeqCst);
-        let (host, session, live) = (host.clone(), session.clone(), live.clone());
+        let counted = Live::count(&live);
+        let (host, session) = (host.clone(), session.clone());
         let spawned = std::thread::Builder::new()
             .name("credence-remote".into())
             .stack_size(4 << 20)
             .spawn(move || {
+                let _counted = counted;
                 converse(&*host, &session, stream, who);
-                live.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
             tracing::warn!("cannot start a thread for a session connection");
@@ -210,13 +224,34 @@ fn serve(host: &Arc<dyn SessionHost>, session: &Arc<Session>, listener: &UnixLis
     }
 }
 
+/// One counted connection, given back when its thread ends however it ends (or when the
+/// thread could not start).
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn count(live: &Arc<AtomicUsize>) -> Live {
+        live.fetch_add(1, Ordering::SeqCst);
+        Live(live.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A remote's frames are requests: this is plenty, and bounds what a connection that sends
+/// only a length can make this machine hold.
+const MAX_SESSION_FRAME: usize = 64 << 10;
+
 /// One connection of a session: a hello (any build of credence speaking this protocol),
 /// then requests. Only requests, verdicts and forgets are taken; anything else ends it.
 fn converse(host: &dyn SessionHost, session: &Arc<Session>, mut stream: UnixStream, who: Peer) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let Ok(reading) = stream.try_clone() else { return };
     let mut reader = std::io::BufReader::with_capacity(16 << 10, reading);
-    match read_frame::<ToAgent>(&mut reader) {
+    match read_frame_within::<ToAgent>(&mut reader, MAX_SESSION_FRAME) {
         Ok(ToAgent::Hello { protocol, .. }) if protocol == PROTOCOL => {}
         Ok(ToAgent::Hello { protocol, .. }) => {
             let _ = write_frame(
@@ -233,12 +268,23 @@ fn converse(host: &dyn SessionHost, session: &Arc<Session>, mut stream: UnixStre
         _ => return,
     }
     // Neither the agent's build nor its pid is the remote's business.
-    let welcome = FromAgent::Welcome {
-        build: String::new(),
-        pid: 0,
-    };
-    if write_frame(&mut stream, &welcome).is_err() {
+    let mut welcome = Vec::new();
+    let made = write_frame(
+        &mut welcome,
+        &FromAgent::Welcome {
+            build: String::new(),
+            pid: 0,
+        },
+    );
+    if made.is_err() {
         return;
+    }
+    // A client that sent its first request with the hello gets the welcome with the answer,
+    // in one write (see the remote client: over ssh a second small write waits ~40 ms).
+    if reader.buffer().is_empty() {
+        if stream.write_all(&std::mem::take(&mut welcome)).is_err() {
+            return;
+        }
     }
     let _ = stream.set_read_timeout(None);
     let client = audit::Client {
@@ -247,7 +293,7 @@ fn converse(host: &dyn SessionHost, session: &Arc<Session>, mut stream: UnixStre
         exe: None,
     };
     loop {
-        let message: ToAgent = match read_frame(&mut reader) {
+        let message: ToAgent = match read_frame_within(&mut reader, MAX_SESSION_FRAME) {
             Ok(m) => m,
             Err(_) => return,
         };
@@ -258,9 +304,13 @@ fn converse(host: &dyn SessionHost, session: &Arc<Session>, mut stream: UnixStre
                 warnings: Vec::new(),
             },
             ToAgent::Verdict { request, verdict } => {
+                // Only for what the session may ask: a verdict for anything else is dropped.
                 if verdict == Verdict::Rejected && !session.is_ended() {
                     if let (Ok(request), Ok(b)) = (checked_request(request), host.broker()) {
-                        b.remote_rejected(&request, &scope(session, "allowed", None));
+                        let rules = b.config().remote.for_label(&session.label);
+                        if matches!(rules.decide(&request.url, &request.operation), Decision::Allowed { .. }) {
+                            b.remote_rejected(&request, &scope(session, "allowed", None));
+                        }
                     }
                 }
                 FromAgent::Done { warnings: Vec::new() }
@@ -274,7 +324,8 @@ fn converse(host: &dyn SessionHost, session: &Arc<Session>, mut stream: UnixStre
             },
             _ => return,
         };
-        if write_frame(&mut stream, &reply).is_err() {
+        let mut out = std::mem::take(&mut welcome);
+        if write_frame(&mut out, &reply).is_err() || stream.write_all(&out).is_err() {
             return;
         }
     }
@@ -359,6 +410,11 @@ fn resolve(
     }
     let scope = scope(session, "allowed", Some(approval));
     let answer = broker.get_remote(&request, session.terminal(&rules), Some(client.clone()), &scope);
+    if session.is_ended() {
+        // Ended while the provider ran: what it minted goes too, and nothing crosses.
+        broker.end_session(&session.id);
+        return Err(ended());
+    }
     for_the_remote(answer, &rules, &prefix, &request.url)
 }
 

@@ -171,8 +171,12 @@ impl Session {
                     Refusal::NeedsInteraction {
                         provider: "remote".into(),
                         message: format!(
-                            "session {} asked the user's machine too often; approve it there with `credence remote approve {}`",
-                            self.label, self.label
+                            "session {} asked the user's machine too often (at most {} questions in {} minutes); approve its host ahead there with `credence remote approve {} --host {}`, or wait",
+                            self.label,
+                            rules.max_prompts,
+                            PROMPT_WINDOW.as_secs() / 60,
+                            self.label,
+                            neutralise(&host)
                         ),
                     },
                     "too-many",
@@ -197,7 +201,7 @@ impl Session {
             "credence: remote session \"{}\" ({}) asks for a credential for {} ({} {}).\n  Allow{scope}? [y/N] ",
             self.label,
             neutralise(&self.carrier),
-            neutralise(&shown_url(&request.url)),
+            credence::terminal::neutralise_within(&shown_url(&request.url), 300),
             request.protocol.name(),
             neutralise(&request.operation),
         );
@@ -255,9 +259,21 @@ impl Session {
         };
         let me = self.clone();
         std::thread::spawn(move || {
-            // One question at a time on the launcher's terminal.
+            // One question at a time on the launcher's terminal; one decided meanwhile (by
+            // `credence remote approve`, or its wait ran out) is not asked any more.
             let _turn = me.control.lock().unwrap_or_else(|e| e.into_inner());
+            let still_waiting = me
+                .approvals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .waiting
+                .iter()
+                .any(|w| w.n == n && w.decision.is_none());
+            if !still_waiting || me.is_ended() {
+                return;
+            }
             let mut control = control;
+            let _ = control.set_read_timeout(Some(APPROVAL_WAIT));
             let answer = exchange(
                 &mut control,
                 &FromAgent::Ask {
@@ -265,6 +281,7 @@ impl Session {
                     secret: false,
                 },
             );
+            let _ = control.set_read_timeout(None);
             let yes =
                 matches!(&answer, Ok(ToAgent::Asked { answer: Ok(Some(a)) }) if matches!(a.trim(), "y" | "Y" | "yes"));
             let mut a = me.approvals.lock().unwrap_or_else(|e| e.into_inner());
@@ -323,6 +340,7 @@ impl Session {
         Box::new(LauncherTerminal {
             session: self.clone(),
             rules: rules.clone(),
+            counted: false,
         })
     }
 }
@@ -350,13 +368,26 @@ pub fn ended() -> Refusal {
 struct LauncherTerminal {
     session: Arc<Session>,
     rules: RemoteRules,
+    /// Whether this request's prompts were counted against the budget (once per request:
+    /// a sign-in shows several lines).
+    counted: bool,
+}
+
+impl LauncherTerminal {
+    fn within_budget(&mut self) -> std::io::Result<()> {
+        if !self.counted {
+            if !self.session.may_ask(&self.rules) {
+                return Err(std::io::Error::other("the session's prompt budget is spent"));
+            }
+            self.counted = true;
+        }
+        Ok(())
+    }
 }
 
 impl Terminal for LauncherTerminal {
     fn ask(&mut self, line: &str, secret: bool) -> std::io::Result<Option<String>> {
-        if !self.session.may_ask(&self.rules) {
-            return Err(std::io::Error::other("the session's prompt budget is spent"));
-        }
+        self.within_budget()?;
         let mut control = self.session.control.lock().unwrap_or_else(|e| e.into_inner());
         let c = control
             .as_mut()
@@ -376,6 +407,7 @@ impl Terminal for LauncherTerminal {
     }
 
     fn show(&mut self, line: &str) -> std::io::Result<()> {
+        self.within_budget()?;
         let mut control = self.session.control.lock().unwrap_or_else(|e| e.into_inner());
         let c = control
             .as_mut()
@@ -449,6 +481,9 @@ pub fn for_the_remote(
 /// a second line or an escape.
 pub fn checked_request(mut request: CredentialRequest) -> Result<CredentialRequest, String> {
     request.url = credence::request::parse_request_url(request.url.as_str())?;
+    // A retry skips every kept credential and runs the provider: for a session, only its
+    // own tool's verdict (`remote_rejected`) makes one, never a flag the remote sets.
+    request.is_retry = false;
     request
         .challenge_headers
         .retain(|(k, _)| k.eq_ignore_ascii_case("www-authenticate"));
