@@ -138,6 +138,11 @@ impl Carrier {
         remote_command(&self.socket, self._dir.path())
     }
 
+    /// `credence get URL` in the remote on a thread: for a request that waits for approval.
+    fn get_in_background(&self, url: &str) -> std::thread::JoinHandle<Run> {
+        in_background(self.remote(), url)
+    }
+
     fn get(&self, url: &str) -> Run {
         let mut cmd = self.remote();
         cmd.args(["get", url]);
@@ -150,6 +155,11 @@ impl Drop for Carrier {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn in_background(mut cmd: Command, url: &str) -> std::thread::JoinHandle<Run> {
+    cmd.args(["get", url]);
+    std::thread::spawn(move || Run::from(run_bounded(cmd, Duration::from_secs(60))))
 }
 
 /// `credence` as a remote runs it: an empty home of its own and `CREDENCE_AGENT_SOCK`.
@@ -197,11 +207,7 @@ fn a_per_host_session_waits_for_approval_here_then_succeeds_and_a_new_session_as
     let one = Carrier::relay(&local, "box-one");
 
     // Blocks until approved here.
-    let waiting = {
-        let mut cmd = one.remote();
-        cmd.args(["get", "https://git.example/acme/app.git"]);
-        std::thread::spawn(move || Run::from(run_bounded(cmd, Duration::from_secs(60))))
-    };
+    let waiting = one.get_in_background("https://git.example/acme/app.git");
     local.wait_for_waiting("box-one");
     let listed = local.sessions();
     assert_eq!(
@@ -229,11 +235,7 @@ fn a_per_host_session_waits_for_approval_here_then_succeeds_and_a_new_session_as
 
     // A new session is asked again; denied, it gets the unserved answer.
     let two = Carrier::relay(&local, "box-two");
-    let denied = {
-        let mut cmd = two.remote();
-        cmd.args(["get", "https://git.example/acme/app.git"]);
-        std::thread::spawn(move || Run::from(run_bounded(cmd, Duration::from_secs(60))))
-    };
+    let denied = two.get_in_background("https://git.example/acme/app.git");
     local.wait_for_waiting("box-two");
     assert_eq!(local.run(&["remote", "deny", "box-two"]).code, Some(0));
     same_answer(
@@ -305,11 +307,7 @@ fn the_question_is_asked_on_the_launchers_terminal_with_the_label_carrier_and_ur
         assert!(Instant::now() < deadline, "the relay did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let asked = {
-        let mut cmd = remote_command(&socket, dir.path());
-        cmd.args(["get", "https://git.example/acme/app.git"]);
-        std::thread::spawn(move || Run::from(run_bounded(cmd, Duration::from_secs(60))))
-    };
+    let asked = in_background(remote_command(&socket, dir.path()), "https://git.example/acme/app.git");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !screen_text.lock().unwrap().contains("[y/N]") {
         assert!(
@@ -338,11 +336,7 @@ fn a_session_that_asks_past_its_prompt_budget_is_told_to_ask_here_without_a_ques
         + "[remote]\nallow = [\"https://git.example/\"]\napprove = \"every-request\"\nmax-prompts = 1\n";
     let local = Local::new(&[("static-token", &[], &[])], &config);
     let carrier = Carrier::relay(&local, "chatty");
-    let first = {
-        let mut cmd = carrier.remote();
-        cmd.args(["get", "https://git.example/one"]);
-        std::thread::spawn(move || Run::from(run_bounded(cmd, Duration::from_secs(60))))
-    };
+    let first = carrier.get_in_background("https://git.example/one");
     local.wait_for_waiting("chatty");
     assert_eq!(local.run(&["remote", "deny", "chatty"]).code, Some(0));
     assert_eq!(first.join().unwrap().code, Some(1));
@@ -381,11 +375,7 @@ fn sessions_are_bound_to_their_socket_and_revoke_stops_the_next_request_within_a
         (Some(0), "tok-git\n"),
         "{from_a:#?}"
     );
-    let from_b = {
-        let mut cmd = b.remote();
-        cmd.args(["get", "https://git.example/r"]);
-        std::thread::spawn(move || Run::from(run_bounded(cmd, Duration::from_secs(60))))
-    };
+    let from_b = b.get_in_background("https://git.example/r");
     local.wait_for_waiting("b");
     assert_eq!(local.run(&["remote", "deny", "b"]).code, Some(0));
     assert_eq!(from_b.join().unwrap().code, Some(1));

@@ -16,7 +16,6 @@ use crate::terminal::Terminal;
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 type Conn = io::BufReader<UnixStream>;
@@ -28,17 +27,13 @@ const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
 pub struct RemoteClient {
     socket: PathBuf,
-    idle: Mutex<Vec<Conn>>,
 }
 
 impl RemoteClient {
     /// The client `CREDENCE_AGENT_SOCK` names, if it is set.
     pub fn from_env() -> Option<RemoteClient> {
         let socket = PathBuf::from(std::env::var_os("CREDENCE_AGENT_SOCK").filter(|v| !v.is_empty())?);
-        Some(RemoteClient {
-            socket,
-            idle: Mutex::new(Vec::new()),
-        })
+        Some(RemoteClient { socket })
     }
 
     pub fn socket(&self) -> &Path {
@@ -95,15 +90,10 @@ impl RemoteClient {
         Ok(conn)
     }
 
+    /// One request on a connection of its own: the user's machine answers and hangs up (over
+    /// ssh forwarding a kept connection costs ~40 ms per request; see the agent's side).
     fn call(&self, message: &ToAgent) -> Result<FromAgent, String> {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut conn = match idle {
-            Some(mut c) => {
-                write_frame(c.get_mut(), message).map_err(|e| self.unreachable(e))?;
-                c
-            }
-            None => self.open_with(message)?,
-        };
+        let mut conn = self.open_with(message)?;
         loop {
             match read_frame(&mut conn).map_err(|e| self.unreachable(e))? {
                 // Prompts are the user's machine's business; a session never sends them here.
@@ -121,10 +111,7 @@ impl RemoteClient {
                     },
                 )
                 .map_err(|e| self.unreachable(e))?,
-                reply => {
-                    self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
-                    return Ok(reply);
-                }
+                reply => return Ok(reply),
             }
         }
     }

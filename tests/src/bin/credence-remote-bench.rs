@@ -111,6 +111,12 @@ fn main() {
         time_spawn(&mut remote(&relayed), "tok-bench");
     }
 
+    if let Some(secs) = std::env::var("CREDENCE_BENCH_HOLD").ok().and_then(|s| s.parse().ok()) {
+        // For a profiler: the sessions stay up this long, their sockets printed.
+        println!("ssh: {}\nrelay: {}", forwarded.display(), relayed.display());
+        std::thread::sleep(Duration::from_secs(secs));
+        return;
+    }
     let names = [
         "floor: a native process printing a credential",
         "credence get, local (cached in the agent)",

@@ -234,6 +234,22 @@ fn random_hex(bytes: usize) -> Result<String, String> {
     Ok(hex::encode(b))
 }
 
+/// The carrier dies with this launcher: a killed launcher ends its session in the agent,
+/// and an ssh left behind would keep forwarding a socket that leads nowhere.
+fn ends_with_us(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+    }
+}
+
 fn exit_code_of(status: std::process::ExitStatus) -> ExitCode {
     match status.code() {
         Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
@@ -282,6 +298,7 @@ fn ssh(
         opened.socket.display(),
         opened.label
     );
+    ends_with_us(&mut ssh);
     let status = ssh.status().map_err(|e| format!("cannot run ssh: {e}"))?;
     Ok(exit_code_of(status))
 }
@@ -327,7 +344,9 @@ fn exec(label: Option<String>, command: &[OsString]) -> Result<ExitCode, String>
         neutralise(&shown.join(" ")),
         opened.label
     );
-    let mut child = Command::new(&command[0])
+    let mut carrier = Command::new(&command[0]);
+    ends_with_us(&mut carrier);
+    let mut child = carrier
         .args(&command[1..])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -130,8 +130,9 @@ impl RemotePolicy {
             concurrency: 4,
             max_prompts: 3,
         };
-        let defaults = apply(base, &raw.rules()).map_err(|e| format!("[remote] {e}"))?;
-        for (label, rules) in &raw.label {
+        let (rules, labels) = raw.split()?;
+        let defaults = apply(base, &rules).map_err(|e| format!("[remote] {e}"))?;
+        for (label, rules) in &labels {
             if !valid_label(label) {
                 return Err(format!(
                     "[remote.label.{label:?}]: a label is 1-64 characters of a-z, A-Z, 0-9, '.', '_' and '-'"
@@ -139,10 +140,7 @@ impl RemotePolicy {
             }
             apply(defaults.clone(), rules).map_err(|e| format!("[remote.label.{label}] {e}"))?;
         }
-        Ok(RemotePolicy {
-            defaults,
-            labels: raw.label,
-        })
+        Ok(RemotePolicy { defaults, labels })
     }
 }
 
@@ -200,30 +198,24 @@ pub struct RawRules {
     max_prompts: Option<u32>,
 }
 
+/// `[remote]` as read: its own keys are a [`RawRules`], and `label` holds one per label.
+/// (serde cannot flatten a struct that refuses unknown keys, so the table is split here.)
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct RawRemote {
-    // The same keys as `RawRules` (serde cannot flatten a struct that denies unknown keys).
-    allow: Option<Vec<String>>,
-    approve: Option<Approval>,
-    operations: Option<Operations>,
-    max_lifetime: Option<String>,
-    concurrency: Option<usize>,
-    max_prompts: Option<u32>,
-    #[serde(default)]
-    label: BTreeMap<String, RawRules>,
-}
+#[serde(transparent)]
+pub struct RawRemote(toml::Table);
 
 impl RawRemote {
-    fn rules(&self) -> RawRules {
-        RawRules {
-            allow: self.allow.clone(),
-            approve: self.approve,
-            operations: self.operations,
-            max_lifetime: self.max_lifetime.clone(),
-            concurrency: self.concurrency,
-            max_prompts: self.max_prompts,
-        }
+    fn split(mut self) -> Result<(RawRules, BTreeMap<String, RawRules>), String> {
+        let labels = match self.0.remove("label") {
+            Some(l) => l
+                .try_into()
+                .map_err(|e: toml::de::Error| format!("[remote.label]: {}", e.message()))?,
+            None => BTreeMap::new(),
+        };
+        let rules = toml::Value::Table(self.0)
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("[remote]: {}", e.message()))?;
+        Ok((rules, labels))
     }
 }
 

@@ -245,8 +245,9 @@ impl Drop for Live {
 /// only a length can make this machine hold.
 const MAX_SESSION_FRAME: usize = 64 << 10;
 
-/// One connection of a session: a hello (any build of credence speaking this protocol),
-/// then requests. Only requests, verdicts and forgets are taken; anything else ends it.
+/// One connection of a session: a hello (any build of credence speaking this protocol)
+/// and one request, answered with the welcome in one write. Only requests, verdicts and
+/// forgets are taken.
 fn converse(host: &dyn SessionHost, session: &Arc<Session>, mut stream: UnixStream, who: Peer) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let Ok(reading) = stream.try_clone() else { return };
@@ -279,20 +280,20 @@ fn converse(host: &dyn SessionHost, session: &Arc<Session>, mut stream: UnixStre
     if made.is_err() {
         return;
     }
-    // A client that sent its first request with the hello gets the welcome with the answer,
-    // in one write (see the remote client: over ssh a second small write waits ~40 ms).
-    if reader.buffer().is_empty() {
-        if stream.write_all(&std::mem::take(&mut welcome)).is_err() {
-            return;
-        }
-    }
+    // The welcome goes with the first answer, in one write: the remote client sends its
+    // first request with the hello, and over ssh forwarding a second small write waits for
+    // the first's delayed acknowledgement (~40 ms).
     let _ = stream.set_read_timeout(None);
     let client = audit::Client {
         pid: who.pid,
         uid: who.uid,
         exe: None,
     };
-    loop {
+    // One request per connection, and this side hangs up first: over OpenSSH's socket
+    // forwarding, a connection the client closes leaves the channel's teardown and the next
+    // channel's opening queued behind a delayed acknowledgement (measured: +41.9 ms per
+    // request on loopback), while one this side closes right after its answer costs 0.7 ms.
+    {
         let message: ToAgent = match read_frame_within(&mut reader, MAX_SESSION_FRAME) {
             Ok(m) => m,
             Err(_) => return,
@@ -325,8 +326,8 @@ fn converse(host: &dyn SessionHost, session: &Arc<Session>, mut stream: UnixStre
             _ => return,
         };
         let mut out = std::mem::take(&mut welcome);
-        if write_frame(&mut out, &reply).is_err() || stream.write_all(&out).is_err() {
-            return;
+        if write_frame(&mut out, &reply).is_ok() && stream.write_all(&out).is_ok() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
         }
     }
 }
