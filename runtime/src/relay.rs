@@ -4,17 +4,13 @@
 //! it with `CREDENCE_AGENT_SOCK` set to that socket. It holds no secret and decides nothing:
 //! the session's policy is applied on the user's machine.
 
-use crate::agent::endpoint::{check_dir, peer};
+use crate::agent::endpoint::{bind_private, peer, socket_dir};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// `$XDG_RUNTIME_DIR/credence/relay.sock`, or `/tmp/credence-<uid>/relay.sock`.
 pub fn default_socket() -> PathBuf {
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(d) if d.is_absolute() => d.join("credence"),
-        _ => std::env::temp_dir().join(format!("credence-{}", crate::private_dir::current_uid())),
-    };
-    dir.join("relay.sock")
+    crate::agent::endpoint::runtime_dir().join("relay.sock")
 }
 
 pub fn main(listen: Option<PathBuf>) -> ExitCode {
@@ -29,28 +25,20 @@ pub fn main(listen: Option<PathBuf>) -> ExitCode {
 }
 
 fn serve(socket: &Path) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let dir = socket
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .ok_or_else(|| format!("--listen {} has no directory", socket.display()))?;
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
-    }
     // Nobody else may reach the socket, or swap it: the directory is the user's, 0700.
-    check_dir(dir)?;
+    socket_dir(dir, "the relay's directory")?;
     // A socket left by an earlier relay of this user goes; anything else stays and is an error.
     if let Ok(meta) = std::fs::symlink_metadata(socket) {
         if meta.file_type().is_socket() && meta.uid() == crate::private_dir::current_uid() {
             let _ = std::fs::remove_file(socket);
         }
     }
-    let listener = std::os::unix::net::UnixListener::bind(socket)
-        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot make {} private: {e}", socket.display()))?;
+    let listener = bind_private(socket)?;
     eprintln!(
         "credence relay: carrying requests to your machine; in this remote, run tools with\n  export CREDENCE_AGENT_SOCK={}",
         socket.display()

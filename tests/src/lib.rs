@@ -1114,6 +1114,17 @@ pub fn plain_git(dir: &std::path::Path, args: &[&str]) {
     );
 }
 
+/// A child killed (and reaped) when it goes out of scope: a test's carrier or server that
+/// must not outlive it, passed or not.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An OpenSSH server on 127.0.0.1 of the test's own: its host key, one client key in its
 /// `authorized_keys`, no PAM. `None` when this machine has no sshd (then the test says it
 /// is skipped), unless `CREDENCE_REQUIRE_SSHD=1` (CI, which installs openssh-server).

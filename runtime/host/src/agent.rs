@@ -394,7 +394,7 @@ impl Agent {
             return Some(format!("its home {} is gone", self.paths.home.display()));
         }
         let quiet = self.last_request.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
-        if quiet >= self.idle && self.connections.load(Ordering::SeqCst) == 0 && self.sessions.list().is_empty() {
+        if quiet >= self.idle && self.connections.load(Ordering::SeqCst) == 0 && !self.sessions.any_open() {
             return Some(format!("idle for {} s", quiet.as_secs()));
         }
         None

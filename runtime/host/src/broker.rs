@@ -73,8 +73,13 @@ pub struct RemoteScope {
 
 impl RemoteScope {
     fn key(&self, key: &str) -> String {
-        format!("{key}\0remote:{}", self.session)
+        format!("{key}{}", session_suffix(&self.session))
     }
+}
+
+/// What ends every cache key of a session's own entries.
+fn session_suffix(session: &str) -> String {
+    format!("\0remote:{session}")
 }
 
 /// Rejections recorded for remote sessions, all sessions together.
@@ -825,7 +830,7 @@ impl Broker {
 
     /// A session ended: everything minted for it goes (zeroised on eviction).
     pub fn end_session(&self, session: &str) -> usize {
-        let suffix = format!("\0remote:{session}");
+        let suffix = session_suffix(session);
         lock(&self.remote_rejected).retain(|k| !k.ends_with(&suffix));
         self.memory.retain_keys(|key| !key.ends_with(&suffix))
     }

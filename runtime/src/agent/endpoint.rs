@@ -34,10 +34,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn of(paths: &Paths) -> Result<Endpoint, String> {
-        let dir = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-            Some(d) if d.is_absolute() => d.join("credence"),
-            _ => std::env::temp_dir().join(format!("credence-{}", crate::private_dir::current_uid())),
-        };
+        let dir = runtime_dir();
         let home = home_digest(paths);
         let socket = dir.join(format!("agent-{}.sock", &home[..16]));
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
@@ -59,16 +56,7 @@ impl Endpoint {
     /// Creates the directory 0700 if it is missing (created with that mode, never chmod'ed
     /// after: git's order) and checks it.
     pub fn prepare_dir(&self) -> Result<(), String> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(format!("cannot create the agent directory {}: {e}", self.dir.display())),
-            }
-        }
-        check_dir(&self.dir)?;
+        socket_dir(&self.dir, "the agent directory")?;
         crate::private_dir::ensure_private_dir(&self.state)
             .map_err(|e| format!("cannot use the state dir {}: {e}", self.state.display()))
     }
@@ -104,6 +92,41 @@ impl Endpoint {
         let held = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
         Ok((file, held))
     }
+}
+
+/// `$XDG_RUNTIME_DIR/credence`, or `/tmp/credence-<uid>` without it: where this user's
+/// sockets live (the agent's, its sessions', a relay's).
+pub fn runtime_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(d) if d.is_absolute() => d.join("credence"),
+        _ => std::env::temp_dir().join(format!("credence-{}", crate::private_dir::current_uid())),
+    }
+}
+
+/// Creates a socket directory 0700 if it is missing (created with that mode, never
+/// chmod'ed after: git's order) and checks it with [`check_dir`]. `what` names it in errors.
+pub fn socket_dir(dir: &Path, what: &str) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create {what} {}: {e}", dir.display())),
+        }
+    }
+    check_dir(dir)
+}
+
+/// Listens on `socket` (in a directory [`socket_dir`] made) with the socket itself 0600.
+#[cfg(unix)]
+pub fn bind_private(socket: &Path) -> Result<std::os::unix::net::UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = std::os::unix::net::UnixListener::bind(socket)
+        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot make {} private: {e}", socket.display()))?;
+    Ok(listener)
 }
 
 /// The digest that names a home: every directory an agent reads or writes for it.

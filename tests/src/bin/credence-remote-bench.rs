@@ -12,9 +12,9 @@
 //! openssh-server`). Build: `cargo build --release -p credence -p credence-host -p
 //! credence-tests`, then `target/release/credence-remote-bench`.
 
-use credence_tests::{Home, Sshd, credence_exe, time_spawn};
+use credence_tests::{Home, Killed, Sshd, credence_exe, time_spawn};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -24,15 +24,6 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn wait_for(path: &Path) {

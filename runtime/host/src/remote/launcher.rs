@@ -220,14 +220,6 @@ fn answer_questions(mut conn: BufReader<UnixStream>, label: &str) {
     }
 }
 
-fn has_terminal() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .is_ok()
-}
-
 fn random_hex(bytes: usize) -> Result<String, String> {
     let mut b = vec![0u8; bytes];
     getrandom::fill(&mut b).map_err(|e| format!("no randomness: {e}"))?;
@@ -337,7 +329,11 @@ fn exec(label: Option<String>, command: &[OsString]) -> Result<ExitCode, String>
         .unwrap_or_default();
     let label = label_of(label, &program)?;
     let shown: Vec<String> = command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    let opened = open_session(&label, &format!("exec {}", shown.join(" ")), has_terminal())?;
+    let opened = open_session(
+        &label,
+        &format!("exec {}", shown.join(" ")),
+        ControllingTerminal.can_prompt(),
+    )?;
     eprintln!(
         "credence: remote session {:?} over `{}`; approve its requests with `credence remote approve {}`",
         opened.label,
@@ -386,7 +382,7 @@ fn exec(label: Option<String>, command: &[OsString]) -> Result<ExitCode, String>
 
 fn socket(label: Option<String>) -> Result<ExitCode, String> {
     let label = label_of(label, "socket")?;
-    let opened = open_session(&label, "socket", has_terminal())?;
+    let opened = open_session(&label, "socket", ControllingTerminal.can_prompt())?;
     println!("{}", opened.socket.display());
     eprintln!(
         "credence: remote session {:?} listens at the socket above until this command stops; mount it into the container and set CREDENCE_AGENT_SOCK to it there",

@@ -8,7 +8,7 @@ use super::policy::Decision;
 use super::session::{Session, checked_request, ended, for_the_remote};
 use crate::audit;
 use crate::broker::{Broker, RemoteScope};
-use credence::agent::endpoint::{Peer, check_dir, peer};
+use credence::agent::endpoint::{Peer, bind_private, peer, socket_dir};
 use credence::agent::wire::{FromAgent, PROTOCOL, SessionInfo, ToAgent, read_frame_within, write_frame};
 use credence::request::{CredentialRequest, Refusal, shown_url};
 use credence::resolver::Verdict;
@@ -58,15 +58,7 @@ impl Sessions {
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|e| format!("no randomness for a session id: {e}"))?;
         let id = hex::encode(id);
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
-            }
-        }
-        check_dir(dir)?;
+        socket_dir(dir, "the sessions' directory")?;
         // A label names one open session: `approve` and `revoke` must not reach another.
         let label = {
             let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -81,13 +73,7 @@ impl Sessions {
         };
         let label = label.as_str();
         let socket = dir.join(format!("{}.sock", &id[..16]));
-        let listener =
-            UnixListener::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| format!("cannot make {} private: {e}", socket.display()))?;
-        }
+        let listener = bind_private(&socket)?;
         let watch = control.try_clone().map_err(|e| e.to_string())?;
         let carrier: String = credence::terminal::neutralise_within(carrier, 200);
         let session = Arc::new(Session::new(
@@ -116,6 +102,15 @@ impl Sessions {
             })
             .map_err(|e| format!("cannot start the session's thread: {e}"))?;
         Ok(session)
+    }
+
+    /// Whether any session is open (the agent does not exit idle while one is).
+    pub fn any_open(&self) -> bool {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|s| !s.is_ended())
     }
 
     pub fn list(&self) -> Vec<SessionInfo> {

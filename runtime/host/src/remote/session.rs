@@ -40,8 +40,8 @@ pub struct Session {
     /// launcher has a terminal); one question at a time.
     control: Mutex<Option<UnixStream>>,
     /// The same connection, outside the lock: `end` shuts it down while a question waits.
+    /// `None` when the launcher has no terminal to ask on.
     control_handle: Option<UnixStream>,
-    can_prompt: bool,
 }
 
 #[derive(Default)]
@@ -84,7 +84,6 @@ impl Session {
             prompts: Mutex::default(),
             turns: Mutex::new((0, 0)),
             freed: Condvar::new(),
-            can_prompt: control.is_some(),
             control_handle: control.as_ref().and_then(|c| c.try_clone().ok()),
             control: Mutex::new(control),
         }
@@ -421,7 +420,7 @@ impl Terminal for LauncherTerminal {
     }
 
     fn can_prompt(&self) -> bool {
-        self.session.can_prompt && !self.session.is_ended()
+        self.session.control_handle.is_some() && !self.session.is_ended()
     }
 
     fn gone(&self) -> bool {
