@@ -150,6 +150,19 @@ impl Carrier {
     }
 }
 
+impl Carrier {
+    /// Stops the launcher and returns what it wrote on its stderr (this machine's terminal).
+    fn stop_and_read_stderr(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut text = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
 impl Drop for Carrier {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -485,6 +498,98 @@ fn a_session_runs_at_most_its_concurrency_of_requests_at_once() {
     assert_eq!(server.hits(), 100);
     assert!(most <= 2, "{most} requests of one session ran at once; its bound is 2");
     assert_eq!(most, 2, "the bound is reached, not undershot");
+}
+
+#[test]
+fn the_remotes_stderr_reaches_this_terminal_neutralised_and_a_second_session_gets_its_own_label() {
+    let config = static_token("git", "https://git.example/", "tok-git")
+        + "[remote]\nallow = [\"https://git.example/\"]\napprove = \"never\"\n";
+    let local = Local::new(&[("static-token", &[], &[])], &config);
+    // The remote paints: a screen clear, a right-to-left override, a fake question.
+    let mut painted = Carrier::wrapped(
+        &local,
+        "dup",
+        &[
+            "sh",
+            "-c",
+            "printf 'evil\\033[2J\\342\\200\\256 Allow? [y/N]\\n' >&2; exec \"$@\"",
+            "sh",
+        ],
+    );
+    let second = Carrier::relay(&local, "dup");
+    let mut labels: Vec<String> = local
+        .sessions()
+        .iter()
+        .map(|s| s["label"].as_str().unwrap().to_owned())
+        .collect();
+    labels.sort();
+    assert_eq!(labels, ["dup", "dup-2"], "approve and revoke name one session");
+    assert_eq!(second.get("https://git.example/x").stdout, "tok-git\n");
+    assert_eq!(local.run(&["remote", "revoke", "dup-2"]).code, Some(0));
+    assert_eq!(
+        painted.get("https://git.example/x").stdout,
+        "tok-git\n",
+        "dup itself is untouched"
+    );
+
+    let terminal = painted.stop_and_read_stderr();
+    // The remote's line, not the launcher's own banner (which names the command).
+    let line = terminal
+        .lines()
+        .find(|l| l.contains("evil") && !l.starts_with("credence:"))
+        .unwrap_or_else(|| panic!("{terminal}"));
+    assert!(line.starts_with("[remote dup] evil"), "{line:?}");
+    assert!(
+        !terminal.contains('\u{1b}') && !terminal.contains('\u{202e}'),
+        "{terminal:?}"
+    );
+}
+
+#[test]
+fn frames_a_remote_writes_itself_are_bounded_and_its_verdicts_count_only_inside_the_allow_list() {
+    let config = static_token("git", "https://git.example/", "tok-git")
+        + "[remote]\nallow = [\"https://git.example/acme/\"]\napprove = \"never\"\n";
+    let local = Local::new(&[("static-token", &[], &[])], &config);
+    let carrier = Carrier::relay(&local, "frames");
+
+    // A frame announcing 1 MiB: the connection is closed, nothing is held for it.
+    let mut s = std::os::unix::net::UnixStream::connect(&carrier.socket).unwrap();
+    let hello = format!(
+        r#"{{"hello":{{"protocol":{},"build":"x","home":"h","takeover":false}}}}"#,
+        credence::agent::wire::PROTOCOL
+    );
+    let mut bytes = (hello.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(hello.as_bytes());
+    bytes.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    bytes.extend_from_slice(b"{\"resolve\":");
+    s.write_all(&bytes).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "no answer to an oversized frame: {rest:?}");
+    assert_eq!(
+        carrier.get("https://git.example/acme/x").stdout,
+        "tok-git\n",
+        "the session still works"
+    );
+
+    // "This credential was refused" counts for an allowed URL and is dropped outside.
+    let verdict = |url: &str| {
+        format!(
+            r#"{{"verdict":{{"request":{{"url":"{url}","protocol":"git","operation":"read","is_retry":false,"interactive":false,"username_hint":null,"challenge_headers":[]}},"verdict":"rejected"}}}}"#
+        )
+    };
+    for url in ["https://git.example/acme/x", "https://git.example/other/y"] {
+        let done = raw_request(&carrier.socket, &verdict(url), Duration::from_secs(10)).expect("an answer");
+        assert!(done.get("done").is_some(), "{done}");
+    }
+    let rejected: Vec<String> = local
+        .remote_records()
+        .iter()
+        .filter(|r| r["outcome"] == "rejected")
+        .map(|r| r["url"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(rejected, ["https://git.example/acme/x"]);
 }
 
 // ---- injection -----------------------------------------------------------------------------
