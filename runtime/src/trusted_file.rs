@@ -37,6 +37,12 @@ pub enum FileError {
         path.display()
     )]
     Owner { path: PathBuf, owner: u32, me: u32 },
+    #[error(
+        "{} belongs to uid {owner}, not to root, so that user decides what credence trusts for every user of this machine\n  hint: run `sudo chown root {}`",
+        path.display(),
+        path.display()
+    )]
+    NotRoot { path: PathBuf, owner: u32 },
 }
 
 impl FileError {
@@ -46,12 +52,15 @@ impl FileError {
 }
 
 /// Who may have written a file credence trusts.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Writers {
     /// Anyone: the content is checked on its own (a component `credence verify` is shown).
     Anyone,
     /// Only this user or root, for the file and every directory above it.
     UserOnly,
+    /// Only root, for the file and every directory above it: what an administrator decides
+    /// for every user (the organisation's pinned root key and policy bundle).
+    RootOnly,
 }
 
 /// Reads `path` whole: a regular file of at most `limit` bytes.
@@ -68,10 +77,10 @@ pub fn read_file(path: &Path, limit: u64, writers: Writers) -> Result<Vec<u8>, F
             kind: kind(&meta),
         });
     }
-    if writers == Writers::UserOnly {
-        check_writers(path, &meta)?;
+    if writers != Writers::Anyone {
+        check_writers(path, &meta, writers)?;
         if let Some(parent) = path.parent() {
-            check_dir_chain(parent)?;
+            check_dir_chain_for(parent, writers)?;
         }
         // Through a symlink, the file's real directories decide who could replace it.
         if std::fs::symlink_metadata(path)
@@ -124,14 +133,22 @@ pub fn read_optional(path: &Path, limit: u64, writers: Writers) -> Result<Option
 /// user or root (sticky shared directories such as `/tmp` allowed): as written, and, where
 /// a symlink leads elsewhere, where it leads (as OpenSSH's `secure_path` checks the real path).
 pub fn check_dir_chain(dir: &Path) -> Result<(), FileError> {
+    check_dir_chain_for(dir, Writers::UserOnly)
+}
+
+/// [`check_dir_chain`] for `writers` (`RootOnly`: every directory root's alone).
+pub fn check_dir_chain_for(dir: &Path, writers: Writers) -> Result<(), FileError> {
     // Walked with lstat: a path without symlinks (the usual case) costs one call per
     // directory, and only one that has them is resolved and walked again.
-    if check_chain_as_written(dir)? == Links::Some {
+    if writers == Writers::Anyone {
+        return Ok(());
+    }
+    if check_chain_as_written(dir, writers)? == Links::Some {
         let real = std::fs::canonicalize(dir).map_err(|source| FileError::Io {
             path: dir.to_owned(),
             source,
         })?;
-        check_chain_as_written(&real)?;
+        check_chain_as_written(&real, writers)?;
     }
     Ok(())
 }
@@ -156,7 +173,7 @@ fn same_file(a: &Metadata, b: &Metadata) -> bool {
 
 /// Checks each directory of `dir` as written; a symlink among them is skipped here (its
 /// own mode means nothing) and reported, so the caller checks where it leads.
-fn check_chain_as_written(dir: &Path) -> Result<Links, FileError> {
+fn check_chain_as_written(dir: &Path, writers: Writers) -> Result<Links, FileError> {
     let mut links = Links::None;
     #[cfg(unix)]
     {
@@ -193,22 +210,22 @@ fn check_chain_as_written(dir: &Path) -> Result<Links, FileError> {
             if sticky && d != absolute {
                 // Entries of a sticky directory can be renamed only by their owner, which
                 // the checks below this one already established.
-                check_owner(d, &meta)?;
+                check_owner(d, &meta, writers)?;
                 continue;
             }
-            check_writers(d, &meta)?;
+            check_writers(d, &meta, writers)?;
         }
     }
     #[cfg(not(unix))]
-    let _ = dir;
+    let _ = (dir, writers);
     Ok(links)
 }
 
-fn check_writers(path: &Path, meta: &Metadata) -> Result<(), FileError> {
+fn check_writers(path: &Path, meta: &Metadata, writers: Writers) -> Result<(), FileError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        check_owner(path, meta)?;
+        check_owner(path, meta, writers)?;
         let mode = meta.mode() & 0o7777;
         if mode & 0o022 != 0 {
             return Err(FileError::Writable {
@@ -219,13 +236,19 @@ fn check_writers(path: &Path, meta: &Metadata) -> Result<(), FileError> {
         }
     }
     #[cfg(not(unix))]
-    let _ = (path, meta);
+    let _ = (path, meta, writers);
     Ok(())
 }
 
 #[cfg(unix)]
-fn check_owner(path: &Path, meta: &Metadata) -> Result<(), FileError> {
+fn check_owner(path: &Path, meta: &Metadata, writers: Writers) -> Result<(), FileError> {
     use std::os::unix::fs::MetadataExt;
+    if writers == Writers::RootOnly && meta.uid() != 0 {
+        return Err(FileError::NotRoot {
+            path: path.to_owned(),
+            owner: meta.uid(),
+        });
+    }
     let me = crate::private_dir::current_uid();
     if meta.uid() != me && meta.uid() != 0 {
         return Err(FileError::Owner {

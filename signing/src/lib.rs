@@ -3,16 +3,21 @@
 //! store and its policy. No wasmtime here: untrusted bytes are judged before any compiler
 //! sees them, and a reviewer's tool can depend on this crate alone.
 
+pub mod bundle;
 pub mod keys;
 pub mod manifest;
 pub mod origin;
+pub mod rotation;
 pub mod statement;
 pub mod trust;
+pub mod upgrade;
 pub mod verify;
 
+pub use bundle::{Bundle, BundleFile, BundleRefusal, VerifiedBundle, verify_bundle};
 pub use keys::{KeyId, PublicKey, SecretKey};
 pub use manifest::{Limits, Manifest, ManifestError, PromptKind};
 pub use origin::{Origin, OriginError, OriginPattern};
+pub use rotation::Rotation;
 pub use statement::{Statement, StatementFile};
-pub use trust::{Policy, Role, TrustStore, TrustedKey};
+pub use trust::{OrgPolicy, Policy, Role, TrustStore, TrustedKey};
 pub use verify::{Refusal, Verified, verify};

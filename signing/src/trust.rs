@@ -53,6 +53,25 @@ pub enum ExpiredPolicy {
     Warn,
 }
 
+/// Where a key's trust comes from. Never read from a file: the loader of the trust in force
+/// sets it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// The user's `trust.toml` (or a key rotated from one there).
+    #[default]
+    Local,
+    /// The organisation's policy bundle (or a key rotated from one there).
+    Bundle,
+}
+
+/// A key that handed its trust to a successor: its signatures count only on statements
+/// issued up to the end of the rotation's grace period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retired {
+    pub successor: KeyId,
+    pub signs_until: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TrustedKey {
@@ -60,8 +79,16 @@ pub struct TrustedKey {
     pub role: Role,
     pub public_key: String,
     pub providers: Vec<String>,
+    /// Unix time after which the key's signatures no longer count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<u64>,
+    #[serde(skip)]
+    pub origin: KeyOrigin,
+    /// The key this one succeeds, by a rotation.
+    #[serde(skip)]
+    pub successor_of: Option<KeyId>,
+    #[serde(skip)]
+    pub retired: Option<Retired>,
 }
 
 impl TrustedKey {
@@ -181,8 +208,16 @@ impl<'de> Deserialize<'de> for Required {
 pub struct Policy {
     #[serde(default)]
     pub require: Required,
-    #[serde(default)]
-    pub expired: ExpiredPolicy,
+    /// What an expired statement means; unset is `refuse` (or, under a policy bundle, what
+    /// the bundle says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired: Option<ExpiredPolicy>,
+}
+
+impl Policy {
+    pub fn expired(&self) -> ExpiredPolicy {
+        self.expired.unwrap_or_default()
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,41 +232,128 @@ pub struct TrustStore {
     /// The rollback floor: the highest statement sequence accepted per provider name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub floor: BTreeMap<String, u64>,
+    /// Key rotations accepted with `credence trust rotate`, as their publishers signed them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotation: Vec<crate::rotation::Rotation>,
+    /// The organisation's rules, when a policy bundle is in force (never in `trust.toml`).
+    #[serde(skip)]
+    pub org: Option<OrgPolicy>,
+}
+
+/// What a policy bundle decides beyond keys, policy and revocations, which are merged into
+/// the trust store in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrgPolicy {
+    pub organisation: String,
+    pub sequence: u64,
+    pub expires_at: u64,
+    /// The bundle's digest, lower-case hex.
+    pub digest: String,
+    pub allow_unsigned: bool,
+    pub local_keys: bool,
+    pub max_statement_age_days: Option<u64>,
+    pub providers: Vec<crate::bundle::AllowedProvider>,
+    pub upgrades: crate::bundle::Upgrades,
+}
+
+impl OrgPolicy {
+    /// How messages name the bundle.
+    pub fn label(&self) -> String {
+        format!("{} (policy bundle sequence {})", self.organisation, self.sequence)
+    }
+
+    /// Whether the organisation lets this release run: its name listed, its version in the
+    /// listed range, its component the pinned one where one is pinned, its statement not
+    /// older than the maximum age. `issued_at` is `None` when it is not known (then a
+    /// maximum age refuses).
+    pub fn admits(
+        &self,
+        name: &str,
+        version: &str,
+        component_sha256: &str,
+        issued_at: Option<u64>,
+        now: u64,
+    ) -> Result<(), String> {
+        let Some(allowed) = self.providers.iter().find(|p| p.matches_name(name)) else {
+            return Err(format!("provider {name:?} is not in its list of allowed providers"));
+        };
+        let in_range = semver::Version::parse(version)
+            .is_ok_and(|v| semver::VersionReq::parse(&allowed.versions).is_ok_and(|r| r.matches(&v)));
+        if !in_range {
+            return Err(format!(
+                "version {version} of {name:?} is outside the versions it allows ({})",
+                allowed.versions
+            ));
+        }
+        if let Some(pinned) = allowed.sha256.as_ref().filter(|d| *d != component_sha256) {
+            return Err(format!(
+                "the component of {name:?} has sha256 {component_sha256}, and it pins {pinned}"
+            ));
+        }
+        if let Some(days) = self.max_statement_age_days {
+            let oldest = now.saturating_sub(days.saturating_mul(86_400));
+            match issued_at {
+                Some(t) if t >= oldest => {}
+                Some(t) => {
+                    return Err(format!(
+                        "the statement was issued {} days ago, and it accepts statements up to {days} days old",
+                        now.saturating_sub(t) / 86_400
+                    ));
+                }
+                None => return Err("the statement's issue time is not known".into()),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The most distinct signatures a policy may ask for (a statement carries at most 16).
 pub const MAX_REQUIRED: u32 = 15;
 
+/// Every key parses, may sign for some provider, and is listed once.
+pub fn check_keys(keys: &[TrustedKey]) -> Result<(), String> {
+    let mut ids = std::collections::BTreeSet::new();
+    for k in keys {
+        let id = k.key()?.key_id();
+        if k.providers.is_empty() {
+            return Err(format!(
+                "key {:?} may sign for no provider; list names in `providers`",
+                k.name
+            ));
+        }
+        if !ids.insert(id.clone()) {
+            return Err(format!(
+                "key {id} is listed twice; a key has one role and one list of providers"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One publisher, and never a threshold no statement could meet.
+pub fn check_required(required: &Required) -> Result<(), String> {
+    if required.publisher != 1 {
+        return Err(format!(
+            "policy.require.publisher is {}; a statement names exactly one publisher, so it must be 1",
+            required.publisher
+        ));
+    }
+    if required.auditor > MAX_REQUIRED {
+        return Err(format!(
+            "policy.require.auditor is {}; at most {MAX_REQUIRED} auditors can countersign a statement",
+            required.auditor
+        ));
+    }
+    Ok(())
+}
+
 impl TrustStore {
     pub fn parse(text: &str) -> Result<TrustStore, String> {
         let mut store: TrustStore = toml::from_str(text).map_err(|e| e.message().trim_end().to_owned())?;
-        let mut ids = std::collections::BTreeSet::new();
-        for k in &store.key {
-            let id = k.key()?.key_id();
-            if k.providers.is_empty() {
-                return Err(format!(
-                    "key {:?} may sign for no provider; list names in `providers`",
-                    k.name
-                ));
-            }
-            if !ids.insert(id.clone()) {
-                return Err(format!(
-                    "key {id} is listed twice; a key has one role and one list of providers"
-                ));
-            }
-        }
-        let required = store.policy.require;
-        if required.publisher != 1 {
-            return Err(format!(
-                "policy.require.publisher is {}; a statement names exactly one publisher, so it must be 1",
-                required.publisher
-            ));
-        }
-        if required.auditor > MAX_REQUIRED {
-            return Err(format!(
-                "policy.require.auditor is {}; at most {MAX_REQUIRED} auditors can countersign a statement",
-                required.auditor
-            ));
+        check_keys(&store.key)?;
+        check_required(&store.policy.require)?;
+        for r in &store.rotation {
+            r.check_fields()?;
         }
         for (list, digits, what) in [
             (&mut store.revoked.keys, 32, "revoked.keys: a key id is 32 hex digits"),
@@ -277,6 +399,66 @@ impl TrustStore {
     /// The highest sequence accepted so far for provider `name`.
     pub fn floor(&self, name: &str) -> Option<u64> {
         self.floor.get(name).copied()
+    }
+
+    /// The trust in force: the user's store, under the organisation's bundle when one is in
+    /// force, with every valid key rotation applied.
+    ///
+    /// With a bundle its keys are the trust roots; the user's keys are kept (so a refusal
+    /// can say why they do not count) but count only if the bundle allows local keys, and a
+    /// key in both keeps the bundle's entry. The user's store can only narrow: revocations
+    /// are the union, each role needs the larger count, and an expired statement is
+    /// refused if either says so. The rollback floor and rotations are the user's.
+    pub fn in_force(local: &TrustStore, bundle: Option<&crate::bundle::VerifiedBundle>) -> TrustStore {
+        let mut store = local.clone();
+        if let Some(v) = bundle {
+            let b = &v.bundle;
+            let mut keys: Vec<TrustedKey> = b
+                .keys
+                .iter()
+                .cloned()
+                .map(|k| TrustedKey {
+                    origin: KeyOrigin::Bundle,
+                    ..k
+                })
+                .collect();
+            for k in &local.key {
+                if !keys.iter().any(|b| b.key_id() == k.key_id()) {
+                    keys.push(k.clone());
+                }
+            }
+            store.key = keys;
+            store.revoked.keys.extend(b.revoked.keys.iter().cloned());
+            store.revoked.statements.extend(b.revoked.statements.iter().cloned());
+            for list in [&mut store.revoked.keys, &mut store.revoked.statements] {
+                list.sort();
+                list.dedup();
+            }
+            store.policy.require.auditor = b.policy.require.auditor.max(local.policy.require.auditor);
+            store.policy.expired = Some(match (b.policy.expired(), local.policy.expired) {
+                (ExpiredPolicy::Warn, None | Some(ExpiredPolicy::Warn)) => ExpiredPolicy::Warn,
+                _ => ExpiredPolicy::Refuse,
+            });
+            store.org = Some(OrgPolicy {
+                organisation: b.organisation.clone(),
+                sequence: b.sequence,
+                expires_at: b.expires_at,
+                digest: hex::encode(v.digest),
+                allow_unsigned: b.allow_unsigned,
+                local_keys: b.local_keys,
+                max_statement_age_days: b.max_statement_age_days,
+                providers: b.providers.clone(),
+                upgrades: b.upgrades,
+            });
+        }
+        crate::rotation::apply_rotations(&mut store);
+        store
+    }
+
+    /// Whether the organisation's bundle keeps this key from counting (a key of the user's
+    /// own store, when the bundle does not allow local keys).
+    pub fn local_key_forbidden(&self, key: &TrustedKey) -> bool {
+        key.origin == KeyOrigin::Local && self.org.as_ref().is_some_and(|o| !o.local_keys)
     }
 }
 

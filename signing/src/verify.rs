@@ -48,6 +48,19 @@ pub enum SignatureCheck {
         name: String,
         provider: String,
     },
+    /// A key of the user's `trust.toml`, under a policy bundle that lets no local key count.
+    LocalKeyForbidden {
+        key_id: KeyId,
+        name: String,
+        organisation: String,
+    },
+    /// A key rotated to a successor, on a statement issued after its grace period.
+    Retired {
+        key_id: KeyId,
+        name: String,
+        successor: KeyId,
+        signs_until: u64,
+    },
 }
 
 impl fmt::Display for SignatureCheck {
@@ -70,6 +83,23 @@ impl fmt::Display for SignatureCheck {
                     "key {key_id} ({name}) is not allowed to sign for provider {provider:?}"
                 )
             }
+            SignatureCheck::LocalKeyForbidden {
+                key_id,
+                name,
+                organisation,
+            } => write!(
+                f,
+                "key {key_id} ({name}) is in trust.toml, and the policy bundle of {organisation} lets no key from trust.toml count"
+            ),
+            SignatureCheck::Retired {
+                key_id,
+                name,
+                successor,
+                signs_until,
+            } => write!(
+                f,
+                "key {key_id} ({name}) was rotated to {successor}, and counts only on statements issued until {signs_until} (Unix time); this one was issued later"
+            ),
         }
     }
 }
@@ -101,6 +131,8 @@ pub enum Refusal {
         sequence: u64,
         highest: u64,
     },
+    #[error("the policy of {organisation} does not allow it: {reason}")]
+    Organisation { organisation: String, reason: String },
 }
 
 impl Refusal {
@@ -116,6 +148,9 @@ impl Refusal {
                 role: Role::Auditor, ..
             } => Some(
                 "your policy requires an auditor's countersignature: `credence countersign --key <auditor key> <statement>`",
+            ),
+            Refusal::Organisation { .. } => Some(
+                "your organisation's security team decides which providers run here: ask them to add this release to the policy bundle (`credence policy show` lists what it allows)",
             ),
             Refusal::DigestMismatch { .. } => Some(
                 "the component was changed after it was signed: if you built it, sign it again (`credence sign <component> --key <your secret key>`); if a publisher sent it, install both files from them again",
@@ -138,6 +173,7 @@ pub struct Input<'a> {
 pub fn check_signatures(file: &StatementFile, trust: &TrustStore, now: u64) -> Vec<SignatureCheck> {
     let message = file.statement.signing_message();
     let provider = &file.statement.provider.name;
+    let issued_at = Some(file.statement.issued_at);
     file.signatures
         .iter()
         .map(|entry| {
@@ -150,15 +186,17 @@ pub fn check_signatures(file: &StatementFile, trust: &TrustStore, now: u64) -> V
             if !valid {
                 return SignatureCheck::BadSignature(id);
             }
-            check_key(trust, &id, provider, now)
+            check_key(trust, &id, provider, issued_at, now)
         })
         .collect()
 }
 
 /// What the trust store says today of a key whose signature is valid: trusted (with its
-/// role), revoked, expired, or not allowed for `provider`. Also used on the stored-credential
-/// path, where the signature was verified when the credential was made.
-pub fn check_key(trust: &TrustStore, id: &KeyId, provider: &str, now: u64) -> SignatureCheck {
+/// role), revoked, expired, not allowed for `provider`, a local key the organisation does
+/// not let count, or retired before the statement was issued (`issued_at`; `None` when not
+/// known, which a retired key never satisfies). Also used on the stored-credential path,
+/// where the signature was verified when the credential was made.
+pub fn check_key(trust: &TrustStore, id: &KeyId, provider: &str, issued_at: Option<u64>, now: u64) -> SignatureCheck {
     let Some(key) = trust.find(id) else {
         return SignatureCheck::UnknownKey(id.clone());
     };
@@ -174,6 +212,25 @@ pub fn check_key(trust: &TrustStore, id: &KeyId, provider: &str, now: u64) -> Si
             key_id: id.clone(),
             name,
             not_after,
+        };
+    }
+    if trust.local_key_forbidden(key) {
+        return SignatureCheck::LocalKeyForbidden {
+            key_id: id.clone(),
+            name,
+            organisation: trust.org.as_ref().map(|o| o.label()).unwrap_or_default(),
+        };
+    }
+    if let Some(retired) = key
+        .retired
+        .as_ref()
+        .filter(|r| issued_at.is_none_or(|t| t > r.signs_until))
+    {
+        return SignatureCheck::Retired {
+            key_id: id.clone(),
+            name,
+            successor: retired.successor.clone(),
+            signs_until: retired.signs_until,
         };
     }
     if !key.may_sign_for(provider) {
@@ -261,6 +318,56 @@ pub fn apply_policy(
     Ok(signers)
 }
 
+/// One requirement of the policy and the signatures that meet it, as `inspect` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requirement {
+    pub role: Role,
+    pub needed: u32,
+    pub satisfied_by: Vec<Signer>,
+}
+
+impl Requirement {
+    pub fn missing(&self) -> u32 {
+        self.needed.saturating_sub(self.satisfied_by.len() as u32)
+    }
+}
+
+/// How the checked signatures meet each requirement of `policy`, counted exactly as
+/// [`apply_policy`] counts them: the publisher only by the key the statement names, each
+/// auditor key once.
+pub fn requirements(
+    checks: &[(&str, SignatureCheck)],
+    publisher_key_id: &str,
+    policy: &crate::trust::Policy,
+) -> Vec<Requirement> {
+    let trusted = |role: Role, named_only: bool| {
+        let mut signers: Vec<Signer> = Vec::new();
+        for (id, c) in checks {
+            if let SignatureCheck::Trusted(s) = c
+                && s.role == role
+                && (!named_only || id.eq_ignore_ascii_case(publisher_key_id))
+                && !signers.iter().any(|a| a.key_id == s.key_id)
+            {
+                signers.push(s.clone());
+            }
+        }
+        signers
+    };
+    let mut out = vec![Requirement {
+        role: Role::Publisher,
+        needed: policy.require.publisher,
+        satisfied_by: trusted(Role::Publisher, true),
+    }];
+    if policy.require.auditor > 0 {
+        out.push(Requirement {
+            role: Role::Auditor,
+            needed: policy.require.auditor,
+            satisfied_by: trusted(Role::Auditor, false),
+        });
+    }
+    out
+}
+
 pub fn verify(input: Input<'_>) -> Result<Verified, Refusal> {
     let file = StatementFile::parse(input.statement).map_err(Refusal::Malformed)?;
     verify_parsed(file, input)
@@ -293,9 +400,23 @@ pub fn verify_parsed(file: StatementFile, input: Input<'_>) -> Result<Verified, 
     let paired: Vec<(&str, SignatureCheck)> = file.signatures.iter().map(|e| e.key_id.as_str()).zip(checks).collect();
     let signers = apply_policy(&paired, &statement.key_id, &input.trust.policy)?;
 
+    if let Some(org) = &input.trust.org {
+        org.admits(
+            &statement.provider.name,
+            &statement.provider.version,
+            &statement.component.sha256,
+            Some(statement.issued_at),
+            input.now,
+        )
+        .map_err(|reason| Refusal::Organisation {
+            organisation: org.label(),
+            reason,
+        })?;
+    }
+
     let mut expired_warning = None;
     if let Some(expires_at) = statement.expires_at.filter(|t| *t <= input.now) {
-        match input.trust.policy.expired {
+        match input.trust.policy.expired() {
             ExpiredPolicy::Refuse => {
                 return Err(Refusal::Expired {
                     expires_at,

@@ -58,13 +58,18 @@ fn store() -> TrustStore {
             public_key: PUBLIC.into(),
             providers: vec!["token-*".into()],
             not_after: None,
+            origin: Default::default(),
+            successor_of: None,
+            retired: None,
         }],
         revoked: Default::default(),
         policy: Policy {
             require: Default::default(),
-            expired: ExpiredPolicy::Refuse,
+            expired: Some(ExpiredPolicy::Refuse),
         },
         floor: Default::default(),
+        rotation: Vec::new(),
+        org: None,
     }
 }
 

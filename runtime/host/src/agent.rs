@@ -66,7 +66,7 @@ struct Agent {
     stopping: AtomicBool,
     idle: Duration,
     /// `trust.toml` as last seen: a change sweeps what it no longer admits.
-    trust_stamp: Mutex<Option<FileStamp>>,
+    trust_stamp: Mutex<(Option<FileStamp>, crate::producer::PolicyStamp)>,
     workers: Workers,
     /// The broker's watch generation at which `broker()`'s checks last passed.
     checked: AtomicU64,
@@ -156,7 +156,7 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
         last_request: Mutex::new(Instant::now()),
         stopping: AtomicBool::new(false),
         idle,
-        trust_stamp: Mutex::new(FileStamp::of(&paths_trust)),
+        trust_stamp: Mutex::new((FileStamp::of(&paths_trust), crate::producer::PolicyStamp::from_env())),
         socket_id,
         wake: (Mutex::new(()), std::sync::Condvar::new()),
         checked: AtomicU64::new(u64::MAX),
@@ -476,7 +476,10 @@ impl Agent {
     }
 
     fn check_and_load(&self) -> Result<Arc<Broker>, String> {
-        let trust = FileStamp::of(&self.paths.trust_file());
+        let trust = (
+            FileStamp::of(&self.paths.trust_file()),
+            crate::producer::PolicyStamp::from_env(),
+        );
         let trust_changed = {
             let mut seen = self.trust_stamp.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::replace(&mut *seen, trust) != trust
@@ -484,7 +487,7 @@ impl Agent {
         if trust_changed {
             if let Ok(broker) = &self.broker.read().unwrap_or_else(|e| e.into_inner()).1 {
                 let dropped = broker.drop_what_is_no_longer_admitted();
-                tracing::info!(dropped, "trust.toml changed");
+                tracing::info!(dropped, "trust.toml or the policy bundle changed");
             }
         }
         let stamp = FileStamp::of(&self.paths.config_file());

@@ -10,7 +10,7 @@ use crate::config::{Config, ProviderConfig};
 use crate::credential_cache::CredentialCache;
 use crate::loader::{LoadedProvider, Loader, Trust, TrustMode};
 use crate::paths::Paths;
-use crate::producer::{FileStamp, Producer};
+use crate::producer::{FileStamp, PolicyStamp, Producer};
 use crate::request::{Answer, CachePolicy, Credential, CredentialRequest, Protocol, Refusal, Source, shown_url};
 use crate::run_slots::RunSlots;
 use crate::sandbox::limits::LimitHit;
@@ -33,6 +33,10 @@ pub struct Broker {
     /// Read on first use and again whenever `trust.toml` is no longer provably the file it
     /// was read from: a long-running process (the NuGet plugin) sees a revocation at once.
     trust: Mutex<Option<Arc<Trust>>>,
+    /// Where the organisation's pinned root key and policy bundle are.
+    policy_dir: crate::org_policy::PolicyDir,
+    /// The day (Unix days) expiry warnings were last considered in this process.
+    notices_day: std::sync::atomic::AtomicU64,
     state: StateStore,
     cache: CompileCache,
     engine: OnceLock<Engine>,
@@ -117,6 +121,8 @@ impl Broker {
             config,
             trust_mode: trust,
             trust: Mutex::new(None),
+            policy_dir: crate::org_policy::PolicyDir::from_env(),
+            notices_day: std::sync::atomic::AtomicU64::new(0),
             engine: OnceLock::new(),
             memory: CredentialCache::default(),
             warm: Mutex::new(HashMap::new()),
@@ -171,10 +177,17 @@ impl Broker {
         // Taken before the read: if the file changes in between, the stamp is of the older
         // file and never vouches for what was read.
         let mut stamp = FileStamp::of(&path);
+        let policy = PolicyStamp::of(&self.policy_dir);
+        let now = crate::state_store::now_unix();
         if let Some(t) = cached.as_ref() {
-            if stamp.is_some() && t.sequences.trust_file() == stamp {
+            let bundle_current = t.store.org.as_ref().is_none_or(|o| now < o.expires_at);
+            if stamp.is_some() && t.sequences.trust_file() == stamp && t.policy == policy && bundle_current {
                 return Ok(t.clone());
             }
+        }
+        let bundle = crate::org_policy::load(&self.paths, &self.policy_dir).map_err(Refusal::Failed)?;
+        if let Some(warning) = bundle.as_ref().and_then(|b| b.expired_warning.as_ref()) {
+            tracing::warn!("{warning}; trusting it because the bundle says on-expiry = \"warn\"");
         }
         let mut store = crate::trust_file::load(&path).map_err(Refusal::Failed)?;
         if let Some(floor) = migrate_old_floor(&self.paths) {
@@ -192,7 +205,8 @@ impl Broker {
         let trust = Arc::new(Trust {
             mode: self.trust_mode,
             sequences: SequenceStore::new(self.paths.home.clone(), floors, stamp),
-            store,
+            store: credence_signing::TrustStore::in_force(&store, bundle.as_ref()),
+            policy,
         });
         *cached = Some(trust.clone());
         Ok(trust)
@@ -200,6 +214,48 @@ impl Broker {
 
     pub fn paths(&self) -> &Paths {
         &self.paths
+    }
+
+    pub fn policy_dir(&self) -> &crate::org_policy::PolicyDir {
+        &self.policy_dir
+    }
+
+    /// On every request, that the policy directory was moved (for tests only); once a day,
+    /// what expires within 14 days.
+    fn notices(&self) {
+        if let Some(w) = self.policy_dir.override_warning() {
+            tracing::warn!("{w}");
+        }
+        let now = crate::state_store::now_unix();
+        let today = now / 86_400;
+        if self.notices_day.swap(today, std::sync::atomic::Ordering::Relaxed) == today
+            || crate::expiry::warned_today(&self.paths, now)
+        {
+            return;
+        }
+        let Ok(trust) = self.trust() else { return };
+        let items = crate::expiry::expiring(&trust.store, &self.statement_expiries(), now);
+        crate::expiry::announce(&self.paths, &self.audit, &items, now);
+    }
+
+    /// Each configured provider's name and the expiry of its installed statement.
+    pub fn statement_expiries(&self) -> Vec<(String, Option<u64>)> {
+        let providers = self.paths.providers_dir();
+        self.config
+            .providers
+            .iter()
+            .filter_map(|p| {
+                let path = crate::loader::statement_path(&providers.join(&p.component));
+                let bytes = crate::trusted_file::read_file(
+                    &path,
+                    credence_signing::statement::MAX_STATEMENT_BYTES as u64,
+                    crate::trusted_file::Writers::UserOnly,
+                )
+                .ok()?;
+                let file = credence_signing::StatementFile::parse(&bytes).ok()?;
+                Some((p.provider.clone(), file.statement.expires_at))
+            })
+            .collect()
     }
 
     pub fn compile_cache(&self) -> &CompileCache {
@@ -261,6 +317,9 @@ impl Broker {
     pub fn with_watch(mut self) -> Broker {
         let providers = self.paths.providers_dir();
         let mut files = vec![self.paths.config_file(), self.paths.trust_file()];
+        // The organisation's root key and bundle: their directory (and those above it)
+        // are watched for the entries leading to them.
+        files.extend(crate::org_policy::files(&self.policy_dir));
         let mut dirs = vec![self.paths.home.clone(), providers.clone()];
         let mut rejections_watched = true;
         for p in &self.config.providers {
@@ -317,7 +376,11 @@ impl Broker {
         // the providers directory and those above it.
         crate::trusted_file::check_dir_chain(&providers).map_err(|e| e.to_string())?;
         let now = crate::state_store::now_unix();
-        if producer.trust_unchanged(FileStamp::of(&self.paths.trust_file()), now) {
+        if producer.trust_unchanged(
+            FileStamp::of(&self.paths.trust_file()),
+            PolicyStamp::of(&self.policy_dir),
+            now,
+        ) {
             return Ok(());
         }
         let trust = self.trust().map_err(|e| e.to_string())?;
@@ -325,9 +388,11 @@ impl Broker {
     }
 
     /// Deletes every stored credential whose producer would no longer pass the gate under
-    /// `store` (after `credence trust revoke` or `remove`). Returns how many went.
-    pub fn drop_invalidated_credentials(&self, store: &credence_signing::TrustStore) -> usize {
+    /// the trust in force, read again (after `credence trust revoke` or `remove`, or a new
+    /// policy bundle). Returns how many went.
+    pub fn drop_invalidated_credentials(&self) -> usize {
         let Ok(trust) = self.trust() else { return 0 };
+        let store = &trust.store;
         let now = crate::state_store::now_unix();
         let mut dropped = 0;
         for provider in &self.config.providers {
@@ -460,6 +525,7 @@ impl Broker {
         scope: Option<&RemoteScope>,
     ) -> Result<Answer, Refusal> {
         let request = &crate::capability::prompt::interactive_only_with_a_terminal(request, &*prompts);
+        self.notices();
         let mut prompts = Some(prompts);
         let started = std::time::Instant::now();
         let mut record = self.record(request);

@@ -92,6 +92,20 @@ enum Command {
         #[arg(long)]
         non_interactive: bool,
     },
+    /// The organisation's policy bundle: which keys, audits and providers every machine
+    /// it manages trusts (`show`, `verify`, `install`, `sign`).
+    Policy {
+        #[command(subcommand)]
+        action: crate::policy_cli::PolicyCommand,
+    },
+    /// Approve a pending release whose signed ceiling is wider than the approved one: shows
+    /// what it may newly do, field by field, then installs it.
+    Approve {
+        name: String,
+        /// Approve without asking (after reading what it shows).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Let a dev container, codespace, WSL or SSH host ask this machine for credentials:
     /// open, list and end remote sessions (policy: `[remote]` in config.toml).
     Remote {
@@ -121,6 +135,12 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     };
     crate::log_init::init();
+    // A request says so through the broker (and from the agent); every other command here.
+    if !matches!(cli.command, Command::Tool(_))
+        && let Some(w) = crate::org_policy::PolicyDir::from_env().override_warning()
+    {
+        eprintln!("credence: warning: {w}");
+    }
     let trust = if cli.allow_unsigned {
         eprintln!(
             "credence: warning: --allow-unsigned runs providers nobody signed; use it only while developing a provider"
@@ -177,6 +197,8 @@ fn run(command: Command, trust: TrustMode) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Signing(command) => crate::signing_cli::run(command, open(trust)?),
+        Command::Policy { action } => crate::policy_cli::run(action, &open(trust)?),
+        Command::Approve { name, yes } => crate::policy_cli::approve(&open(trust)?, &name, yes),
     }
 }
 

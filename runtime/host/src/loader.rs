@@ -39,8 +39,11 @@ pub enum TrustMode {
 #[derive(Clone)]
 pub struct Trust {
     pub mode: TrustMode,
+    /// The trust in force: `trust.toml` under the organisation's policy bundle, if any.
     pub store: TrustStore,
     pub sequences: SequenceStore,
+    /// The organisation's files as they were when `store` was made from them.
+    pub policy: crate::producer::PolicyStamp,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,10 @@ pub enum LoadError {
         "provider {provider} is not signed ({path} is missing), and credence runs only signed providers\n  hint: sign it with `credence sign`, or while developing a provider run with `--allow-unsigned`"
     )]
     Unsigned { provider: String, path: PathBuf },
+    #[error(
+        "provider {provider} is not signed, and the policy of {organisation} lets no unsigned provider run, --allow-unsigned or not\n  hint: sign it (`credence sign`) with a key the policy trusts, or develop it on a machine without this policy"
+    )]
+    UnsignedForbidden { provider: String, organisation: String },
     #[error("provider {provider} is refused: {refusal}{}", hint(.refusal))]
     Untrusted { provider: String, refusal: Refusal },
     #[error("provider {provider} is refused: {source}")]
@@ -106,6 +113,7 @@ pub struct LoadedProvider {
     pub statement_digest: Option<[u8; 32]>,
     pub publisher_key_id: Option<String>,
     pub statement_expires_at: Option<u64>,
+    pub statement_issued_at: Option<u64>,
     /// The files as they were when they passed the gate (see `producer`).
     pub component_file: Option<FileStamp>,
     pub statement_file: Option<FileStamp>,
@@ -150,6 +158,7 @@ pub struct Vetted {
     pub statement_bytes: Option<Vec<u8>>,
     pub publisher_key_id: Option<String>,
     pub statement_expires_at: Option<u64>,
+    pub statement_issued_at: Option<u64>,
     pub info: ComponentInfo,
 }
 
@@ -201,6 +210,7 @@ pub fn vet(provider: &str, path: &Path, spath: &Path, trust: &Trust, writers: Wr
                 statement_digest: Some(verified.statement_digest),
                 publisher_key_id: Some(verified.file.statement.key_id.clone()),
                 statement_expires_at: verified.file.statement.expires_at,
+                statement_issued_at: Some(verified.file.statement.issued_at),
                 ceiling: verified.ceiling,
                 signers: verified.signers,
                 digest: verified.component_sha256,
@@ -214,6 +224,12 @@ pub fn vet(provider: &str, path: &Path, spath: &Path, trust: &Trust, writers: Wr
             });
         }
         (None, TrustMode::DangerousAllowUnsigned) => {
+            if let Some(org) = trust.store.org.as_ref().filter(|o| !o.allow_unsigned) {
+                return Err(LoadError::UnsignedForbidden {
+                    provider: provider.to_owned(),
+                    organisation: org.label(),
+                });
+            }
             let mpath = manifest_path(path);
             let text = read_file(&mpath, MAX_MANIFEST_BYTES, writers)
                 .map_err(file_err)
@@ -244,6 +260,7 @@ pub fn vet(provider: &str, path: &Path, spath: &Path, trust: &Trust, writers: Wr
                 statement_bytes: None,
                 publisher_key_id: None,
                 statement_expires_at: None,
+                statement_issued_at: None,
                 info: ComponentInfo::default(),
             }
         }
@@ -357,6 +374,7 @@ impl Loader<'_> {
             statement_digest: vetted.statement_digest,
             publisher_key_id: vetted.publisher_key_id,
             statement_expires_at: vetted.statement_expires_at,
+            statement_issued_at: vetted.statement_issued_at,
             component_file,
             statement_file,
             size: vetted.bytes.len() as u64,

@@ -20,7 +20,7 @@ use credence_signing::{KeyId, TrustStore};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Producer {
     /// The signed (or, unsigned, the manifest's) provider name.
     pub provider: String,
@@ -38,8 +38,43 @@ pub struct Producer {
     /// `trust.toml` as it was when this producer was admitted (`None`: unknown, so the
     /// store is always read again).
     pub trust_file: Option<FileStamp>,
-    /// The first second at which a signer key or the statement expires under that store.
+    /// The first second at which a signer key, the statement or the policy bundle expires
+    /// under that store.
     pub valid_until: Option<u64>,
+    /// The organisation's policy directory, root key and bundle as they were.
+    #[serde(default)]
+    pub policy_files: PolicyStamp,
+    /// The signed version and the statement's issue time, which the organisation's policy
+    /// and key rotations judge (`None` in credentials made before they were recorded: then
+    /// those are judged through the whole gate).
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub statement_issued_at: Option<u64>,
+}
+
+/// The identity of the organisation's policy directory (its change time moves with a chmod
+/// or a new entry), pinned root key and bundle: all `None` where there is no policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyStamp {
+    pub dir: Option<FileStamp>,
+    pub root: Option<FileStamp>,
+    pub bundle: Option<FileStamp>,
+}
+
+impl PolicyStamp {
+    /// Taken before the files are read, like every stamp.
+    pub fn of(dir: &crate::org_policy::PolicyDir) -> PolicyStamp {
+        PolicyStamp {
+            dir: FileStamp::of(&dir.dir),
+            root: FileStamp::of(&dir.root_file()),
+            bundle: FileStamp::of(&dir.bundle_file()),
+        }
+    }
+
+    pub fn from_env() -> PolicyStamp {
+        PolicyStamp::of(&crate::org_policy::PolicyDir::from_env())
+    }
 }
 
 /// A file's identity. A replacement by rename (how credence writes `trust.toml` and
@@ -98,10 +133,14 @@ impl Producer {
         });
         let statement_expiry = loaded
             .statement_expires_at
-            .filter(|_| trust.store.policy.expired == ExpiredPolicy::Refuse);
+            .filter(|_| trust.store.policy.expired() == ExpiredPolicy::Refuse);
+        let bundle_expiry = trust.store.org.as_ref().map(|o| o.expires_at);
         Producer {
             trust_file: trust.sequences.trust_file(),
-            valid_until: key_expiries.chain(statement_expiry).min(),
+            valid_until: key_expiries.chain(statement_expiry).chain(bundle_expiry).min(),
+            policy_files: trust.policy,
+            version: Some(loaded.ceiling.version.clone()),
+            statement_issued_at: loaded.statement_issued_at,
             provider: loaded.ceiling.name.clone(),
             sequence: loaded.ceiling.sequence,
             component_sha256: hex::encode(loaded.digest),
@@ -146,9 +185,12 @@ impl Producer {
     /// the same file (a rewrite changes its change time, which no user can set back) and
     /// no key or statement expiry passed since. Then judging it again would give the same
     /// verdict, and the stored path skips reading and parsing the store.
-    pub fn trust_unchanged(&self, trust_file: Option<FileStamp>, now: u64) -> bool {
+    pub fn trust_unchanged(&self, trust_file: Option<FileStamp>, policy_files: PolicyStamp, now: u64) -> bool {
         self.statement_sha256.is_none()
-            || (self.trust_file.is_some() && self.trust_file == trust_file && self.valid_until.is_none_or(|t| now < t))
+            || (self.trust_file.is_some()
+                && self.trust_file == trust_file
+                && self.policy_files == policy_files
+                && self.valid_until.is_none_or(|t| now < t))
     }
 
     /// Judges the producer again against `trust` as the verifier would (steps 3 to 7 of
@@ -164,11 +206,25 @@ impl Producer {
         let checks: Vec<(&str, SignatureCheck)> = self
             .signer_key_ids
             .iter()
-            .map(|id| (id.as_str(), check_key(trust, &KeyId(id.clone()), &self.provider, now)))
+            .map(|id| {
+                let check = check_key(trust, &KeyId(id.clone()), &self.provider, self.statement_issued_at, now);
+                (id.as_str(), check)
+            })
             .collect();
         apply_policy(&checks, publisher, &trust.policy).map_err(|r| r.to_string())?;
+        if let Some(org) = &trust.org {
+            let version = self.version.as_deref().ok_or("its version was not recorded")?;
+            org.admits(
+                &self.provider,
+                version,
+                &self.component_sha256,
+                self.statement_issued_at,
+                now,
+            )
+            .map_err(|reason| format!("the policy of {} does not allow it: {reason}", org.label()))?;
+        }
         if let Some(t) = self.statement_expires_at.filter(|t| *t <= now)
-            && trust.policy.expired == ExpiredPolicy::Refuse
+            && trust.policy.expired() == ExpiredPolicy::Refuse
         {
             return Err(format!("its statement expired at {t}"));
         }
@@ -199,6 +255,9 @@ mod tests {
             statement_file: None,
             trust_file,
             valid_until,
+            policy_files: PolicyStamp::default(),
+            version: Some("0.1.0".into()),
+            statement_issued_at: Some(1),
         }
     }
 
@@ -208,24 +267,36 @@ mod tests {
         let trust = dir.path().join("trust.toml");
         std::fs::write(&trust, "a").unwrap();
         let stamp = FileStamp::of(&trust);
-        assert!(signed(stamp, None).trust_unchanged(stamp, 100));
-        assert!(signed(stamp, Some(101)).trust_unchanged(stamp, 100));
+        let none = PolicyStamp::default();
+        assert!(signed(stamp, None).trust_unchanged(stamp, none, 100));
+        assert!(signed(stamp, Some(101)).trust_unchanged(stamp, none, 100));
         assert!(
-            !signed(stamp, Some(100)).trust_unchanged(stamp, 100),
+            !signed(stamp, Some(100)).trust_unchanged(stamp, none, 100),
             "an expiry passed"
         );
-        assert!(!signed(None, None).trust_unchanged(None, 100), "unknown store: read it");
-        assert!(!signed(stamp, None).trust_unchanged(None, 100), "store deleted");
+        assert!(
+            !signed(None, None).trust_unchanged(None, none, 100),
+            "unknown store: read it"
+        );
+        assert!(!signed(stamp, None).trust_unchanged(None, none, 100), "store deleted");
         // Replaced by rename, as credence writes it: the old file is still there when the
         // new one is made, so the new one has another inode.
         let tmp = dir.path().join("new");
         std::fs::write(&tmp, "b").unwrap();
         std::fs::rename(&tmp, &trust).unwrap();
-        assert!(!signed(stamp, None).trust_unchanged(FileStamp::of(&trust), 100));
+        assert!(!signed(stamp, None).trust_unchanged(FileStamp::of(&trust), none, 100));
         // An unsigned producer never depended on the store.
         let mut unsigned = signed(None, None);
         unsigned.statement_sha256 = None;
         unsigned.publisher_key_id = None;
-        assert!(unsigned.trust_unchanged(None, 100));
+        assert!(unsigned.trust_unchanged(None, none, 100));
+        // A policy bundle installed, replaced or removed since: judged again.
+        let bundle = dir.path().join("policy.json");
+        std::fs::write(&bundle, "{}").unwrap();
+        let installed = PolicyStamp {
+            bundle: FileStamp::of(&bundle),
+            ..none
+        };
+        assert!(!signed(FileStamp::of(&trust), None).trust_unchanged(FileStamp::of(&trust), installed, 100));
     }
 }

@@ -120,6 +120,24 @@ pub enum TrustCommand {
     Remove { key_id: String },
     /// Revoke a key id (32 hex) or a statement digest (64 hex).
     Revoke { id: String },
+    /// Hand a key's trust to a successor. A publisher writes the rotation with
+    /// `--from OLD.secret --to NEW.secret --out FILE`; users accept it with `rotate FILE`.
+    Rotate {
+        /// A rotation file to accept.
+        #[arg(conflicts_with_all = ["from", "to"], required_unless_present = "from")]
+        file: Option<PathBuf>,
+        /// The retiring key's secret key file.
+        #[arg(long, requires_all = ["to", "out"])]
+        from: Option<PathBuf>,
+        /// The successor's secret key file (it signs too, proving it is held).
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// Days after the rotation during which new statements by the old key still count.
+        #[arg(long, default_value_t = 30)]
+        grace_days: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Set which signatures a provider needs, and what expired statements mean.
     Policy {
         /// Signatures needed: `publisher,auditor` or counts such as `auditor=2` (distinct
@@ -182,7 +200,7 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 
 /// A secret key file, read like every other file these commands are given (a key file is
 /// one short line).
-fn read_secret_key(path: &Path) -> Result<SecretKey, String> {
+pub(crate) fn read_secret_key(path: &Path) -> Result<SecretKey, String> {
     let bytes = read_file(path, 4096, Writers::Anyone).map_err(|e| e.to_string())?;
     let text = String::from_utf8(bytes).map_err(|_| format!("{} is not a credence secret key file", path.display()))?;
     SecretKey::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
@@ -190,7 +208,7 @@ fn read_secret_key(path: &Path) -> Result<SecretKey, String> {
 
 /// The trust settings with signatures required, whatever `--allow-unsigned` says: these
 /// commands judge signed components.
-fn strict(broker: &Broker) -> Result<Trust, String> {
+pub(crate) fn strict(broker: &Broker) -> Result<Trust, String> {
     let t = broker.trust().map_err(|e| e.to_string())?;
     Ok(Trust {
         mode: TrustMode::RequireSigned,
@@ -231,10 +249,22 @@ pub fn run(command: SigningCommand, broker: Broker) -> Result<ExitCode, String> 
         SigningCommand::Sign(args) => sign(args),
         SigningCommand::Countersign { statement, key } => {
             let key = read_secret_key(&key)?;
-            let mut file =
-                StatementFile::parse(&read(&statement)?).map_err(|e| format!("{}: {e}", statement.display()))?;
-            file.sign(&key);
-            write(&statement, file.to_pretty().as_bytes())?;
+            let bytes = read(&statement)?;
+            // A key rotation is countersigned the same way as a statement.
+            let text = match StatementFile::parse(&bytes) {
+                Ok(mut file) => {
+                    file.sign(&key);
+                    file.to_pretty()
+                }
+                Err(e) => match credence_signing::Rotation::parse(&bytes) {
+                    Ok(mut rotation) => {
+                        rotation.sign(&key);
+                        rotation.to_pretty()
+                    }
+                    Err(_) => return Err(format!("{}: {e}", statement.display())),
+                },
+            };
+            write(&statement, text.as_bytes())?;
             eprintln!(
                 "credence: countersigned {} with key {}",
                 statement.display(),
@@ -379,6 +409,21 @@ fn inspect(broker: &Broker, component: &Path, statement: Option<PathBuf>, json: 
         Err(e) => (Vec::new(), Vec::new(), Some(e.clone())),
     };
     let forbidden: Vec<&String> = imports.iter().filter(|i| !is_allowed_import(i)).collect();
+    // Which signatures satisfied which requirement, counted as the gate counts them.
+    let paired: Vec<(&str, SignatureCheck)> = file
+        .signatures
+        .iter()
+        .map(|s| s.key_id.as_str())
+        .zip(checks.iter().cloned())
+        .collect();
+    let requirements = credence_signing::verify::requirements(&paired, &st.key_id, &trust.store.policy);
+    let requirement_rows: Vec<serde_json::Value> = requirements
+        .iter()
+        .map(|r| {
+            serde_json::json!({ "role": r.role, "needed": r.needed, "missing": r.missing(),
+                "satisfied_by": r.satisfied_by.iter().map(|s| serde_json::json!({ "key_id": s.key_id.0, "name": s.name })).collect::<Vec<_>>() })
+        })
+        .collect();
     let verdict_text = match &verdict {
         Ok(_) => "trusted".to_owned(),
         Err(e) => format!("refused: {}", without_candidate(e).lines().next().unwrap_or_default()),
@@ -397,6 +442,8 @@ fn inspect(broker: &Broker, component: &Path, statement: Option<PathBuf>, json: 
         "expires_at": st.expires_at,
         "publisher_key_id": st.key_id,
         "signatures": sigs,
+        "requirements": requirement_rows,
+        "organisation": trust.store.org.as_ref().map(|o| o.label()),
         "capabilities": st.capabilities,
         "imports": imports,
         "forbidden_imports": forbidden,
@@ -441,6 +488,38 @@ fn inspect(broker: &Broker, component: &Path, statement: Option<PathBuf>, json: 
     out.push_str("signatures\n");
     for (s, check) in file.signatures.iter().zip(&checks) {
         out.push_str(&format!("  {}  {}\n", s.key_id, check));
+    }
+    out.push_str(&format!(
+        "policy     {}{}\n",
+        trust.store.policy.require,
+        trust
+            .store
+            .org
+            .as_ref()
+            .map(|o| format!(" (the policy bundle of {})", o.label()))
+            .unwrap_or_default()
+    ));
+    for r in &requirements {
+        let by: Vec<String> = r
+            .satisfied_by
+            .iter()
+            .map(|s| format!("{} ({})", s.key_id, s.name))
+            .collect();
+        out.push_str(&format!(
+            "  {:<9} {} of {}: {}{}\n",
+            r.role.to_string(),
+            r.satisfied_by.len().min(r.needed as usize),
+            r.needed,
+            if by.is_empty() {
+                "none".to_owned()
+            } else {
+                by.join(", ")
+            },
+            match r.missing() {
+                0 => String::new(),
+                n => format!("; MISSING {n} more distinct trusted {}", r.role),
+            }
+        ));
     }
     out.push_str("capability ceiling (signed)\n");
     out.push_str(&format!("  origins  {}\n", none(&c.origins)));
@@ -582,12 +661,12 @@ fn inspect_unsigned(component: &Path, bytes: &[u8], spath: &Path, json: bool) ->
 /// meanwhile is kept), then deletes the stored credentials the new store no longer admits.
 fn change_trust(broker: &Broker, change: impl FnOnce(&mut TrustStore) -> Result<(), String>) -> Result<(), String> {
     let home = &broker.paths().home;
-    let store = crate::trust_file::update(home, |store| {
+    crate::trust_file::update(home, |store| {
         change(store)?;
         // Checked as it will be read back: a change never writes a store that fails closed.
         TrustStore::parse(&store.to_toml())
     })?;
-    let dropped = broker.drop_invalidated_credentials(&store);
+    let dropped = broker.drop_invalidated_credentials();
     if dropped > 0 {
         eprintln!(
             "credence: deleted {dropped} stored credential(s) made by providers the trust store no longer admits"
@@ -622,6 +701,9 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
                         public_key: public.to_string(),
                         providers,
                         not_after,
+                        origin: Default::default(),
+                        successor_of: None,
+                        retired: None,
                     });
                     return Ok(());
                 };
@@ -665,25 +747,65 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
         }
         TrustCommand::List { json } => {
             let trust = broker.trust().map_err(|e| e.to_string())?;
-            let rows: Vec<serde_json::Value> = trust
-                .store
+            let now = now_unix();
+            let expiring = crate::expiry::expiring(&trust.store, &broker.statement_expiries(), now);
+            let store = &trust.store;
+            let rows: Vec<serde_json::Value> = store
                 .key
                 .iter()
                 .map(|k| {
                     let id = k.key().map(|p| p.key_id()).unwrap_or(credence_signing::KeyId(String::new()));
+                    let source = match k.origin {
+                        credence_signing::trust::KeyOrigin::Bundle => "policy bundle",
+                        credence_signing::trust::KeyOrigin::Local => "trust.toml",
+                    };
                     serde_json::json!({ "key_id": id.0, "name": k.name, "role": k.role, "providers": k.providers, "not_after": k.not_after,
-                        "revoked": trust.store.key_revoked(&id) })
+                        "revoked": store.key_revoked(&id), "source": source, "counts": !store.local_key_forbidden(k),
+                        "successor_of": k.successor_of.as_ref().map(|s| &s.0),
+                        "retired": k.retired.as_ref().map(|r| serde_json::json!({ "successor": r.successor.0, "signs_until": r.signs_until })) })
                 })
                 .collect();
             if json {
+                let soon: Vec<serde_json::Value> = expiring
+                    .iter()
+                    .map(|e| serde_json::json!({ "what": e.what, "expires_at": e.expires_at, "message": e.message(now) }))
+                    .collect();
                 println!(
                     "{}",
-                    serde_json::json!({ "keys": rows, "revoked": trust.store.revoked, "policy": trust.store.policy, "floor": trust.store.floor })
+                    serde_json::json!({ "expiring": soon, "keys": rows, "revoked": store.revoked, "policy": store.policy,
+                        "floor": store.floor, "organisation": store.org.as_ref().map(|o| o.label()) })
                 );
             } else {
+                // What needs doing first: whatever stops counting within 14 days.
+                if !expiring.is_empty() {
+                    println!("EXPIRING SOON");
+                    for e in &expiring {
+                        println!("  {}", e.message(now));
+                    }
+                }
+                if let Some(org) = &store.org {
+                    println!("under the policy bundle of {} (`credence policy show`)", org.label());
+                }
                 for r in &rows {
+                    let mut notes = vec![r["source"].as_str().unwrap_or("").to_owned()];
+                    if r["counts"] == false {
+                        notes.push("DOES NOT COUNT: the policy bundle lets no trust.toml key count".into());
+                    }
+                    if let Some(of) = r["successor_of"].as_str() {
+                        notes.push(format!("successor of {of}"));
+                    }
+                    if let Some(retired) = r["retired"].as_object() {
+                        notes.push(format!(
+                            "rotated to {}, counts on statements issued until {}",
+                            retired["successor"].as_str().unwrap_or(""),
+                            retired["signs_until"]
+                        ));
+                    }
+                    if r["revoked"] == true {
+                        notes.push("REVOKED".into());
+                    }
                     println!(
-                        "{}  {}  {:?}  providers: {}{}",
+                        "{}  {}  {:?}  providers: {}  ({})",
                         r["key_id"].as_str().unwrap_or(""),
                         r["role"].as_str().unwrap_or(""),
                         r["name"].as_str().unwrap_or(""),
@@ -691,12 +813,13 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
                             .as_array()
                             .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","))
                             .unwrap_or_default(),
-                        if r["revoked"] == true { "  REVOKED" } else { "" }
+                        notes.join("; ")
                     );
                 }
                 println!(
                     "policy: require {}; expired statements: {:?}",
-                    trust.store.policy.require, trust.store.policy.expired
+                    store.policy.require,
+                    store.policy.expired()
                 );
                 if !trust.store.floor.is_empty() {
                     let floors: Vec<String> = trust.store.floor.iter().map(|(n, s)| format!("{n} {s}")).collect();
@@ -734,18 +857,76 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
             })?;
             eprintln!("credence: revoked {}", id.to_ascii_lowercase());
         }
+        TrustCommand::Rotate {
+            file,
+            from,
+            to,
+            grace_days,
+            out,
+        } => return rotate(broker, file, from.zip(to).zip(out), grace_days),
         TrustCommand::Policy { require, expired } => {
             change_trust(broker, |store| {
                 if let Some(r) = require {
                     store.policy.require = r;
                 }
                 if let Some(e) = expired {
-                    store.policy.expired = e;
+                    store.policy.expired = Some(e);
                 }
                 Ok(())
             })?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rotate(
+    broker: &Broker,
+    file: Option<PathBuf>,
+    make: Option<((PathBuf, PathBuf), PathBuf)>,
+    grace_days: u64,
+) -> Result<ExitCode, String> {
+    use credence_signing::Rotation;
+    if let Some(((from, to), out)) = make {
+        if grace_days > credence_signing::rotation::MAX_GRACE_DAYS {
+            return Err(format!(
+                "--grace-days is at most {}",
+                credence_signing::rotation::MAX_GRACE_DAYS
+            ));
+        }
+        let (from, to) = (read_secret_key(&from)?, read_secret_key(&to)?);
+        let rotation = Rotation::new(&from, &to, grace_days, now_unix());
+        rotation.check_fields()?;
+        write(&out, rotation.to_pretty().as_bytes())?;
+        eprintln!(
+            "credence: wrote the rotation of key {} to {} ({} grace days) to {}\n  next: where policies require auditors, they countersign it (`credence countersign --key <auditor key> {}`); then each user runs `credence trust rotate {}`",
+            from.public().key_id(),
+            to.public().key_id(),
+            grace_days,
+            out.display(),
+            out.display(),
+            out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let file = file.expect("clap requires a file or --from");
+    let rotation = Rotation::parse(&read(&file)?).map_err(|e| format!("{}: {e}", file.display()))?;
+    let trust = broker.trust().map_err(|e| e.to_string())?;
+    credence_signing::rotation::check_rotation(&rotation, &trust.store)
+        .map_err(|e| format!("{}: not accepted: {e}", file.display()))?;
+    change_trust(broker, |store| {
+        if !store.rotation.contains(&rotation) {
+            store.rotation.push(rotation.clone());
+        }
+        Ok(())
+    })?;
+    let successor = rotation.successor()?.key_id();
+    eprintln!(
+        "credence: key {} hands its trust to {successor}; statements it issues after {} no longer count",
+        rotation.from,
+        jiff::Timestamp::from_second(rotation.signs_until() as i64)
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -775,6 +956,28 @@ fn install(
             instance.grants,
         )?)
     };
+    // The upgrade guard: a release that may newly do more than the approved one waits,
+    // beside it, for `credence approve`; the approved one keeps answering, and the floor
+    // stays where it is (raising it would refuse the approved release).
+    let upgrades = trust.store.org.as_ref().map(|o| o.upgrades);
+    if let Some(wider) = crate::policy_cli::needs_approval(broker, &vetted.ceiling, upgrades) {
+        let pending = crate::policy_cli::pending_dir(broker);
+        crate::private_dir::ensure_private_dir(&pending)
+            .map_err(|e| format!("cannot create {}: {e}", pending.display()))?;
+        let statement_bytes = vetted.statement_bytes.as_deref().expect("signed");
+        write_file_atomically(&pending, &format!("{name}.statement.json"), statement_bytes, 0o644)?;
+        write_file_atomically(&pending, &format!("{name}.wasm"), &vetted.bytes, 0o644)?;
+        if let Some(entry) = entry {
+            entry.write()?;
+        }
+        eprintln!(
+            "credence: {name} {} (sequence {}) may do more than the approved release, so it is pending and the approved one keeps answering; it may newly do:{}\n  next: review it, then `credence approve {name}`",
+            vetted.ceiling.version,
+            vetted.ceiling.sequence,
+            crate::policy_cli::describe(&wider)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     // Compile and type-check before anything is copied: the whole gate passes first, and
     // only then is the floor raised (by `admit`).
     let loader = crate::loader::Loader {

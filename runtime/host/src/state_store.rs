@@ -481,6 +481,7 @@ mod tests {
             statement_file: None,
             trust_file: None,
             valid_until: None,
+            ..Default::default()
         }
     }
 

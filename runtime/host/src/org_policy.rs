@@ -1,0 +1,194 @@
+//! The organisation's policy on this machine: a root public key pinned where the user
+//! cannot write (`/etc/credence/root.pub`, `%ProgramData%\credence\root.pub`), and the
+//! policy bundle it signs beside it (`policy.json`). Both, and every directory above them,
+//! must be root's alone; `CREDENCE_POLICY_DIR` moves them for tests, accepts the user's own
+//! files, and says so on every run.
+//!
+//! No policy directory (or an empty one) means no organisation policy: the user's
+//! `trust.toml` decides alone. Anything else that is not a valid bundle in force fails
+//! closed: no provider runs until it is fixed.
+
+use crate::paths::Paths;
+use crate::trusted_file::{FileError, Writers, read_optional};
+use credence_signing::bundle::{MAX_BUNDLE_BYTES, verify_bundle};
+use credence_signing::{PublicKey, VerifiedBundle};
+use std::path::PathBuf;
+
+pub const POLICY_DIR_ENV: &str = "CREDENCE_POLICY_DIR";
+pub const ROOT_FILE: &str = "root.pub";
+pub const BUNDLE_FILE: &str = "policy.json";
+
+/// Where the organisation's files live, and who may have written them.
+#[derive(Clone, Debug)]
+pub struct PolicyDir {
+    pub dir: PathBuf,
+    pub writers: Writers,
+    /// Set when `CREDENCE_POLICY_DIR` moved it.
+    pub overridden: bool,
+    /// Set when `CREDENCE_POLICY_DIR` was given on a machine whose organisation pinned a
+    /// root key in the system directory: the override is ignored.
+    pub override_refused: bool,
+}
+
+impl PolicyDir {
+    /// The system directory, or `CREDENCE_POLICY_DIR` where the system directory pins no
+    /// root key: on a machine an organisation manages, no process of the user can move its
+    /// policy away with an environment variable.
+    pub fn from_env() -> PolicyDir {
+        let system = PolicyDir {
+            dir: system_dir(),
+            writers: Writers::RootOnly,
+            overridden: false,
+            override_refused: false,
+        };
+        match std::env::var_os(POLICY_DIR_ENV).filter(|v| !v.is_empty()) {
+            Some(_) if system.root_file().exists() => PolicyDir {
+                override_refused: true,
+                ..system
+            },
+            Some(dir) => PolicyDir {
+                dir: PathBuf::from(dir),
+                writers: Writers::UserOnly,
+                overridden: true,
+                override_refused: false,
+            },
+            None => system,
+        }
+    }
+
+    pub fn root_file(&self) -> PathBuf {
+        self.dir.join(ROOT_FILE)
+    }
+
+    pub fn bundle_file(&self) -> PathBuf {
+        self.dir.join(BUNDLE_FILE)
+    }
+
+    /// The warning every run under `CREDENCE_POLICY_DIR` gives.
+    pub fn override_warning(&self) -> Option<String> {
+        if self.override_refused {
+            return Some(format!(
+                "{POLICY_DIR_ENV} is ignored: this machine's organisation pins its root key in {}",
+                self.dir.display()
+            ));
+        }
+        self.overridden.then(|| {
+            format!(
+                "{POLICY_DIR_ENV}={} replaces {} for the organisation's policy: for tests only, since the user can write it",
+                self.dir.display(),
+                system_dir().display()
+            )
+        })
+    }
+}
+
+#[cfg(windows)]
+fn system_dir() -> PathBuf {
+    let base = std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into());
+    PathBuf::from(base).join("credence")
+}
+
+#[cfg(not(windows))]
+fn system_dir() -> PathBuf {
+    PathBuf::from("/etc/credence")
+}
+
+/// The bundle in force, `None` when there is no organisation policy here.
+pub fn load(paths: &Paths, dir: &PolicyDir) -> Result<Option<VerifiedBundle>, String> {
+    let Some(roots) = pinned_roots(dir)? else {
+        if dir.bundle_file().exists() {
+            return Err(format!(
+                "{} is there, and no root key is pinned beside it ({}), so it cannot be verified and no provider runs\n  hint: pin the organisation's root key: `sudo install -m 0644 root.pub {}`",
+                dir.bundle_file().display(),
+                dir.root_file().display(),
+                dir.root_file().display()
+            ));
+        }
+        return Ok(None);
+    };
+    let path = dir.bundle_file();
+    let Some(bytes) = read_optional(&path, MAX_BUNDLE_BYTES as u64, dir.writers).map_err(|e| in_policy_dir(&e))? else {
+        return Err(format!(
+            "the organisation's root key is pinned in {}, and no policy bundle is installed, so no provider runs\n  hint: install the bundle your security team sent: `sudo credence policy install <bundle>`",
+            dir.root_file().display()
+        ));
+    };
+    let seen = seen_sequence(paths);
+    let verified = verify_bundle(&bytes, &roots, seen, crate::state_store::now_unix()).map_err(|r| {
+        format!(
+            "{}: {r}, so no provider runs\n  hint: `credence policy show` says what is in force; install a current bundle from your security team with `sudo credence policy install <bundle>`",
+            path.display()
+        )
+    })?;
+    if seen.is_none_or(|s| verified.bundle.sequence > s) {
+        record_seen(paths, verified.bundle.sequence);
+    }
+    Ok(Some(verified))
+}
+
+/// Every pinned root key, `None` when none is pinned (no `root.pub`).
+pub fn pinned_roots(dir: &PolicyDir) -> Result<Option<Vec<PublicKey>>, String> {
+    if let Err(e) = crate::trusted_file::check_dir_chain_for(&dir.dir, dir.writers) {
+        return Err(in_policy_dir(&e));
+    }
+    let Some(bytes) = read_optional(&dir.root_file(), 64 << 10, dir.writers).map_err(|e| in_policy_dir(&e))? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", dir.root_file().display()))?;
+    let roots = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| PublicKey::parse(l).map_err(|e| format!("{}: {e}", dir.root_file().display())))
+        .collect::<Result<Vec<_>, _>>()?;
+    if roots.is_empty() {
+        return Err(format!(
+            "{} pins no key, so no policy bundle can be verified and no provider runs",
+            dir.root_file().display()
+        ));
+    }
+    Ok(Some(roots))
+}
+
+fn in_policy_dir(e: &FileError) -> String {
+    format!("the organisation's policy directory cannot be trusted, so no provider runs: {e}")
+}
+
+fn seen_file(paths: &Paths) -> PathBuf {
+    paths.trust_state.join("policy-seen.json")
+}
+
+/// The highest bundle sequence this user's credence has accepted.
+pub fn seen_sequence(paths: &Paths) -> Option<u64> {
+    let bytes = crate::trusted_file::read_file(&seen_file(paths), 4096, Writers::UserOnly).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["sequence"].as_u64()
+}
+
+/// Raises the highest sequence seen (best effort: a run that cannot write it still refuses
+/// nothing newer, and the next one records it).
+pub fn record_seen(paths: &Paths, sequence: u64) {
+    let _ = crate::private_dir::ensure_private_dir(&paths.trust_state);
+    let body = serde_json::json!({ "sequence": sequence }).to_string();
+    if let Err(e) = crate::private_dir::write_private_file(&paths.trust_state, "policy-seen.json", body.as_bytes()) {
+        tracing::debug!("cannot record the policy bundle sequence seen: {e}");
+    }
+}
+
+/// What `credence policy install` does once the bundle verified: replace `policy.json` by
+/// rename (0644: every user reads it).
+pub fn install(dir: &PolicyDir, bytes: &[u8]) -> Result<(), String> {
+    crate::signing_cli::write_file_atomically(&dir.dir, BUNDLE_FILE, bytes, 0o644).map_err(|e| {
+        let hint = if dir.overridden {
+            String::new()
+        } else {
+            format!("\n  hint: {} is root's: run it with sudo", dir.dir.display())
+        };
+        format!("{e}{hint}")
+    })
+}
+
+/// The files whose change changes the trust in force (watched by the agent, stamped by
+/// stored credentials).
+pub fn files(dir: &PolicyDir) -> [PathBuf; 2] {
+    [dir.root_file(), dir.bundle_file()]
+}
