@@ -554,6 +554,14 @@ fn a_rotated_key_hands_on_trust_and_stops_counting_for_statements_issued_after_i
         "{}",
         list.stdout
     );
+    assert!(
+        list.stdout.contains(&format!(
+            "rotation {} -> {} (0 grace days): in force",
+            org.publisher.id, successor.id
+        )),
+        "{}",
+        list.stdout
+    );
 
     // The successor signs for the same names.
     let new_release = stage(&org, 3, &[], &[]);

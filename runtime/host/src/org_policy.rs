@@ -192,3 +192,93 @@ pub fn install(dir: &PolicyDir, bytes: &[u8]) -> Result<(), String> {
 pub fn files(dir: &PolicyDir) -> [PathBuf; 2] {
     [dir.root_file(), dir.bundle_file()]
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn dir_with_root(path: &std::path::Path) {
+        let root = credence_signing::SecretKey::from_seed([4; 32]).public();
+        std::fs::write(path.join(ROOT_FILE), format!("{root}\n")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn a_policy_dir_that_is_not_roots_alone_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("credence");
+        std::fs::create_dir(&path).unwrap();
+        dir_with_root(&path);
+        let system = PolicyDir {
+            dir: path.clone(),
+            writers: Writers::RootOnly,
+            overridden: false,
+            override_refused: false,
+        };
+        let me = crate::private_dir::current_uid();
+        if me != 0 {
+            // Owned by this user: fine for the test override, not for the system directory.
+            let err = pinned_roots(&system).unwrap_err();
+            assert!(err.contains("not to root"), "{err}");
+            let user = PolicyDir {
+                writers: Writers::UserOnly,
+                overridden: true,
+                ..system.clone()
+            };
+            assert_eq!(pinned_roots(&user).unwrap().unwrap().len(), 1);
+            return;
+        }
+        // As root: root's own directory is trusted; one given to another user, or one its
+        // group can write, is not.
+        assert_eq!(pinned_roots(&system).unwrap().unwrap().len(), 1);
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let err = pinned_roots(&system).unwrap_err();
+        assert!(
+            err.contains("not to root") && err.contains("cannot be trusted"),
+            "{err}"
+        );
+        std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+        std::os::unix::fs::chown(path.join(ROOT_FILE), Some(65534), None).unwrap();
+        assert!(pinned_roots(&system).unwrap_err().contains("not to root"));
+        std::os::unix::fs::chown(path.join(ROOT_FILE), Some(0), None).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(pinned_roots(&system).unwrap_err().contains("writable by its group"));
+    }
+
+    #[test]
+    fn a_pinned_root_without_a_bundle_and_a_bundle_without_a_root_fail_closed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            home: tmp.path().join("home"),
+            cache: tmp.path().join("cache"),
+            trust_state: tmp.path().join("state"),
+            state: tmp.path().join("state"),
+        };
+        let path = tmp.path().join("credence");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = PolicyDir {
+            dir: path.clone(),
+            writers: Writers::UserOnly,
+            overridden: true,
+            override_refused: false,
+        };
+        assert!(load(&paths, &dir).unwrap().is_none(), "an empty directory is no policy");
+        std::fs::write(dir.bundle_file(), "{}").unwrap();
+        assert!(
+            load(&paths, &dir)
+                .unwrap_err()
+                .contains("no root key is pinned beside it")
+        );
+        std::fs::remove_file(dir.bundle_file()).unwrap();
+        dir_with_root(&path);
+        assert!(
+            load(&paths, &dir)
+                .unwrap_err()
+                .contains("no policy bundle is installed")
+        );
+        std::fs::write(dir.root_file(), "# nothing\n").unwrap();
+        assert!(load(&paths, &dir).unwrap_err().contains("pins no key"));
+    }
+}

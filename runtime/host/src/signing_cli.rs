@@ -765,6 +765,26 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
                         "retired": k.retired.as_ref().map(|r| serde_json::json!({ "successor": r.successor.0, "signs_until": r.signs_until })) })
                 })
                 .collect();
+            // Each rotation kept, and whether it counts (and why not).
+            let rotations: Vec<serde_json::Value> = store
+                .rotation
+                .iter()
+                .map(|r| {
+                    let to = r.successor().map(|p| p.key_id().0).unwrap_or_default();
+                    let applied = store
+                        .find(&credence_signing::KeyId(r.from.clone()))
+                        .and_then(|k| k.retired.as_ref())
+                        .is_some_and(|ret| ret.successor.0 == to);
+                    let status = if applied {
+                        Ok(())
+                    } else {
+                        credence_signing::rotation::check_rotation(r, store)
+                            .and(Err("another rotation of the same key came first".to_owned()))
+                    };
+                    serde_json::json!({ "from": r.from, "to": to, "grace_days": r.grace_days, "issued_at": r.issued_at,
+                        "counts": status.is_ok(), "reason": status.err() })
+                })
+                .collect();
             if json {
                 let soon: Vec<serde_json::Value> = expiring
                     .iter()
@@ -772,7 +792,7 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
                     .collect();
                 println!(
                     "{}",
-                    serde_json::json!({ "expiring": soon, "keys": rows, "revoked": store.revoked, "policy": store.policy,
+                    serde_json::json!({ "expiring": soon, "keys": rows, "rotations": rotations, "revoked": store.revoked, "policy": store.policy,
                         "floor": store.floor, "organisation": store.org.as_ref().map(|o| o.label()) })
                 );
             } else {
@@ -814,6 +834,18 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
                             .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","))
                             .unwrap_or_default(),
                         notes.join("; ")
+                    );
+                }
+                for r in &rotations {
+                    println!(
+                        "rotation {} -> {} ({} grace days): {}",
+                        r["from"].as_str().unwrap_or(""),
+                        r["to"].as_str().unwrap_or(""),
+                        r["grace_days"],
+                        match r["reason"].as_str() {
+                            None => "in force".to_owned(),
+                            Some(why) => format!("DOES NOT COUNT: {why}"),
+                        }
                     );
                 }
                 println!(
