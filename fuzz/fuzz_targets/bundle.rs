@@ -17,7 +17,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again, file);
         assert_eq!(again.bundle.digest(), file.bundle.digest());
         assert!(file.bundle.expires_at > file.bundle.issued_at);
-        let _ = verify_bundle(data, &[root.public()], Some(3), 1_800_000_000);
+        let seen = credence_signing::bundle::Seen { sequence: 3, digest: None };
+        let _ = verify_bundle(data, &[root.public()], Some(&seen), 1_800_000_000);
         // The trust in force made from any bundle keeps the bundle's rules and never lets
         // the user's store lower them.
         let local = TrustStore::default();
@@ -27,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
             expired_warning: None,
             bundle: file.bundle.clone(),
         };
-        let store = TrustStore::in_force(&local, Some(&v));
+        let store = TrustStore::in_force(&local, Some(&v), 1_800_000_000);
         let org = store.org.as_ref().expect("a bundle is in force");
         assert!(store.policy.require.auditor >= file.bundle.policy.require.auditor);
         for k in &file.bundle.keys {
@@ -63,9 +64,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(r) = Rotation::parse(data) {
         assert_eq!(Rotation::parse(r.to_pretty().as_bytes()), Ok(r.clone()));
-        let _ = credence_signing::rotation::check_rotation(&r, &TrustStore::default());
+        let _ = credence_signing::rotation::check_rotation(&r, &TrustStore::default(), 1_800_000_000);
         let mut store = TrustStore::default();
         store.rotation.push(r);
-        let _ = TrustStore::in_force(&store, None);
+        let _ = TrustStore::in_force(&store, None, 1_800_000_000);
     }
 });

@@ -1,8 +1,8 @@
-//! The user's `config.toml`, through `credence::config::Config::parse` and the serve
+//! The user's `config.toml`, through `credence_host::config::Config::parse` and the serve
 //! matching the broker does with it.
 #![no_main]
 
-use credence::config::Config;
+use credence_host::config::Config;
 use credence::request::parse_request_url;
 use credence_signing::manifest::valid_name;
 use credence_signing::Origin;

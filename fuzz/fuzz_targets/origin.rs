@@ -6,7 +6,7 @@
 
 mod common;
 
-use credence::config::ServePrefix;
+use credence_host::config::ServePrefix;
 use credence::request::parse_request_url;
 use credence_signing::origin::redact_userinfo;
 use credence_signing::{Origin, OriginPattern};

@@ -90,7 +90,7 @@ pub fn read_file(path: &Path, limit: u64, writers: Writers) -> Result<Vec<u8>, F
         {
             let real = std::fs::canonicalize(path).map_err(io_err)?;
             if let Some(parent) = real.parent() {
-                check_dir_chain(parent)?;
+                check_dir_chain_for(parent, writers)?;
             }
             if !same_file(&meta, &std::fs::metadata(&real).map_err(io_err)?) {
                 return Err(FileError::Io {

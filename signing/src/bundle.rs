@@ -35,6 +35,16 @@ const MAX_REVOKED: usize = 16 * 1024;
 const MAX_SIGNATURES: usize = 8;
 /// The longest organisation or key name shown.
 const MAX_NAME: usize = 100;
+/// The largest integer every JSON reader (and RFC 8785's number form) holds exactly.
+pub const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
+
+/// The newest bundle this user's credence has accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub sequence: u64,
+    /// Its digest (lower-case hex), where recorded.
+    pub digest: Option<String>,
+}
 
 /// What a release whose signed ceiling is wider than the approved one needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +159,10 @@ pub enum BundleRefusal {
         "the policy bundle has sequence {sequence}, older than sequence {seen} already seen on this machine: a rollback to an older policy"
     )]
     Older { sequence: u64, seen: u64 },
+    #[error(
+        "another policy bundle with sequence {sequence} was already seen on this machine: every new bundle needs a higher sequence, so one sequence cannot mean two policies"
+    )]
+    Replaced { sequence: u64 },
     #[error("the policy bundle of {organisation} expired at {expires_at} (Unix time; now {now})")]
     Expired {
         organisation: String,
@@ -191,7 +205,7 @@ impl Bundle {
         expires_at: Option<u64>,
         sequence: Option<u64>,
     ) -> Result<Bundle, String> {
-        let mut bundle: Bundle = toml::from_str(text).map_err(|e| e.message().trim_end().to_owned())?;
+        let mut bundle: Bundle = toml::from_str(text).map_err(|e| crate::inert(e.message().trim_end()))?;
         bundle.format = BUNDLE_FORMAT.into();
         bundle.issued_at = issued_at;
         bundle.expires_at = expires_at.unwrap_or(bundle.expires_at);
@@ -247,6 +261,21 @@ impl Bundle {
             return Err(format!("format {:?} is not {BUNDLE_FORMAT}", self.format));
         }
         printable_name("organisation", &self.organisation)?;
+        let numbers = [
+            self.sequence,
+            self.issued_at,
+            self.expires_at,
+            self.max_statement_age_days.unwrap_or(0),
+        ];
+        if numbers
+            .into_iter()
+            .chain(self.keys.iter().filter_map(|k| k.not_after))
+            .any(|n| n > MAX_EXACT_INTEGER)
+        {
+            return Err(format!(
+                "numbers are at most {MAX_EXACT_INTEGER}, which every JSON reader holds exactly"
+            ));
+        }
         if self.expires_at <= self.issued_at {
             return Err(
                 "expires-at must be after issued-at: a bundle always expires (sign with --expires-in-days)".into(),
@@ -333,9 +362,10 @@ impl BundleFile {
         }
         // Into the structs first: they refuse a member named twice, which a `Value` would
         // collapse to its last.
-        let file: BundleFile = serde_json::from_slice(bytes).map_err(|e| format!("not a policy bundle: {e}"))?;
+        let file: BundleFile =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a policy bundle: {}", crate::inert(e)))?;
         let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a policy bundle: {e}"))?;
+            serde_json::from_slice(bytes).map_err(|e| format!("not a policy bundle: {}", crate::inert(e)))?;
         if serde_json::to_value(&file).ok().as_ref() != Some(&value) {
             return Err(
                 "the bundle is not in canonical form: every field written, as `credence policy sign` writes it".into(),
@@ -383,7 +413,7 @@ impl BundleFile {
 pub fn verify_bundle(
     bytes: &[u8],
     roots: &[PublicKey],
-    seen_sequence: Option<u64>,
+    seen: Option<&Seen>,
     now: u64,
 ) -> Result<VerifiedBundle, BundleRefusal> {
     let file = BundleFile::parse(bytes).map_err(BundleRefusal::Malformed)?;
@@ -409,11 +439,19 @@ pub fn verify_bundle(
         });
     };
     let bundle = file.bundle;
-    if let Some(seen) = seen_sequence.filter(|s| bundle.sequence < *s) {
-        return Err(BundleRefusal::Older {
-            sequence: bundle.sequence,
-            seen,
-        });
+    let digest = bundle.digest();
+    if let Some(seen) = seen {
+        if bundle.sequence < seen.sequence {
+            return Err(BundleRefusal::Older {
+                sequence: bundle.sequence,
+                seen: seen.sequence,
+            });
+        }
+        if bundle.sequence == seen.sequence && seen.digest.as_ref().is_some_and(|d| *d != hex::encode(digest)) {
+            return Err(BundleRefusal::Replaced {
+                sequence: bundle.sequence,
+            });
+        }
     }
     let mut expired_warning = None;
     if bundle.expires_at <= now {
@@ -428,7 +466,7 @@ pub fn verify_bundle(
         }
     }
     Ok(VerifiedBundle {
-        digest: bundle.digest(),
+        digest,
         bundle,
         root_key_id,
         expired_warning,
@@ -511,9 +549,25 @@ keys = ["ABCDEF0123456789ABCDEF0123456789"]
             verify_bundle(&bytes, &[other.public()], None, 1_800_000_001),
             Err(BundleRefusal::NotSignedByRoot { .. })
         ));
+        let seen = |sequence, digest: Option<&str>| Seen {
+            sequence,
+            digest: digest.map(str::to_owned),
+        };
         assert_eq!(
-            verify_bundle(&bytes, &[root.public()], Some(3), 1_800_000_001).unwrap_err(),
+            verify_bundle(&bytes, &[root.public()], Some(&seen(3, None)), 1_800_000_001).unwrap_err(),
             BundleRefusal::Older { sequence: 2, seen: 3 }
+        );
+        let digest = hex::encode(BundleFile::parse(&bytes).unwrap().bundle.digest());
+        assert!(verify_bundle(&bytes, &[root.public()], Some(&seen(2, Some(&digest))), 1_800_000_001).is_ok());
+        assert_eq!(
+            verify_bundle(
+                &bytes,
+                &[root.public()],
+                Some(&seen(2, Some(&"0".repeat(64)))),
+                1_800_000_001
+            )
+            .unwrap_err(),
+            BundleRefusal::Replaced { sequence: 2 }
         );
         assert!(matches!(
             verify_bundle(&bytes, &[root.public()], None, 4_102_444_800),
@@ -537,6 +591,7 @@ keys = ["ABCDEF0123456789ABCDEF0123456789"]
         for (from, to) in [
             ("organisation = \"Acme security\"", "organisation = \"Acme\\u202e\""),
             ("expires-at = 4102444800", "expires-at = 0"),
+            ("expires-at = 4102444800", "expires-at = 9007199254740993"),
             ("versions = \">= 1.2\"", "versions = \"banana\""),
             ("name = \"acme-*\"", "name = \"Acme*\""),
             ("auditor = 2", "auditor = 99"),

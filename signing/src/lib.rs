@@ -21,3 +21,9 @@ pub use rotation::Rotation;
 pub use statement::{Statement, StatementFile};
 pub use trust::{OrgPolicy, Policy, Role, TrustStore, TrustedKey};
 pub use verify::{Refusal, Verified, verify};
+
+/// A parser's message about untrusted bytes (serde quotes unknown field names and values
+/// raw), made inert for a terminal: control, bidi and invisible characters escaped.
+pub(crate) fn inert(message: impl std::fmt::Display) -> String {
+    message.to_string().escape_debug().to_string()
+}

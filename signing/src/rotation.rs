@@ -28,6 +28,9 @@ pub const ROTATION_FORMAT: &str = "credence-key-rotation-v1";
 pub const ROTATION_DOMAIN: &[u8] = b"credence-key-rotation-v1\0";
 /// The longest grace period: a retired key should stop signing soon.
 pub const MAX_GRACE_DAYS: u64 = 365;
+/// How far ahead of this machine's clock a signed date may be: the signer's clock may be a
+/// little ahead, and a date further out would stretch what it bounds (a grace period).
+pub const MAX_CLOCK_SKEW_S: u64 = 600;
 const MAX_ROTATION_BYTES: usize = 16 << 10;
 const MAX_SIGNATURES: usize = 18;
 
@@ -96,8 +99,10 @@ impl Rotation {
         if bytes.len() > MAX_ROTATION_BYTES {
             return Err(format!("a rotation file is at most {MAX_ROTATION_BYTES} bytes"));
         }
-        let r: Rotation = serde_json::from_slice(bytes).map_err(|e| format!("not a key rotation: {e}"))?;
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("not a key rotation: {e}"))?;
+        let r: Rotation =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a key rotation: {}", crate::inert(e)))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a key rotation: {}", crate::inert(e)))?;
         if serde_json::to_value(&r).ok().as_ref() != Some(&value) {
             return Err("the rotation is not in the form `credence trust rotate` writes".into());
         }
@@ -128,6 +133,9 @@ impl Rotation {
         }
         if self.grace_days > MAX_GRACE_DAYS {
             return Err(format!("grace-days is at most {MAX_GRACE_DAYS}"));
+        }
+        if self.issued_at > crate::bundle::MAX_EXACT_INTEGER {
+            return Err("issued-at is not a time".into());
         }
         if self.signatures.len() > MAX_SIGNATURES {
             return Err(format!("a rotation carries at most {MAX_SIGNATURES} signatures"));
@@ -174,9 +182,24 @@ fn counts(store: &TrustStore, key: &TrustedKey, issued_at: u64) -> bool {
         && key.retired.as_ref().is_none_or(|r| issued_at <= r.signs_until)
 }
 
-/// Whether `r` hands the trust of one of `store`'s keys to its successor; why not if not.
-pub fn check_rotation(r: &Rotation, store: &TrustStore) -> Result<(), String> {
+/// Whether `r` hands the trust of one of `store`'s keys to its successor at `now`; why not
+/// if not.
+pub fn check_rotation(r: &Rotation, store: &TrustStore, now: u64) -> Result<(), String> {
     r.check_fields()?;
+    if let Some(org) = store.org.as_ref().filter(|o| !o.local_keys) {
+        // A rotation is kept in trust.toml and trusts a new key: a widening, which only the
+        // bundle makes where it lets no trust.toml key count.
+        return Err(format!(
+            "the policy bundle of {} lets nothing in trust.toml add a key, rotations included: the successor reaches this machine in the bundle's next release",
+            org.label()
+        ));
+    }
+    if r.issued_at > now.saturating_add(MAX_CLOCK_SKEW_S) {
+        return Err(format!(
+            "the rotation is dated {} (Unix time), in the future: it counts from then",
+            r.issued_at
+        ));
+    }
     let from_id = KeyId(r.from.clone());
     let Some(from) = store.find(&from_id) else {
         return Err(format!("key {from_id} is not trusted here, so it cannot hand on trust"));
@@ -206,12 +229,19 @@ pub fn check_rotation(r: &Rotation, store: &TrustStore) -> Result<(), String> {
     }
     let needed = store.policy.require.auditor as usize;
     if from.role == Role::Publisher && needed > 0 {
-        let auditors = store
+        // Auditors as statements count them: scoped to every name the key signs for, and a
+        // key and its own successor once.
+        let mut lineages: Vec<KeyId> = store
             .key
             .iter()
             .filter(|k| k.role == Role::Auditor && counts(store, k, r.issued_at))
+            .filter(|k| from.providers.iter().all(|p| k.may_sign_for(p)))
             .filter(|k| k.key().is_ok_and(|p| r.signed_by(&p)))
-            .count();
+            .filter_map(|k| k.key_id().map(|id| store.lineage(&id)))
+            .collect();
+        lineages.sort();
+        lineages.dedup();
+        let auditors = lineages.len();
         if auditors < needed {
             return Err(format!(
                 "the policy requires {needed} distinct trusted auditors to countersign, and {auditors} did: `credence countersign --key <auditor key> <rotation file>`"
@@ -221,18 +251,36 @@ pub fn check_rotation(r: &Rotation, store: &TrustStore) -> Result<(), String> {
     Ok(())
 }
 
-/// Applies every valid rotation in `store.rotation`, oldest first and along chains
-/// (A to B, then B to C): each retiring key is marked with its grace end, and its successor
-/// trusted with the same role, provider names and origin. Invalid ones do nothing
-/// (`credence trust list` says why).
-pub fn apply_rotations(store: &mut TrustStore) {
+/// The keys that more than one rotation hands on: a key in more than one hand, or a
+/// stolen key racing its owner. None of their rotations applies.
+pub fn contested(rotations: &[Rotation]) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeMap::new();
+    let mut out = std::collections::BTreeSet::new();
+    for r in rotations {
+        if let Some(other) = seen.insert(r.from.as_str(), r)
+            && other != r
+        {
+            out.insert(r.from.clone());
+        }
+    }
+    out
+}
+
+/// Applies every valid rotation in `store.rotation` at `now`, along chains (A to B, then B
+/// to C): each retiring key is marked with its grace end, and its successor trusted with the
+/// same role, provider names, expiry and origin. Invalid ones, and every rotation of a key
+/// that two different rotations hand on, do nothing (`credence trust list` says why).
+pub fn apply_rotations(store: &mut TrustStore, now: u64) {
+    let contested = contested(&store.rotation);
     let mut pending: Vec<Rotation> = store.rotation.clone();
+    pending.retain(|r| !contested.contains(&r.from));
     pending.sort_by_key(|r| r.issued_at);
+    pending.dedup();
     let mut applied = vec![false; pending.len()];
     loop {
         let mut progressed = false;
         for (i, r) in pending.iter().enumerate() {
-            if applied[i] || check_rotation(r, store).is_err() {
+            if applied[i] || check_rotation(r, store, now).is_err() {
                 continue;
             }
             let Ok(successor) = r.successor() else { continue };
@@ -249,7 +297,8 @@ pub fn apply_rotations(store: &mut TrustStore) {
                 role: from.role,
                 public_key: r.to.clone(),
                 providers: from.providers.clone(),
-                not_after: None,
+                // A successor never outlives the key it succeeds.
+                not_after: from.not_after,
                 origin: from.origin,
                 successor_of: Some(from_id),
                 retired: None,
@@ -299,7 +348,7 @@ mod tests {
         let ab = Rotation::new(&a, &b, 30, 1_000);
         assert_eq!(Rotation::parse(ab.to_pretty().as_bytes()), Ok(ab.clone()));
         store.rotation = vec![Rotation::new(&b, &c, 0, 2_000), ab];
-        let store = TrustStore::in_force(&store, None);
+        let store = TrustStore::in_force(&store, None, 10_000);
         let b_key = store.find(&b.public().key_id()).unwrap();
         assert_eq!(
             (b_key.role, b_key.providers.clone()),
@@ -331,26 +380,30 @@ mod tests {
         let store = store_with(&[(&a, Role::Publisher)], 0);
         let mut only_old = Rotation::new(&a, &b, 30, 1_000);
         only_old.signatures.retain(|s| s.key_id == a.public().key_id().0);
-        assert!(check_rotation(&only_old, &store).unwrap_err().contains("successor"));
+        assert!(
+            check_rotation(&only_old, &store, 10_000)
+                .unwrap_err()
+                .contains("successor")
+        );
         let mut edited = Rotation::new(&a, &b, 30, 1_000);
         edited.grace_days = 300;
         assert!(
-            check_rotation(&edited, &store)
+            check_rotation(&edited, &store, 10_000)
                 .unwrap_err()
                 .contains("not signed by the retiring key")
         );
         assert!(
-            check_rotation(&Rotation::new(&x, &b, 30, 1_000), &store)
+            check_rotation(&Rotation::new(&x, &b, 30, 1_000), &store, 10_000)
                 .unwrap_err()
                 .contains("not trusted")
         );
         let mut revoked = store.clone();
         revoked.revoked.keys.push(a.public().key_id().0);
-        assert!(check_rotation(&Rotation::new(&a, &b, 30, 1_000), &revoked).is_err());
+        assert!(check_rotation(&Rotation::new(&a, &b, 30, 1_000), &revoked, 10_000).is_err());
         // A key rotates once: a second successor is refused.
         let mut twice = store.clone();
         twice.rotation = vec![Rotation::new(&a, &b, 30, 1_000), Rotation::new(&a, &x, 30, 2_000)];
-        let twice = TrustStore::in_force(&twice, None);
+        let twice = TrustStore::in_force(&twice, None, 10_000);
         assert!(twice.find(&x.public().key_id()).is_none());
     }
 
@@ -363,8 +416,56 @@ mod tests {
         );
         let store = store_with(&[(&a, Role::Publisher), (&aud, Role::Auditor)], 1);
         let mut r = Rotation::new(&a, &b, 30, 1_000);
-        assert!(check_rotation(&r, &store).unwrap_err().contains("auditors"));
+        assert!(check_rotation(&r, &store, 10_000).unwrap_err().contains("auditors"));
         r.sign(&aud);
-        assert_eq!(check_rotation(&r, &store), Ok(()));
+        assert_eq!(check_rotation(&r, &store, 10_000), Ok(()));
+    }
+
+    #[test]
+    fn an_auditor_and_its_own_successor_are_one_auditor() {
+        let (p, a, a2) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([5; 32]), SecretKey::from_seed([6; 32]));
+        let mut store = store_with(&[(&p, Role::Publisher), (&a, Role::Auditor)], 2);
+        store.rotation = vec![Rotation::new(&a, &a2, 30, 1_000)];
+        let store = TrustStore::in_force(&store, None, 10_000);
+        let check = |k: &SecretKey| crate::verify::check_key(&store, &k.public().key_id(), "acme-x", Some(2_000), 10_000);
+        let checks = [
+            (p.public().key_id().0, check(&p)),
+            (a.public().key_id().0, check(&a)),
+            (a2.public().key_id().0, check(&a2)),
+        ];
+        let paired: Vec<(&str, crate::verify::SignatureCheck)> = checks.iter().map(|(id, c)| (id.as_str(), c.clone())).collect();
+        assert!(matches!(paired[2].1, crate::verify::SignatureCheck::Trusted(_)), "{:?}", paired[2].1);
+        let err = crate::verify::apply_policy(&paired, &p.public().key_id().0, &store.policy).unwrap_err();
+        assert!(err.to_string().contains("2 distinct trusted auditors and 1 countersigned"), "{err}");
+    }
+
+    #[test]
+    fn two_rotations_of_one_key_both_do_nothing_and_a_successor_keeps_the_expiry() {
+        let (a, b, x) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]), SecretKey::from_seed([9; 32]));
+        let mut store = store_with(&[(&a, Role::Publisher)], 0);
+        store.key[0].not_after = Some(5_000);
+        // The real rotation, and one dated earlier by whoever else holds the key.
+        store.rotation = vec![Rotation::new(&a, &b, 30, 2_000), Rotation::new(&a, &x, 30, 1_000)];
+        let contested = TrustStore::in_force(&store, None, 10_000);
+        assert!(contested.find(&b.public().key_id()).is_none() && contested.find(&x.public().key_id()).is_none());
+        assert!(contested.find(&a.public().key_id()).unwrap().retired.is_none());
+        store.rotation.pop();
+        let one = TrustStore::in_force(&store, None, 3_000);
+        assert_eq!(one.find(&b.public().key_id()).unwrap().not_after, Some(5_000), "no successor outlives its key");
+        // A rotation dated ahead of the clock counts only once its time comes.
+        let ahead = Rotation::new(&a, &b, 30, 3_000 + MAX_CLOCK_SKEW_S + 1);
+        assert!(check_rotation(&ahead, &TrustStore::in_force(&store_with(&[(&a, Role::Publisher)], 0), None, 3_000), 3_000)
+            .unwrap_err()
+            .contains("in the future"));
+    }
+
+    #[test]
+    fn a_publisher_rotation_counts_only_auditors_scoped_to_its_names() {
+        let (a, b, aud) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]), SecretKey::from_seed([5; 32]));
+        let mut store = store_with(&[(&a, Role::Publisher), (&aud, Role::Auditor)], 1);
+        store.key[1].providers = vec!["other-*".into()];
+        let mut r = Rotation::new(&a, &b, 30, 1_000);
+        r.sign(&aud);
+        assert!(check_rotation(&r, &store, 10_000).unwrap_err().contains("auditors"));
     }
 }

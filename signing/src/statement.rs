@@ -315,13 +315,13 @@ impl StatementFile {
             return Err(if positional {
                 NOT_OUR_FORMAT.into()
             } else {
-                format!("not a statement file: {e}")
+                format!("not a statement file: {}", crate::inert(e))
             });
         }
         let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a statement file: {e}"))?;
+            serde_json::from_slice(bytes).map_err(|e| format!("not a statement file: {}", crate::inert(e)))?;
         let file: StatementFile =
-            serde_json::from_value(value.clone()).map_err(|e| format!("not a statement file: {e}"))?;
+            serde_json::from_value(value.clone()).map_err(|e| format!("not a statement file: {}", crate::inert(e)))?;
         // serde also reads a struct from a positional array; the format is objects only, so
         // whatever does not read back as the value credence writes is refused.
         if serde_json::to_value(&file).ok().as_ref() != Some(&value) {

@@ -293,6 +293,12 @@ impl OrgPolicy {
         if let Some(days) = self.max_statement_age_days {
             let oldest = now.saturating_sub(days.saturating_mul(86_400));
             match issued_at {
+                // A date ahead of this clock would stay young for as long as it is ahead.
+                Some(t) if t > now.saturating_add(crate::rotation::MAX_CLOCK_SKEW_S) => {
+                    return Err(format!(
+                        "the statement is dated {t} (Unix time), in the future, and the maximum age cannot bound it"
+                    ));
+                }
                 Some(t) if t >= oldest => {}
                 Some(t) => {
                     return Err(format!(
@@ -409,7 +415,7 @@ impl TrustStore {
     /// key in both keeps the bundle's entry. The user's store can only narrow: revocations
     /// are the union, each role needs the larger count, and an expired statement is
     /// refused if either says so. The rollback floor and rotations are the user's.
-    pub fn in_force(local: &TrustStore, bundle: Option<&crate::bundle::VerifiedBundle>) -> TrustStore {
+    pub fn in_force(local: &TrustStore, bundle: Option<&crate::bundle::VerifiedBundle>, now: u64) -> TrustStore {
         let mut store = local.clone();
         if let Some(v) = bundle {
             let b = &v.bundle;
@@ -451,8 +457,22 @@ impl TrustStore {
                 upgrades: b.upgrades,
             });
         }
-        crate::rotation::apply_rotations(&mut store);
+        crate::rotation::apply_rotations(&mut store, now);
         store
+    }
+
+    /// The first key of `id`'s rotation chain: what distinct-signer counts count.
+    pub fn lineage(&self, id: &KeyId) -> KeyId {
+        let mut at = id.clone();
+        // Bounded by the number of keys: a chain never revisits a key (a key rotates once,
+        // to a key not yet trusted), and the bound holds even if it did.
+        for _ in 0..self.key.len() {
+            match self.find(&at).and_then(|k| k.successor_of.clone()) {
+                Some(previous) => at = previous,
+                None => break,
+            }
+        }
+        at
     }
 
     /// Whether the organisation's bundle keeps this key from counting (a key of the user's

@@ -26,6 +26,9 @@ pub struct Signer {
     pub key_id: KeyId,
     pub name: String,
     pub role: Role,
+    /// The first key of its rotation chain (itself if it never was rotated to): a key and
+    /// its successor are one signer, so a rotation cannot make one auditor count twice.
+    pub lineage: KeyId,
 }
 
 /// What one signature in the file amounts to.
@@ -244,6 +247,7 @@ pub fn check_key(trust: &TrustStore, id: &KeyId, provider: &str, issued_at: Opti
         key_id: id.clone(),
         name,
         role: key.role,
+        lineage: trust.lineage(id),
     })
 }
 
@@ -290,7 +294,7 @@ pub fn apply_policy(
         for (_, c) in checks {
             if let SignatureCheck::Trusted(s) = c
                 && s.role == Role::Auditor
-                && !auditors.iter().any(|a| a.key_id == s.key_id)
+                && !auditors.iter().any(|a| a.lineage == s.lineage)
             {
                 auditors.push(s.clone());
             }
@@ -346,7 +350,7 @@ pub fn requirements(
             if let SignatureCheck::Trusted(s) = c
                 && s.role == role
                 && (!named_only || id.eq_ignore_ascii_case(publisher_key_id))
-                && !signers.iter().any(|a| a.key_id == s.key_id)
+                && !signers.iter().any(|a| a.lineage == s.lineage)
             {
                 signers.push(s.clone());
             }

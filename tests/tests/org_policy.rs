@@ -196,6 +196,7 @@ fn a_trust_toml_key_counts_only_when_the_bundle_allows_local_keys() {
     org.home
         .trust(&org.publisher, "My own publisher", "publisher", "static-token");
     let stranger = org.home.keygen("stranger");
+    let again = org.home.keygen("another");
     let body = |local: bool| {
         format!(
             "local-keys = {local}\n{ALLOW_STATIC}{}",
@@ -228,6 +229,23 @@ fn a_trust_toml_key_counts_only_when_the_bundle_allows_local_keys() {
         assert_eq!(org.install(&out).code, Some(0));
     };
     write(1, false);
+    let add = org.run(&[
+        "trust",
+        "add",
+        &again.public,
+        "--name",
+        "Another",
+        "--role",
+        "publisher",
+        "--providers",
+        "static-token",
+    ]);
+    assert_eq!(add.code, Some(0), "{add:#?}");
+    assert!(
+        add.stderr
+            .contains("lets no key from trust.toml count, so this key signs nothing here"),
+        "{add:#?}"
+    );
     assert_refused(
         &org.get(),
         "is in trust.toml, and the policy bundle of Acme security (policy bundle sequence 1) lets no key from trust.toml count",
@@ -537,6 +555,12 @@ fn a_rotated_key_hands_on_trust_and_stops_counting_for_statements_issued_after_i
         rotation.to_str().unwrap(),
     ]);
     assert_eq!(run.code, Some(0), "{run:#?}");
+    // Under a bundle that lets nothing in trust.toml add a key, a rotation kept there does
+    // not count: the successor comes with the bundle.
+    let run = org.run(&["trust", "rotate", rotation.to_str().unwrap()]);
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(run.stderr.contains("lets nothing in trust.toml add a key, rotations included"), "{run:#?}");
+    org.sign_and_install(2, &format!("local-keys = true\n{ALLOW_STATIC}"));
     let run = org.run(&["trust", "rotate", rotation.to_str().unwrap()]);
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert!(

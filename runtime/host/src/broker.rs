@@ -205,7 +205,7 @@ impl Broker {
         let trust = Arc::new(Trust {
             mode: self.trust_mode,
             sequences: SequenceStore::new(self.paths.home.clone(), floors, stamp),
-            store: credence_signing::TrustStore::in_force(&store, bundle.as_ref()),
+            store: credence_signing::TrustStore::in_force(&store, bundle.as_ref(), now),
             policy,
         });
         *cached = Some(trust.clone());
@@ -263,13 +263,21 @@ impl Broker {
     }
 
     pub fn load(&self, provider: &ProviderConfig) -> Result<LoadedProvider, Refusal> {
+        self.load_under(provider).map(|(loaded, _)| loaded)
+    }
+
+    /// [`load`](Self::load), with the trust it was admitted under: its producer must record
+    /// that trust's files, not those of a trust read again after a change meanwhile.
+    fn load_under(&self, provider: &ProviderConfig) -> Result<(LoadedProvider, Arc<Trust>), Refusal> {
+        let trust = self.trust()?;
         let loader = Loader {
             providers_dir: &self.paths.providers_dir(),
             engine: self.engine()?,
             cache: &self.cache,
-            trust: &*self.trust()?,
+            trust: &trust,
         };
-        loader.load(provider).map_err(|e| Refusal::Failed(e.to_string()))
+        let loaded = loader.load(provider).map_err(|e| Refusal::Failed(e.to_string()))?;
+        Ok((loaded, trust))
     }
 
     /// Whether the provider that made a stored credential would still pass the gate for
@@ -845,7 +853,7 @@ impl Broker {
             }
             lock(&self.warm).remove(&provider.name);
         }
-        let loaded = self.load(provider)?;
+        let (loaded, trust) = self.load_under(provider)?;
         let pre = match crate::sandbox::run::prepare(self.engine()?, &loaded.component) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -854,7 +862,7 @@ impl Broker {
                 None
             }
         };
-        let producer = Producer::of(&loaded, &*self.trust()?);
+        let producer = Producer::of(&loaded, &trust);
         let warm = Arc::new(Warm { loaded, pre, producer });
         lock(&self.warm).insert(provider.name.clone(), warm.clone());
         Ok(warm)

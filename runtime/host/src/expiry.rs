@@ -44,7 +44,7 @@ pub fn expiring(trust: &TrustStore, statements: &[(String, Option<u64>)], now: u
         if let Some(t) = k.not_after.filter(|t| soon(*t)) {
             let id = k.key_id().map(|i| i.0).unwrap_or_default();
             out.push(Expiring {
-                what: format!("key {id} ({})", k.name),
+                what: format!("key {id} ({})", credence::terminal::neutralise(&k.name)),
                 expires_at: t,
                 next: "ask its owner for a successor (`credence trust rotate`) or a new key".into(),
             });

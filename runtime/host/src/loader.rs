@@ -245,12 +245,25 @@ pub fn vet(provider: &str, path: &Path, spath: &Path, trust: &Trust, writers: Wr
                 path: mpath,
                 message: e.to_string(),
             })?;
+            let digest: [u8; 32] =
+                sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).into();
+            // Unsigned code the organisation allows is still held to its list of providers,
+            // by the name, version and bytes it declares (it has no statement to date).
+            if let Some(org) = &trust.store.org {
+                let now = now_unix();
+                org.admits(&manifest.name, &manifest.version, &hex::encode(digest), Some(now), now)
+                    .map_err(|reason| LoadError::Untrusted {
+                        provider: provider.to_owned(),
+                        refusal: Refusal::Organisation {
+                            organisation: org.label(),
+                            reason,
+                        },
+                    })?;
+            }
             tracing::warn!(
                 "provider {provider} runs UNSIGNED ({} has no statement; --allow-unsigned)",
                 path.display()
             );
-            let digest: [u8; 32] =
-                sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes)).into();
             Vetted {
                 bytes,
                 ceiling: manifest,

@@ -10,7 +10,7 @@
 
 use crate::paths::Paths;
 use crate::trusted_file::{FileError, Writers, read_optional};
-use credence_signing::bundle::{MAX_BUNDLE_BYTES, verify_bundle};
+use credence_signing::bundle::{MAX_BUNDLE_BYTES, Seen, verify_bundle};
 use credence_signing::{PublicKey, VerifiedBundle};
 use std::path::PathBuf;
 
@@ -41,8 +41,12 @@ impl PolicyDir {
             overridden: false,
             override_refused: false,
         };
+        // Refused wherever the system directory exists (or cannot be looked at): only a
+        // machine with no organisation policy at all lets a test move it.
+        let system_present =
+            !matches!(std::fs::symlink_metadata(&system.dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
         match std::env::var_os(POLICY_DIR_ENV).filter(|v| !v.is_empty()) {
-            Some(_) if system.root_file().exists() => PolicyDir {
+            Some(_) if system_present => PolicyDir {
                 override_refused: true,
                 ..system
             },
@@ -68,7 +72,7 @@ impl PolicyDir {
     pub fn override_warning(&self) -> Option<String> {
         if self.override_refused {
             return Some(format!(
-                "{POLICY_DIR_ENV} is ignored: this machine's organisation pins its root key in {}",
+                "{POLICY_DIR_ENV} is ignored: this machine has an organisation policy directory, {}",
                 self.dir.display()
             ));
         }
@@ -82,10 +86,10 @@ impl PolicyDir {
     }
 }
 
+/// Fixed, never from `%ProgramData%`: the user sets their own environment.
 #[cfg(windows)]
 fn system_dir() -> PathBuf {
-    let base = std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into());
-    PathBuf::from(base).join("credence")
+    PathBuf::from("C:\\ProgramData\\credence")
 }
 
 #[cfg(not(windows))]
@@ -113,15 +117,15 @@ pub fn load(paths: &Paths, dir: &PolicyDir) -> Result<Option<VerifiedBundle>, St
             dir.root_file().display()
         ));
     };
-    let seen = seen_sequence(paths);
-    let verified = verify_bundle(&bytes, &roots, seen, crate::state_store::now_unix()).map_err(|r| {
+    let seen = seen(paths);
+    let verified = verify_bundle(&bytes, &roots, seen.as_ref(), crate::state_store::now_unix()).map_err(|r| {
         format!(
             "{}: {r}, so no provider runs\n  hint: `credence policy show` says what is in force; install a current bundle from your security team with `sudo credence policy install <bundle>`",
             path.display()
         )
     })?;
-    if seen.is_none_or(|s| verified.bundle.sequence > s) {
-        record_seen(paths, verified.bundle.sequence);
+    if seen.is_none_or(|s| verified.bundle.sequence > s.sequence || s.digest.is_none()) {
+        record_seen(paths, &verified);
     }
     Ok(Some(verified))
 }
@@ -158,17 +162,22 @@ fn seen_file(paths: &Paths) -> PathBuf {
     paths.trust_state.join("policy-seen.json")
 }
 
-/// The highest bundle sequence this user's credence has accepted.
-pub fn seen_sequence(paths: &Paths) -> Option<u64> {
+/// The newest bundle this user's credence has accepted: its sequence and digest.
+pub fn seen(paths: &Paths) -> Option<Seen> {
     let bytes = crate::trusted_file::read_file(&seen_file(paths), 4096, Writers::UserOnly).ok()?;
-    serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["sequence"].as_u64()
+    let v = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?;
+    Some(Seen {
+        sequence: v["sequence"].as_u64()?,
+        digest: v["digest"].as_str().map(str::to_owned),
+    })
 }
 
-/// Raises the highest sequence seen (best effort: a run that cannot write it still refuses
-/// nothing newer, and the next one records it).
-pub fn record_seen(paths: &Paths, sequence: u64) {
+/// Records `bundle` as the newest seen (best effort: a run that cannot write it still
+/// refuses nothing newer, and the next one records it).
+pub fn record_seen(paths: &Paths, bundle: &VerifiedBundle) {
     let _ = crate::private_dir::ensure_private_dir(&paths.trust_state);
-    let body = serde_json::json!({ "sequence": sequence }).to_string();
+    let body =
+        serde_json::json!({ "sequence": bundle.bundle.sequence, "digest": hex::encode(bundle.digest) }).to_string();
     if let Err(e) = crate::private_dir::write_private_file(&paths.trust_state, "policy-seen.json", body.as_bytes()) {
         tracing::debug!("cannot record the policy bundle sequence seen: {e}");
     }

@@ -67,9 +67,17 @@ fn check(broker: &Broker, dir: &PolicyDir, bytes: &[u8]) -> Result<VerifiedBundl
     let installed = read_file(&dir.bundle_file(), MAX_BUNDLE_BYTES as u64, dir.writers)
         .ok()
         .and_then(|b| BundleFile::parse(&b).ok())
-        .map(|f| f.bundle.sequence);
-    let seen = org_policy::seen_sequence(broker.paths()).max(installed);
-    verify_bundle(bytes, &roots, seen, now_unix()).map_err(|r| r.to_string())
+        .map(|f| credence_signing::bundle::Seen {
+            sequence: f.bundle.sequence,
+            digest: Some(hex::encode(f.bundle.digest())),
+        });
+    let seen = org_policy::seen(broker.paths());
+    // Whichever is newer: this user's record, or the bundle in place for every user.
+    let newest = match (seen, installed) {
+        (Some(a), Some(b)) => Some(if b.sequence > a.sequence { b } else { a }),
+        (a, b) => a.or(b),
+    };
+    verify_bundle(bytes, &roots, newest.as_ref(), now_unix()).map_err(|r| r.to_string())
 }
 
 pub fn run(command: PolicyCommand, broker: &Broker) -> Result<ExitCode, String> {
@@ -100,7 +108,7 @@ pub fn run(command: PolicyCommand, broker: &Broker) -> Result<ExitCode, String> 
             let bytes = read_bundle(&file)?;
             let v = check(broker, &dir, &bytes).map_err(|e| format!("not installed: {e}"))?;
             org_policy::install(&dir, &bytes)?;
-            org_policy::record_seen(broker.paths(), v.bundle.sequence);
+            org_policy::record_seen(broker.paths(), &v);
             let dropped = broker.drop_invalidated_credentials();
             eprintln!(
                 "credence: installed the policy bundle of {} sequence {} as {}{}",
@@ -225,7 +233,7 @@ fn show(broker: &Broker, dir: &PolicyDir, json: bool) -> Result<ExitCode, String
             k.key_id().map(|i| i.0).unwrap_or_default(),
             k.role,
             k.name,
-            k.providers.join(",")
+            credence::terminal::neutralise(&k.providers.join(","))
         ));
     }
     out.push_str("providers allowed\n");

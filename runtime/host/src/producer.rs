@@ -135,9 +135,23 @@ impl Producer {
             .statement_expires_at
             .filter(|_| trust.store.policy.expired() == ExpiredPolicy::Refuse);
         let bundle_expiry = trust.store.org.as_ref().map(|o| o.expires_at);
+        // The first second at which the statement is older than the organisation accepts.
+        let too_old = trust.store.org.as_ref().and_then(|o| {
+            let days = o.max_statement_age_days?;
+            Some(
+                loaded
+                    .statement_issued_at?
+                    .saturating_add(days.saturating_mul(86_400))
+                    .saturating_add(1),
+            )
+        });
         Producer {
             trust_file: trust.sequences.trust_file(),
-            valid_until: key_expiries.chain(statement_expiry).chain(bundle_expiry).min(),
+            valid_until: key_expiries
+                .chain(statement_expiry)
+                .chain(bundle_expiry)
+                .chain(too_old)
+                .min(),
             policy_files: trust.policy,
             version: Some(loaded.ceiling.version.clone()),
             statement_issued_at: loaded.statement_issued_at,
@@ -186,7 +200,9 @@ impl Producer {
     /// no key or statement expiry passed since. Then judging it again would give the same
     /// verdict, and the stored path skips reading and parsing the store.
     pub fn trust_unchanged(&self, trust_file: Option<FileStamp>, policy_files: PolicyStamp, now: u64) -> bool {
-        self.statement_sha256.is_none()
+        // An unsigned producer rests on no trust store, but on the policy: a bundle that
+        // forbids unsigned code may have come since.
+        (self.statement_sha256.is_none() && self.policy_files == policy_files)
             || (self.trust_file.is_some()
                 && self.trust_file == trust_file
                 && self.policy_files == policy_files
@@ -198,7 +214,13 @@ impl Producer {
     /// floor for its name.
     pub fn trust_checks(&self, trust: &TrustStore, floor: Option<u64>, now: u64) -> Result<(), String> {
         let (Some(statement), Some(publisher)) = (&self.statement_sha256, &self.publisher_key_id) else {
-            return Ok(());
+            return match trust.org.as_ref().filter(|o| !o.allow_unsigned) {
+                Some(org) => Err(format!(
+                    "an unsigned provider made it, and the policy of {} lets no unsigned provider run",
+                    org.label()
+                )),
+                None => Ok(()),
+            };
         };
         if trust.statement_revoked(statement) {
             return Err(format!("the statement {statement} is revoked"));
@@ -290,6 +312,10 @@ mod tests {
         unsigned.statement_sha256 = None;
         unsigned.publisher_key_id = None;
         assert!(unsigned.trust_unchanged(None, none, 100));
+        assert!(
+            !unsigned.trust_unchanged(None, PolicyStamp { dir: stamp, ..none }, 100),
+            "a policy came since"
+        );
         // A policy bundle installed, replaced or removed since: judged again.
         let bundle = dir.path().join("policy.json");
         std::fs::write(&bundle, "{}").unwrap();

@@ -258,6 +258,13 @@ pub fn run(command: SigningCommand, broker: Broker) -> Result<ExitCode, String> 
                 }
                 Err(e) => match credence_signing::Rotation::parse(&bytes) {
                     Ok(mut rotation) => {
+                        // Said plainly: countersigning a rotation vouches for a new key.
+                        eprintln!(
+                            "credence: this is a key rotation: it hands the trust of key {} to {} ({} grace days)",
+                            rotation.from,
+                            rotation.successor().map(|p| p.key_id().0).unwrap_or_default(),
+                            rotation.grace_days
+                        );
                         rotation.sign(&key);
                         rotation.to_pretty()
                     }
@@ -744,6 +751,18 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
                 Ok(())
             })?;
             eprintln!("{said}");
+            // Written, and still not counted: the organisation decides whether it may widen.
+            if let Some(org) = broker
+                .trust()
+                .ok()
+                .and_then(|t| t.store.org.clone())
+                .filter(|o| !o.local_keys)
+            {
+                eprintln!(
+                    "credence: warning: the policy bundle of {} lets no key from trust.toml count, so this key signs nothing here until the bundle trusts it (`credence policy show` lists its keys)",
+                    org.label()
+                );
+            }
         }
         TrustCommand::List { json } => {
             let trust = broker.trust().map_err(|e| e.to_string())?;
@@ -778,7 +797,7 @@ fn trust_command(broker: &Broker, command: TrustCommand) -> Result<ExitCode, Str
                     let status = if applied {
                         Ok(())
                     } else {
-                        credence_signing::rotation::check_rotation(r, store)
+                        credence_signing::rotation::check_rotation(r, store, now)
                             .and(Err("another rotation of the same key came first".to_owned()))
                     };
                     serde_json::json!({ "from": r.from, "to": to, "grace_days": r.grace_days, "issued_at": r.issued_at,
@@ -943,7 +962,7 @@ fn rotate(
     let file = file.expect("clap requires a file or --from");
     let rotation = Rotation::parse(&read(&file)?).map_err(|e| format!("{}: {e}", file.display()))?;
     let trust = broker.trust().map_err(|e| e.to_string())?;
-    credence_signing::rotation::check_rotation(&rotation, &trust.store)
+    credence_signing::rotation::check_rotation(&rotation, &trust.store, now_unix())
         .map_err(|e| format!("{}: not accepted: {e}", file.display()))?;
     change_trust(broker, |store| {
         if !store.rotation.contains(&rotation) {
