@@ -216,20 +216,7 @@ impl Bundle {
                 *d = d.to_ascii_lowercase();
             }
         }
-        for (list, digits, what) in [
-            (&mut bundle.revoked.keys, 32, "revoked.keys: a key id is 32 hex digits"),
-            (
-                &mut bundle.revoked.statements,
-                64,
-                "revoked.statements: a statement digest is 64 hex digits",
-            ),
-        ] {
-            for entry in list.iter_mut() {
-                *entry = crate::trust::normalise_hex(entry, digits).ok_or_else(|| format!("{what}, not {entry:?}"))?;
-            }
-            list.sort();
-            list.dedup();
-        }
+        bundle.revoked.normalise()?;
         for k in &mut bundle.keys {
             k.public_key = k.key()?.to_string();
             k.origin = crate::trust::KeyOrigin::Bundle;

@@ -423,25 +423,43 @@ mod tests {
 
     #[test]
     fn an_auditor_and_its_own_successor_are_one_auditor() {
-        let (p, a, a2) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([5; 32]), SecretKey::from_seed([6; 32]));
+        let (p, a, a2) = (
+            SecretKey::from_seed([1; 32]),
+            SecretKey::from_seed([5; 32]),
+            SecretKey::from_seed([6; 32]),
+        );
         let mut store = store_with(&[(&p, Role::Publisher), (&a, Role::Auditor)], 2);
         store.rotation = vec![Rotation::new(&a, &a2, 30, 1_000)];
         let store = TrustStore::in_force(&store, None, 10_000);
-        let check = |k: &SecretKey| crate::verify::check_key(&store, &k.public().key_id(), "acme-x", Some(2_000), 10_000);
+        let check =
+            |k: &SecretKey| crate::verify::check_key(&store, &k.public().key_id(), "acme-x", Some(2_000), 10_000);
         let checks = [
             (p.public().key_id().0, check(&p)),
             (a.public().key_id().0, check(&a)),
             (a2.public().key_id().0, check(&a2)),
         ];
-        let paired: Vec<(&str, crate::verify::SignatureCheck)> = checks.iter().map(|(id, c)| (id.as_str(), c.clone())).collect();
-        assert!(matches!(paired[2].1, crate::verify::SignatureCheck::Trusted(_)), "{:?}", paired[2].1);
+        let paired: Vec<(&str, crate::verify::SignatureCheck)> =
+            checks.iter().map(|(id, c)| (id.as_str(), c.clone())).collect();
+        assert!(
+            matches!(paired[2].1, crate::verify::SignatureCheck::Trusted(_)),
+            "{:?}",
+            paired[2].1
+        );
         let err = crate::verify::apply_policy(&paired, &p.public().key_id().0, &store.policy).unwrap_err();
-        assert!(err.to_string().contains("2 distinct trusted auditors and 1 countersigned"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("2 distinct trusted auditors and 1 countersigned"),
+            "{err}"
+        );
     }
 
     #[test]
     fn two_rotations_of_one_key_both_do_nothing_and_a_successor_keeps_the_expiry() {
-        let (a, b, x) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]), SecretKey::from_seed([9; 32]));
+        let (a, b, x) = (
+            SecretKey::from_seed([1; 32]),
+            SecretKey::from_seed([2; 32]),
+            SecretKey::from_seed([9; 32]),
+        );
         let mut store = store_with(&[(&a, Role::Publisher)], 0);
         store.key[0].not_after = Some(5_000);
         // The real rotation, and one dated earlier by whoever else holds the key.
@@ -451,17 +469,31 @@ mod tests {
         assert!(contested.find(&a.public().key_id()).unwrap().retired.is_none());
         store.rotation.pop();
         let one = TrustStore::in_force(&store, None, 3_000);
-        assert_eq!(one.find(&b.public().key_id()).unwrap().not_after, Some(5_000), "no successor outlives its key");
+        assert_eq!(
+            one.find(&b.public().key_id()).unwrap().not_after,
+            Some(5_000),
+            "no successor outlives its key"
+        );
         // A rotation dated ahead of the clock counts only once its time comes.
         let ahead = Rotation::new(&a, &b, 30, 3_000 + MAX_CLOCK_SKEW_S + 1);
-        assert!(check_rotation(&ahead, &TrustStore::in_force(&store_with(&[(&a, Role::Publisher)], 0), None, 3_000), 3_000)
+        assert!(
+            check_rotation(
+                &ahead,
+                &TrustStore::in_force(&store_with(&[(&a, Role::Publisher)], 0), None, 3_000),
+                3_000
+            )
             .unwrap_err()
-            .contains("in the future"));
+            .contains("in the future")
+        );
     }
 
     #[test]
     fn a_publisher_rotation_counts_only_auditors_scoped_to_its_names() {
-        let (a, b, aud) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]), SecretKey::from_seed([5; 32]));
+        let (a, b, aud) = (
+            SecretKey::from_seed([1; 32]),
+            SecretKey::from_seed([2; 32]),
+            SecretKey::from_seed([5; 32]),
+        );
         let mut store = store_with(&[(&a, Role::Publisher), (&aud, Role::Auditor)], 1);
         store.key[1].providers = vec!["other-*".into()];
         let mut r = Rotation::new(&a, &b, 30, 1_000);

@@ -121,6 +121,28 @@ pub struct Revocations {
     pub statements: Vec<String>,
 }
 
+impl Revocations {
+    /// Each entry in lower case, sorted, once; an entry that is not a key id (32 hex
+    /// digits) or a statement digest (64) is refused.
+    pub fn normalise(&mut self) -> Result<(), String> {
+        for (list, digits, what) in [
+            (&mut self.keys, 32, "revoked.keys: a key id is 32 hex digits"),
+            (
+                &mut self.statements,
+                64,
+                "revoked.statements: a statement digest is 64 hex digits",
+            ),
+        ] {
+            for entry in list.iter_mut() {
+                *entry = normalise_hex(entry, digits).ok_or_else(|| format!("{what}, not {entry:?}"))?;
+            }
+            list.sort();
+            list.dedup();
+        }
+        Ok(())
+    }
+}
+
 /// `s` as lower-case hex if it is exactly `digits` hex digits.
 pub fn normalise_hex(s: &str, digits: usize) -> Option<String> {
     (s.len() == digits && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_ascii_lowercase())
@@ -361,20 +383,7 @@ impl TrustStore {
         for r in &store.rotation {
             r.check_fields()?;
         }
-        for (list, digits, what) in [
-            (&mut store.revoked.keys, 32, "revoked.keys: a key id is 32 hex digits"),
-            (
-                &mut store.revoked.statements,
-                64,
-                "revoked.statements: a statement digest is 64 hex digits",
-            ),
-        ] {
-            for entry in list.iter_mut() {
-                *entry = normalise_hex(entry, digits).ok_or_else(|| format!("{what}, not {entry:?}"))?;
-            }
-            list.sort();
-            list.dedup();
-        }
+        store.revoked.normalise()?;
         for name in store.floor.keys() {
             if !crate::manifest::valid_name(name) {
                 return Err(format!("floor: {name:?} is not a provider name"));

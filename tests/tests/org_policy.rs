@@ -77,24 +77,29 @@ impl Org {
 
     /// `credence policy sign`; returns the bundle file.
     fn sign(&self, sequence: u64, body: &str) -> PathBuf {
-        let src = self
-            .home
-            .home()
-            .parent()
-            .unwrap()
-            .join(format!("policy-{sequence}.toml"));
-        std::fs::write(&src, self.source(sequence, body)).unwrap();
+        self.sign_source(&format!("policy-{sequence}"), &self.source(sequence, body))
+    }
+
+    /// `credence policy sign` of `text` as `<stem>.toml`, valid 90 days.
+    fn sign_source(&self, stem: &str, text: &str) -> PathBuf {
+        let src = self.home.home().parent().unwrap().join(format!("{stem}.toml"));
+        std::fs::write(&src, text).unwrap();
         let out = src.with_extension("json");
+        let (src, key, out_s) = (
+            src.to_str().unwrap(),
+            self.root.secret.to_str().unwrap(),
+            out.to_str().unwrap(),
+        );
         let run = self.run(&[
             "policy",
             "sign",
-            src.to_str().unwrap(),
+            src,
             "--key",
-            self.root.secret.to_str().unwrap(),
+            key,
             "--expires-in-days",
             "90",
             "--out",
-            out.to_str().unwrap(),
+            out_s,
         ]);
         assert_eq!(run.code, Some(0), "{run:#?}");
         out
@@ -204,28 +209,11 @@ fn a_trust_toml_key_counts_only_when_the_bundle_allows_local_keys() {
         )
     };
     let write = |sequence: u64, local: bool| {
-        let src = org.home.home().parent().unwrap().join(format!("p{sequence}.toml"));
-        std::fs::write(
-            &src,
-            format!(
-                "organisation = \"Acme security\"\nsequence = {sequence}\n{}",
-                body(local)
-            ),
-        )
-        .unwrap();
-        let out = src.with_extension("json");
-        let run = org.run(&[
-            "policy",
-            "sign",
-            src.to_str().unwrap(),
-            "--key",
-            org.root.secret.to_str().unwrap(),
-            "--expires-in-days",
-            "30",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert_eq!(run.code, Some(0), "{run:#?}");
+        let text = format!(
+            "organisation = \"Acme security\"\nsequence = {sequence}\n{}",
+            body(local)
+        );
+        let out = org.sign_source(&format!("p{sequence}"), &text);
         assert_eq!(org.install(&out).code, Some(0));
     };
     write(1, false);
@@ -559,7 +547,11 @@ fn a_rotated_key_hands_on_trust_and_stops_counting_for_statements_issued_after_i
     // not count: the successor comes with the bundle.
     let run = org.run(&["trust", "rotate", rotation.to_str().unwrap()]);
     assert_eq!(run.code, Some(2), "{run:#?}");
-    assert!(run.stderr.contains("lets nothing in trust.toml add a key, rotations included"), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("lets nothing in trust.toml add a key, rotations included"),
+        "{run:#?}"
+    );
     org.sign_and_install(2, &format!("local-keys = true\n{ALLOW_STATIC}"));
     let run = org.run(&["trust", "rotate", rotation.to_str().unwrap()]);
     assert_eq!(run.code, Some(0), "{run:#?}");
