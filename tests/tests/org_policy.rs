@@ -482,6 +482,13 @@ fn a_release_that_may_newly_do_more_waits_for_approval_while_the_approved_one_an
     assert!(run.stderr.contains("prompts: none -> adds ask"), "{run:#?}");
     assert!(run.stderr.contains("`credence approve static-token`"), "{run:#?}");
     assert_eq!(installed_sequence(&org), 2, "the approved release stays in place");
+    let listed = org.run(&["providers"]);
+    assert!(
+        listed
+            .stdout
+            .contains("pending: 0.1.0 (sequence 3) may do more, and waits: `credence approve static-token`"),
+        "{listed:#?}"
+    );
     assert_answers(&org.get());
     // The pending release did not raise the rollback floor: sequence 2 is still admitted.
     let verify = org.run(&["verify", org.home.provider_file("static-token.wasm").to_str().unwrap()]);

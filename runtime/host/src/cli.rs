@@ -225,8 +225,11 @@ fn providers(broker: &Broker, json: bool) -> Result<ExitCode, String> {
                 "exports": exports,
             })
         });
+        let pending = crate::policy_cli::pending(broker, &p.provider)
+            .map(|(version, sequence)| serde_json::json!({ "version": version, "sequence": sequence }));
         let mut row = serde_json::json!({
             "name": p.name,
+            "pending": pending,
             "component": p.component,
             "serves": p.serves.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             "granted_origins": p.granted_origins.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
@@ -275,6 +278,19 @@ fn providers(broker: &Broker, json: bool) -> Result<ExitCode, String> {
                 ));
             } else {
                 out.push_str(&format!("  status:  refused: {}\n", r["error"].as_str().unwrap_or("")));
+            }
+            if let Some(pending) = r["pending"].as_object() {
+                out.push_str(&format!(
+                    "  pending: {} (sequence {}) may do more, and waits: `credence approve {}`\n",
+                    pending["version"].as_str().unwrap_or(""),
+                    pending["sequence"],
+                    broker
+                        .config()
+                        .providers
+                        .iter()
+                        .find(|c| c.name == r["name"])
+                        .map_or("", |c| c.provider.as_str())
+                ));
             }
         }
         out.push_str(&format!(

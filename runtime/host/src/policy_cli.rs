@@ -272,6 +272,19 @@ pub fn approved_ceiling(broker: &Broker, name: &str) -> Option<Manifest> {
     StatementFile::parse(&bytes).ok()?.statement.ceiling().ok()
 }
 
+/// The release of `name` waiting for approval, if any: its version and sequence.
+pub fn pending(broker: &Broker, name: &str) -> Option<(String, u64)> {
+    let path = pending_dir(broker).join(format!("{name}.statement.json"));
+    let bytes = read_file(
+        &path,
+        credence_signing::statement::MAX_STATEMENT_BYTES as u64,
+        Writers::UserOnly,
+    )
+    .ok()?;
+    let provider = StatementFile::parse(&bytes).ok()?.statement.provider;
+    Some((provider.version, provider.sequence))
+}
+
 /// The upgrade guard's question: what the release may newly do, if it needs approval.
 pub fn needs_approval(broker: &Broker, new: &Manifest, upgrades: Option<Upgrades>) -> Option<Vec<Widening>> {
     let approved = approved_ceiling(broker, &new.name)?;
