@@ -15,6 +15,10 @@
 //! loads and verifies; with an agent both would be answered from its memory. What the
 //! agent costs and saves is `credence-agent-bench`'s.
 //!
+//! `warm (bundle)` and `stored (bundle)` are the same paths in a home under an
+//! organisation's policy bundle (through `CREDENCE_POLICY_DIR`): what verifying the bundle
+//! and its rules costs a provider run, and what its file stamps cost a stored answer.
+//!
 //! Usage: `credence-bench [ROUNDS]` (default 200; cold runs every 10th round).
 //! `CREDENCE_BENCH_BASELINE=/path/to/other/credence` adds `warm` and `stored` of that binary
 //! (e.g. a build of the previous commit), each in a home of its own, to the same rounds.
@@ -96,7 +100,54 @@ settings = {{ token-url = "{o}/token", client-id = "c", client-secret = "s" }}
 fn get(home: &Home, url: &str) -> Command {
     let mut c = home.command();
     c.args(["get", url]).env("CREDENCE_AGENT", "0");
+    if home.home().parent().is_some_and(|d| d.join("policy").is_dir()) {
+        c.env("CREDENCE_POLICY_DIR", home.home().parent().unwrap().join("policy"));
+    }
     c
+}
+
+/// [`bench_home`] under a policy bundle that trusts its keys and admits both providers.
+fn bundle_home(server: &TestServer) -> Home {
+    let home = bench_home(credence_exe(), server);
+    let dir = home.home().parent().unwrap().join("policy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = home.keygen("org-root");
+    std::fs::write(dir.join("root.pub"), format!("{}\n", root.public)).unwrap();
+    let source = dir.parent().unwrap().join("policy.toml");
+    std::fs::write(
+        &source,
+        "organisation = \"Bench\"\nsequence = 1\nlocal-keys = true\nmax-statement-age-days = 30\n[[providers]]\nname = \"*\"\n",
+    )
+    .unwrap();
+    let bundle = dir.join("policy.json");
+    let policy_env = [("CREDENCE_POLICY_DIR", dir.to_str().unwrap())];
+    let (src, key, out) = (
+        source.to_str().unwrap(),
+        root.secret.to_str().unwrap(),
+        bundle.to_str().unwrap(),
+    );
+    let run = home.run_with(
+        &[
+            "policy",
+            "sign",
+            src,
+            "--key",
+            key,
+            "--expires-in-days",
+            "30",
+            "--out",
+            out,
+        ],
+        &policy_env,
+    );
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    // Credentials made before the bundle are judged again under it on every answer: forget
+    // them, and prime anew under the bundle.
+    let run = home.run_with(&["forget"], &[("CREDENCE_AGENT", "0"), policy_env[0]]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    time(&mut get(&home, "https://registry.example/"));
+    time(&mut get(&home, "https://feed.example/"));
+    home
 }
 
 fn main() {
@@ -110,10 +161,11 @@ fn main() {
     let server = TestServer::start(|_| Reply::json(200, r#"{"access_token":"tok-bench","expires_in":86400}"#));
     let home = bench_home(credence_exe(), &server);
     let baseline = std::env::var_os("CREDENCE_BENCH_BASELINE").map(|p| bench_home(p.into(), &server));
+    let bundled = bundle_home(&server);
     let primed_hits = server.hits();
     let compiled = home.cache().join("credence/cwasm");
 
-    let mut names = vec!["floor", "cold", "warm", "stored"];
+    let mut names = vec!["floor", "cold", "warm", "stored", "warm (bundle)", "stored (bundle)"];
     if baseline.is_some() {
         names.extend(["warm (baseline)", "stored (baseline)"]);
     }
@@ -131,7 +183,9 @@ fn main() {
                 }
                 2 => time(&mut get(&home, "https://registry.example/")),
                 3 => time(&mut get(&home, "https://feed.example/")),
-                4 => time(&mut get(
+                4 => time(&mut get(&bundled, "https://registry.example/")),
+                5 => time(&mut get(&bundled, "https://feed.example/")),
+                6 => time(&mut get(
                     baseline.as_ref().expect("baseline"),
                     "https://registry.example/",
                 )),
@@ -170,8 +224,8 @@ fn main() {
     if baseline.is_some() {
         println!(
             "\nthis build minus baseline (medians): warm {:+.3} ms, stored {:+.3} ms",
-            ms(medians[2]) - ms(medians[4]),
-            ms(medians[3]) - ms(medians[5])
+            ms(medians[2]) - ms(medians[6]),
+            ms(medians[3]) - ms(medians[7])
         );
     }
     println!(
