@@ -137,6 +137,52 @@ pub struct BundleSignature {
     pub signature: String,
 }
 
+impl BundleSignature {
+    /// Adds (or replaces) `key`'s signature over `message` to `list`, kept in key-id order.
+    pub fn add(list: &mut Vec<BundleSignature>, key: &SecretKey, message: &[u8]) {
+        let key_id = key.public().key_id().0;
+        let signature = B64.encode(key.sign(message));
+        list.retain(|s| s.key_id != key_id);
+        list.push(BundleSignature { key_id, signature });
+        list.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    }
+
+    /// At most `max` signatures, each by a key id of 32 lower-case hex digits, each key once.
+    pub fn check_list(list: &[BundleSignature], max: usize, what: &str) -> Result<(), String> {
+        if list.len() > max {
+            return Err(format!("a {what} carries at most {max} signatures"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in list {
+            if !lower_hex(&s.key_id, 32) || !seen.insert(s.key_id.as_str()) {
+                return Err(format!(
+                    "{what} signature key-id {:?}: 32 lower-case hex digits, each key once",
+                    s.key_id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads `bytes` as exactly the value credence writes for a `T`: into the struct first (it
+/// refuses a member named twice, which a `Value` would collapse to its last), then compared
+/// with the JSON as read, so a field left out, a `null` or another spelling is refused and
+/// one file cannot mean two things.
+pub(crate) fn parse_canonical<T: serde::de::DeserializeOwned + Serialize>(
+    bytes: &[u8],
+    what: &str,
+    not_canonical: &str,
+) -> Result<T, String> {
+    let parsed: T = serde_json::from_slice(bytes).map_err(|e| format!("not a {what}: {}", crate::inert(e)))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a {what}: {}", crate::inert(e)))?;
+    if serde_json::to_value(&parsed).ok().as_ref() != Some(&value) {
+        return Err(not_canonical.into());
+    }
+    Ok(parsed)
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundleFile {
@@ -347,30 +393,16 @@ impl BundleFile {
                 bytes.len()
             ));
         }
-        // Into the structs first: they refuse a member named twice, which a `Value` would
-        // collapse to its last.
-        let file: BundleFile =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a policy bundle: {}", crate::inert(e)))?;
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a policy bundle: {}", crate::inert(e)))?;
-        if serde_json::to_value(&file).ok().as_ref() != Some(&value) {
-            return Err(
-                "the bundle is not in canonical form: every field written, as `credence policy sign` writes it".into(),
-            );
-        }
+        let file: BundleFile = parse_canonical(
+            bytes,
+            "policy bundle",
+            "the bundle is not in canonical form: every field written, as `credence policy sign` writes it",
+        )?;
         file.bundle.check_fields()?;
-        if file.signatures.is_empty() || file.signatures.len() > MAX_SIGNATURES {
-            return Err(format!("a bundle carries 1 to {MAX_SIGNATURES} signatures"));
+        if file.signatures.is_empty() {
+            return Err("a bundle carries at least one signature".into());
         }
-        let mut seen = std::collections::BTreeSet::new();
-        for s in &file.signatures {
-            if !lower_hex(&s.key_id, 32) || !seen.insert(s.key_id.as_str()) {
-                return Err(format!(
-                    "signature key-id {:?}: 32 lower-case hex digits, each key once",
-                    s.key_id
-                ));
-            }
-        }
+        BundleSignature::check_list(&file.signatures, MAX_SIGNATURES, "bundle")?;
         let mut file = file;
         for k in &mut file.bundle.keys {
             k.origin = crate::trust::KeyOrigin::Bundle;
@@ -387,11 +419,7 @@ impl BundleFile {
 
     /// Adds (or replaces) `key`'s signature over the bundle.
     pub fn sign(&mut self, key: &SecretKey) {
-        let key_id = key.public().key_id().0;
-        let signature = B64.encode(key.sign(&self.bundle.signing_message()));
-        self.signatures.retain(|s| s.key_id != key_id);
-        self.signatures.push(BundleSignature { key_id, signature });
-        self.signatures.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        BundleSignature::add(&mut self.signatures, key, &self.bundle.signing_message());
     }
 }
 

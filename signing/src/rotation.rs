@@ -19,8 +19,6 @@
 use crate::bundle::BundleSignature;
 use crate::keys::{KeyId, PublicKey, SecretKey};
 use crate::trust::{Retired, Role, TrustStore, TrustedKey};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -88,24 +86,19 @@ impl Rotation {
 
     /// Adds (or replaces) `key`'s signature, e.g. an auditor's countersignature.
     pub fn sign(&mut self, key: &SecretKey) {
-        let key_id = key.public().key_id().0;
-        let signature = B64.encode(key.sign(&self.signing_message()));
-        self.signatures.retain(|s| s.key_id != key_id);
-        self.signatures.push(BundleSignature { key_id, signature });
-        self.signatures.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        let message = self.signing_message();
+        BundleSignature::add(&mut self.signatures, key, &message);
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Rotation, String> {
         if bytes.len() > MAX_ROTATION_BYTES {
             return Err(format!("a rotation file is at most {MAX_ROTATION_BYTES} bytes"));
         }
-        let r: Rotation =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a key rotation: {}", crate::inert(e)))?;
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a key rotation: {}", crate::inert(e)))?;
-        if serde_json::to_value(&r).ok().as_ref() != Some(&value) {
-            return Err("the rotation is not in the form `credence trust rotate` writes".into());
-        }
+        let r: Rotation = crate::bundle::parse_canonical(
+            bytes,
+            "key rotation",
+            "the rotation is not in the form `credence trust rotate` writes",
+        )?;
         r.check_fields()?;
         Ok(r)
     }
@@ -137,20 +130,7 @@ impl Rotation {
         if self.issued_at > crate::bundle::MAX_EXACT_INTEGER {
             return Err("issued-at is not a time".into());
         }
-        if self.signatures.len() > MAX_SIGNATURES {
-            return Err(format!("a rotation carries at most {MAX_SIGNATURES} signatures"));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for s in &self.signatures {
-            if crate::trust::normalise_hex(&s.key_id, 32).as_deref() != Some(s.key_id.as_str())
-                || !seen.insert(s.key_id.as_str())
-            {
-                return Err(format!(
-                    "rotation signature key-id {:?}: 32 lower-case hex digits, each key once",
-                    s.key_id
-                ));
-            }
-        }
+        BundleSignature::check_list(&self.signatures, MAX_SIGNATURES, "rotation")?;
         Ok(())
     }
 

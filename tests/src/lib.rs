@@ -569,6 +569,38 @@ impl Home {
         }
     }
 
+    /// `credence policy sign SOURCE --key ROOT --expires-in-days DAYS --out OUT` with `env`
+    /// (where the policy directory is): the organisation's bundle from its TOML source.
+    pub fn sign_policy(
+        &self,
+        source: &std::path::Path,
+        root: &Key,
+        days: u32,
+        out: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Run {
+        let (source, key, out, days) = (
+            source.to_str().unwrap(),
+            root.secret.to_str().unwrap(),
+            out.to_str().unwrap(),
+            days.to_string(),
+        );
+        self.run_with(
+            &[
+                "policy",
+                "sign",
+                source,
+                "--key",
+                key,
+                "--expires-in-days",
+                &days,
+                "--out",
+                out,
+            ],
+            env,
+        )
+    }
+
     /// The precompiled-cache entries: none means nothing was ever compiled.
     pub fn compiled_entries(&self) -> usize {
         std::fs::read_dir(self.cache().join("credence/cwasm"))

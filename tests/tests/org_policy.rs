@@ -85,22 +85,8 @@ impl Org {
         let src = self.home.home().parent().unwrap().join(format!("{stem}.toml"));
         std::fs::write(&src, text).unwrap();
         let out = src.with_extension("json");
-        let (src, key, out_s) = (
-            src.to_str().unwrap(),
-            self.root.secret.to_str().unwrap(),
-            out.to_str().unwrap(),
-        );
-        let run = self.run(&[
-            "policy",
-            "sign",
-            src,
-            "--key",
-            key,
-            "--expires-in-days",
-            "90",
-            "--out",
-            out_s,
-        ]);
+        let run = self.home.sign_policy(&src, &self.root, 90, &out, &self.env());
+        assert!(run.stderr.contains("CREDENCE_POLICY_DIR="), "{run:#?}");
         assert_eq!(run.code, Some(0), "{run:#?}");
         out
     }

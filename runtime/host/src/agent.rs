@@ -65,8 +65,12 @@ struct Agent {
     last_request: Mutex<Instant>,
     stopping: AtomicBool,
     idle: Duration,
-    /// `trust.toml` as last seen: a change sweeps what it no longer admits.
+    /// `trust.toml` and the organisation's policy files as last seen: a change sweeps what
+    /// they no longer admit.
     trust_stamp: Mutex<(Option<FileStamp>, crate::producer::PolicyStamp)>,
+    /// Where the organisation's policy is, as this agent's brokers read it (from the
+    /// environment it started in).
+    policy_dir: crate::org_policy::PolicyDir,
     workers: Workers,
     /// The broker's watch generation at which `broker()`'s checks last passed.
     checked: AtomicU64,
@@ -142,6 +146,7 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
 
     let host = std::env::current_exe().map_err(|e| e.to_string())?;
     let paths_trust = paths.trust_file();
+    let policy_dir = crate::org_policy::PolicyDir::from_env();
     let agent = Arc::new(Agent {
         build: build_id(&host),
         paths,
@@ -156,7 +161,11 @@ pub fn serve(detach: bool) -> Result<ExitCode, String> {
         last_request: Mutex::new(Instant::now()),
         stopping: AtomicBool::new(false),
         idle,
-        trust_stamp: Mutex::new((FileStamp::of(&paths_trust), crate::producer::PolicyStamp::from_env())),
+        trust_stamp: Mutex::new((
+            FileStamp::of(&paths_trust),
+            crate::producer::PolicyStamp::of(&policy_dir),
+        )),
+        policy_dir,
         socket_id,
         wake: (Mutex::new(()), std::sync::Condvar::new()),
         checked: AtomicU64::new(u64::MAX),
@@ -478,7 +487,7 @@ impl Agent {
     fn check_and_load(&self) -> Result<Arc<Broker>, String> {
         let trust = (
             FileStamp::of(&self.paths.trust_file()),
-            crate::producer::PolicyStamp::from_env(),
+            crate::producer::PolicyStamp::of(&self.policy_dir),
         );
         let trust_changed = {
             let mut seen = self.trust_stamp.lock().unwrap_or_else(|e| e.into_inner());

@@ -22,9 +22,7 @@ pub struct Expiring {
 
 impl Expiring {
     pub fn message(&self, now: u64) -> String {
-        let when = jiff::Timestamp::from_second(self.expires_at as i64)
-            .map(|t| t.to_string())
-            .unwrap_or_else(|_| self.expires_at.to_string());
+        let when = crate::state_store::shown_time(self.expires_at);
         let days = self.expires_at.saturating_sub(now).div_ceil(86_400);
         format!(
             "{} expires in {days} day{} ({when}); {}",

@@ -44,11 +44,7 @@ pub enum PolicyCommand {
     },
 }
 
-fn time(t: u64) -> String {
-    jiff::Timestamp::from_second(t as i64)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| t.to_string())
-}
+use crate::state_store::shown_time as time;
 
 fn read_bundle(file: &Path) -> Result<Vec<u8>, String> {
     read_file(file, MAX_BUNDLE_BYTES as u64, Writers::Anyone).map_err(|e| e.to_string())

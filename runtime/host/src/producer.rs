@@ -71,10 +71,6 @@ impl PolicyStamp {
             bundle: FileStamp::of(&dir.bundle_file()),
         }
     }
-
-    pub fn from_env() -> PolicyStamp {
-        PolicyStamp::of(&crate::org_policy::PolicyDir::from_env())
-    }
 }
 
 /// A file's identity. A replacement by rename (how credence writes `trust.toml` and

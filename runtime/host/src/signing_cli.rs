@@ -974,9 +974,7 @@ fn rotate(
     eprintln!(
         "credence: key {} hands its trust to {successor}; statements it issues after {} no longer count",
         rotation.from,
-        jiff::Timestamp::from_second(rotation.signs_until() as i64)
-            .map(|t| t.to_string())
-            .unwrap_or_default()
+        crate::state_store::shown_time(rotation.signs_until())
     );
     Ok(ExitCode::SUCCESS)
 }

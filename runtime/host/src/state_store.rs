@@ -49,6 +49,14 @@ struct StoredCredential {
     producer: Producer,
 }
 
+/// Unix seconds as RFC 3339 for messages (the number itself if it is no time jiff holds).
+pub fn shown_time(t: u64) -> String {
+    i64::try_from(t)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map_or_else(|| t.to_string(), |t| t.to_string())
+}
+
 pub fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

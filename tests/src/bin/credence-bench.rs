@@ -121,25 +121,7 @@ fn bundle_home(server: &TestServer) -> Home {
     .unwrap();
     let bundle = dir.join("policy.json");
     let policy_env = [("CREDENCE_POLICY_DIR", dir.to_str().unwrap())];
-    let (src, key, out) = (
-        source.to_str().unwrap(),
-        root.secret.to_str().unwrap(),
-        bundle.to_str().unwrap(),
-    );
-    let run = home.run_with(
-        &[
-            "policy",
-            "sign",
-            src,
-            "--key",
-            key,
-            "--expires-in-days",
-            "30",
-            "--out",
-            out,
-        ],
-        &policy_env,
-    );
+    let run = home.sign_policy(&source, &root, 30, &bundle, &policy_env);
     assert_eq!(run.code, Some(0), "{run:#?}");
     // Credentials made before the bundle are judged again under it on every answer: forget
     // them, and prime anew under the bundle.
